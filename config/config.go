@@ -1,0 +1,155 @@
+// Package config defines wxbroker's typed configuration: it loads YAML, expands
+// ${ENV} references, reads *_file secrets, applies defaults and validates the
+// result, listing every problem at once.
+package config
+
+import "time"
+
+// Config is the whole wxbroker configuration (DESIGN.md §3).
+type Config struct {
+	InstanceID   string                `yaml:"instance_id"`
+	Listen       string                `yaml:"listen"`
+	PublicListen string                `yaml:"public_listen"`
+	TLS          TLS                   `yaml:"tls"`
+	Log          Log                   `yaml:"log"`
+	Redis        Redis                 `yaml:"redis"`
+	Leader       Leader                `yaml:"leader"`
+	WeChat       WeChat                `yaml:"wechat"`
+	Refresh      Refresh               `yaml:"refresh"`
+	Namespaces   map[string]*Namespace `yaml:"namespaces"`
+	Clients      []Client              `yaml:"clients"`
+	Login        Login                 `yaml:"login"`
+}
+
+// TLS optionally enables TLS on both listeners.
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Log configures the zap logger.
+type Log struct {
+	Level  string `yaml:"level"`  // debug | info | warn | error
+	Format string `yaml:"format"` // json | console
+}
+
+// Redis says how to reach Redis: one address is a single node, master_name
+// selects Sentinel, several addresses select Cluster.
+type Redis struct {
+	Addrs        []string `yaml:"addrs"`
+	MasterName   string   `yaml:"master_name"`
+	Username     string   `yaml:"username"`
+	Password     Secret   `yaml:"password"`
+	PasswordFile string   `yaml:"password_file"`
+	DB           int      `yaml:"db"`
+	KeyPrefix    string   `yaml:"key_prefix"`
+}
+
+// Leader configures leader election.
+type Leader struct {
+	LockTTL       time.Duration `yaml:"lock_ttl"`
+	RenewInterval time.Duration `yaml:"renew_interval"`
+}
+
+// WeChat configures the WeChat API client.
+type WeChat struct {
+	BaseURL      string        `yaml:"base_url"`
+	FallbackURLs []string      `yaml:"fallback_urls"`
+	Timeout      time.Duration `yaml:"timeout"`
+}
+
+// Refresh configures the proactive refresh scheduler.
+type Refresh struct {
+	// BeforeExpiry is either a share of the lifetime ("25%") or a duration ("30m").
+	BeforeExpiry         Portion       `yaml:"before_expiry"`
+	Jitter               Portion       `yaml:"jitter"`
+	Concurrency          int           `yaml:"concurrency"`
+	ForceMinInterval     time.Duration `yaml:"force_min_interval"`
+	ForceDailyCap        int           `yaml:"force_daily_cap"`
+	StableRotationWindow time.Duration `yaml:"stable_rotation_window"`
+}
+
+// Portion is a share of a lifetime ("25%") or an absolute duration ("30m").
+// Exactly one of Fraction (0 < f < 1) and Duration is set after loading.
+type Portion struct {
+	Fraction float64
+	Duration time.Duration
+}
+
+// Of returns the portion of lifetime d.
+func (p Portion) Of(d time.Duration) time.Duration {
+	if p.Duration > 0 {
+		return p.Duration
+	}
+	return time.Duration(float64(d) * p.Fraction)
+}
+
+// Namespace is one environment (prod, staging, ...).
+type Namespace struct {
+	Apps []*App `yaml:"apps"`
+}
+
+// App kinds.
+const (
+	KindMiniProgram     = "miniprogram"
+	KindOfficialAccount = "official_account"
+	KindWebsite         = "website"
+)
+
+// Token modes.
+const (
+	ModeStable  = "stable"
+	ModeClassic = "classic"
+)
+
+// App is one WeChat AppID managed in a namespace.
+type App struct {
+	AppID      string   `yaml:"appid"`
+	Secret     Secret   `yaml:"secret"`
+	SecretFile string   `yaml:"secret_file"`
+	Kind       string   `yaml:"kind"`       // miniprogram | official_account | website
+	TokenMode  string   `yaml:"token_mode"` // stable (default) | classic
+	Tickets    []string `yaml:"tickets"`    // jsapi, wx_card
+}
+
+// Client is an internal service allowed to read tokens.
+type Client struct {
+	Name      string   `yaml:"name"`
+	KeySHA256 string   `yaml:"key_sha256"` // hex sha256 of the client's key
+	Allow     []string `yaml:"allow"`      // "namespace/appid" patterns, "*" allowed in either part
+	Admin     bool     `yaml:"admin"`
+}
+
+// Login configures the user-login endpoints on public_listen.
+type Login struct {
+	JWT                         JWT      `yaml:"jwt"`
+	SessionKeyEncryptionKey     Secret   `yaml:"session_key_encryption_key"`
+	SessionKeyEncryptionKeyFile string   `yaml:"session_key_encryption_key_file"`
+	MiniProgram                 LoginApp `yaml:"miniprogram"`
+	Web                         WebLogin `yaml:"web"`
+}
+
+// JWT configures access tokens and refresh tokens.
+type JWT struct {
+	Issuer         string        `yaml:"issuer"`
+	SigningKey     Secret        `yaml:"signing_key"` // PKCS#8 PEM of an Ed25519 key
+	SigningKeyFile string        `yaml:"signing_key_file"`
+	AccessTTL      time.Duration `yaml:"access_ttl"`
+	RefreshTTL     time.Duration `yaml:"refresh_ttl"`
+}
+
+// LoginApp names the app a login flow uses.
+type LoginApp struct {
+	Namespace string `yaml:"namespace"`
+	AppID     string `yaml:"appid"`
+}
+
+// WebLogin configures website QR login.
+type WebLogin struct {
+	Namespace         string   `yaml:"namespace"`
+	AppID             string   `yaml:"appid"`
+	RedirectURI       string   `yaml:"redirect_uri"`
+	QRConnectURL      string   `yaml:"qrconnect_url"`
+	AllowedReturnURLs []string `yaml:"allowed_return_urls"`
+	CookieSecure      *bool    `yaml:"cookie_secure"`
+}

@@ -1,0 +1,126 @@
+// Package metrics defines every Prometheus collector wxbroker exports, in one
+// place, registered on an injected registry (DESIGN.md §8). Labels come from
+// configuration or fixed sets only: never openids, user ids, IPs or raw URLs.
+package metrics
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Label values of the fixed sets.
+const (
+	ResultSuccess = "success"
+	ResultError   = "error"
+
+	SourceClient = "client"
+	SourceBroker = "broker"
+	SourceLogin  = "login"
+	SourceProxy  = "proxy"
+
+	RequestOK           = "ok"
+	RequestUnauthorized = "unauthorized"
+	RequestForbidden    = "forbidden"
+	RequestNotFound     = "not_found"
+	RequestUnavailable  = "unavailable"
+
+	FlowMiniProgram = "miniprogram"
+	FlowWeb         = "web"
+	FlowRefresh     = "refresh"
+	FlowLogout      = "logout"
+	FlowPhone       = "phone"
+)
+
+// Metrics holds every collector. It is safe for concurrent use.
+type Metrics struct {
+	Leader                  prometheus.Gauge
+	LeaderEpoch             prometheus.Gauge
+	LeaderTransitions       prometheus.Counter
+	FencedWritesRejected    prometheus.Counter
+	TokenRefresh            *prometheus.CounterVec   // namespace, appid, kind, result
+	TokenRefreshDuration    *prometheus.HistogramVec // namespace, kind
+	TokenExpiry             *prometheus.GaugeVec     // namespace, appid, kind
+	TokenLastRefreshSuccess *prometheus.GaugeVec     // namespace, appid, kind
+	InvalidCredential       *prometheus.CounterVec   // namespace, appid, source
+	ExternalInvalidation    *prometheus.CounterVec   // namespace, appid
+	WeChatErrors            *prometheus.CounterVec   // namespace, appid, api, errcode
+	WeChatQuotaUsed         *prometheus.GaugeVec     // namespace, appid, api
+	TokenRequests           *prometheus.CounterVec   // namespace, result
+	Login                   *prometheus.CounterVec   // flow, result
+	HTTPRequestDuration     *prometheus.HistogramVec // listener, route, code
+}
+
+// New registers every collector on reg and returns them. It panics, as
+// promauto does, if a collector is already registered on reg.
+func New(reg prometheus.Registerer) *Metrics {
+	f := promauto.With(reg)
+	return &Metrics{
+		Leader: f.NewGauge(prometheus.GaugeOpts{
+			Name: "wxbroker_leader", Help: "1 while this replica is the leader, 0 otherwise.",
+		}),
+		LeaderEpoch: f.NewGauge(prometheus.GaugeOpts{
+			Name: "wxbroker_leader_epoch", Help: "Fencing epoch of the current leadership as last seen by this replica.",
+		}),
+		LeaderTransitions: f.NewCounter(prometheus.CounterOpts{
+			Name: "wxbroker_leader_transitions_total", Help: "Times this replica became or stopped being the leader.",
+		}),
+		FencedWritesRejected: f.NewCounter(prometheus.CounterOpts{
+			Name: "wxbroker_fenced_writes_rejected_total", Help: "Token writes refused because the writer no longer held the lock or a newer epoch had written.",
+		}),
+		TokenRefresh: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxbroker_token_refresh_total", Help: "Token and ticket refresh attempts by result.",
+		}, []string{"namespace", "appid", "kind", "result"}),
+		TokenRefreshDuration: f.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "wxbroker_token_refresh_duration_seconds", Help: "Duration of token and ticket refreshes, WeChat call and fenced write included.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"namespace", "kind"}),
+		TokenExpiry: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wxbroker_token_expiry_timestamp_seconds", Help: "Unix time at which the current token or ticket expires.",
+		}, []string{"namespace", "appid", "kind"}),
+		TokenLastRefreshSuccess: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wxbroker_token_last_refresh_success_timestamp_seconds", Help: "Unix time of the last successful refresh.",
+		}, []string{"namespace", "appid", "kind"}),
+		InvalidCredential: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxbroker_invalid_credential_total", Help: "Errcodes 40001/42001/40014 met or reported, by who met them.",
+		}, []string{"namespace", "appid", "source"}),
+		ExternalInvalidation: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxbroker_external_invalidation_total", Help: "Current tokens invalidated by a fetch outside the broker.",
+		}, []string{"namespace", "appid"}),
+		WeChatErrors: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxbroker_wechat_errors_total", Help: "Errors answered by WeChat, by API and errcode (known codes, else other; transport errors as -2).",
+		}, []string{"namespace", "appid", "api", "errcode"}),
+		WeChatQuotaUsed: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wxbroker_wechat_quota_used", Help: "Credential calls made today (UTC+8 day, when WeChat resets quotas).",
+		}, []string{"namespace", "appid", "api"}),
+		TokenRequests: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxbroker_token_requests_total", Help: "Token and ticket reads by result.",
+		}, []string{"namespace", "result"}),
+		Login: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxbroker_login_total", Help: "User-login operations by flow and result.",
+		}, []string{"flow", "result"}),
+		HTTPRequestDuration: f.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "wxbroker_http_request_duration_seconds", Help: "HTTP request latency by listener, route template and status code.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"listener", "route", "code"}),
+	}
+}
+
+// knownErrcodes is the allowlist of errcode label values; anything else is "other".
+var knownErrcodes = map[int]bool{
+	-2: true, -1: true, 40001: true, 40002: true, 40013: true, 40014: true, 40029: true, 40030: true,
+	40125: true, 40163: true, 40164: true, 40226: true, 40243: true, 41001: true, 41002: true,
+	41004: true, 42001: true, 42002: true, 42003: true, 42007: true, 45009: true, 45011: true,
+	48001: true, 50001: true, 50002: true, 61004: true, 61005: true, 61006: true, 61023: true,
+	87009: true, 89501: true, 89503: true, 89506: true, 89507: true,
+}
+
+// ErrcodeLabel maps a WeChat errcode to a bounded label value: the code itself
+// when it is known, "other" otherwise. Use -2 for transport errors.
+func ErrcodeLabel(code int) string {
+	if knownErrcodes[code] {
+		return strconv.Itoa(code)
+	}
+	return "other"
+}
