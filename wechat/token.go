@@ -1,0 +1,311 @@
+package wechat
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"reflect"
+	"strings"
+	"time"
+)
+
+// Token is an app's access token.
+type Token struct {
+	AccessToken string
+	ExpiresIn   time.Duration // lifetime left when WeChat answered
+}
+
+type tokenAnswer struct {
+	AccessToken string  `json:"access_token"`
+	ExpiresIn   flexInt `json:"expires_in"`
+}
+
+func (a *tokenAnswer) token() (Token, error) {
+	if a.AccessToken == "" {
+		return Token{}, errMissing("access_token")
+	}
+	d, err := lifetime(a.ExpiresIn)
+	return Token{AccessToken: a.AccessToken, ExpiresIn: d}, err
+}
+
+// Token fetches a classic access token (GET /cgi-bin/token). Every fetch
+// invalidates the app's previous classic token after about 5 minutes, so only
+// one process per AppID may call it. The AppSecret travels in the query;
+// prefer StableToken, which sends it in the body. Errors: *APIError,
+// *TransportError (OutcomeUnknown: a new token may have been minted).
+func (c *Client) Token(ctx context.Context, appID, secret string) (Token, error) {
+	var a tokenAnswer
+	var t Token
+	err := c.do(ctx, request{
+		api: APIToken, method: http.MethodGet, path: "/cgi-bin/token",
+		query:   url.Values{"grant_type": {"client_credential"}, "appid": {appID}, "secret": {secret}},
+		secrets: []string{secret},
+		check:   func() (err error) { t, err = a.token(); return err },
+	}, &a)
+	return t, err
+}
+
+// StableToken fetches a stable access token (POST /cgi-bin/stable_token, the
+// AppSecret in the JSON body). Without force, repeated calls return the same
+// token with its remaining lifetime until its last 5 minutes, when WeChat
+// mints the successor; it is safe to call from several replicas. force mints
+// a new token and kills the old one (20 a day, 30 s apart, else ignored).
+// Errors: *APIError, *TransportError.
+func (c *Client) StableToken(ctx context.Context, appID, secret string, force bool) (Token, error) {
+	var a tokenAnswer
+	var t Token
+	err := c.do(ctx, request{
+		api: APIStableToken, method: http.MethodPost, path: "/cgi-bin/stable_token",
+		body: struct {
+			GrantType    string `json:"grant_type"`
+			AppID        string `json:"appid"`
+			Secret       string `json:"secret"`
+			ForceRefresh bool   `json:"force_refresh"`
+		}{"client_credential", appID, secret, force},
+		secrets: []string{secret},
+		once:    force,
+		check:   func() (err error) { t, err = a.token(); return err },
+	}, &a)
+	return t, err
+}
+
+// Ticket is a JS-SDK ticket (jsapi or wx_card).
+type Ticket struct {
+	Ticket    string
+	ExpiresIn time.Duration
+}
+
+// Ticket fetches a JS-SDK ticket (GET /cgi-bin/ticket/getticket) of type typ,
+// "jsapi" or "wx_card", with an access token of the app. 40001/42001 mean the
+// access token is stale. Errors: *APIError, *TransportError.
+func (c *Client) Ticket(ctx context.Context, accessToken, typ string) (Ticket, error) {
+	var a struct {
+		Ticket    string  `json:"ticket"`
+		ExpiresIn flexInt `json:"expires_in"`
+	}
+	var t Ticket
+	err := c.do(ctx, request{
+		api: APIGetTicket, method: http.MethodGet, path: "/cgi-bin/ticket/getticket",
+		query:   url.Values{"access_token": {accessToken}, "type": {typ}},
+		secrets: []string{accessToken},
+		check: func() error {
+			if a.Ticket == "" {
+				return errMissing("ticket")
+			}
+			d, err := lifetime(a.ExpiresIn)
+			t = Ticket{Ticket: a.Ticket, ExpiresIn: d}
+			return err
+		},
+	}, &a)
+	return t, err
+}
+
+// ComponentToken is an Open Platform third-party platform's
+// component_access_token.
+type ComponentToken struct {
+	AccessToken string
+	ExpiresIn   time.Duration
+}
+
+// ComponentToken fetches a component_access_token (POST
+// /cgi-bin/component/api_component_token) with the platform's AppSecret and
+// the latest component_verify_ticket pushed by WeChat. 61005/61006 mean the
+// ticket expired or is invalid. Errors: *APIError, *TransportError.
+func (c *Client) ComponentToken(ctx context.Context, componentAppID, componentSecret, verifyTicket string) (ComponentToken, error) {
+	var a struct {
+		AccessToken string  `json:"component_access_token"`
+		ExpiresIn   flexInt `json:"expires_in"`
+	}
+	var t ComponentToken
+	err := c.do(ctx, request{
+		api: APIComponentToken, method: http.MethodPost, path: "/cgi-bin/component/api_component_token",
+		body: struct {
+			AppID  string `json:"component_appid"`
+			Secret string `json:"component_appsecret"`
+			Ticket string `json:"component_verify_ticket"`
+		}{componentAppID, componentSecret, verifyTicket},
+		secrets: []string{componentSecret, verifyTicket},
+		check: func() error {
+			if a.AccessToken == "" {
+				return errMissing("component_access_token")
+			}
+			d, err := lifetime(a.ExpiresIn)
+			t = ComponentToken{AccessToken: a.AccessToken, ExpiresIn: d}
+			return err
+		},
+	}, &a)
+	return t, err
+}
+
+// AuthorizerToken is an authorized account's access token obtained by a
+// third-party platform, with the refresh token to use next time.
+type AuthorizerToken struct {
+	AccessToken  string
+	ExpiresIn    time.Duration
+	RefreshToken string // WeChat's answer; equal to the one sent when unchanged
+}
+
+// AuthorizerToken refreshes an authorizer_access_token (POST
+// /cgi-bin/component/api_authorizer_token). 61023 means the
+// authorizer_refresh_token is invalid. When WeChat's answer omits
+// authorizer_refresh_token, RefreshToken is the one sent. Errors: *APIError,
+// *TransportError.
+func (c *Client) AuthorizerToken(ctx context.Context, componentAccessToken, componentAppID, authorizerAppID, authorizerRefreshToken string) (AuthorizerToken, error) {
+	var a struct {
+		AccessToken  string  `json:"authorizer_access_token"`
+		ExpiresIn    flexInt `json:"expires_in"`
+		RefreshToken string  `json:"authorizer_refresh_token"`
+	}
+	var t AuthorizerToken
+	err := c.do(ctx, request{
+		api: APIAuthorizerToken, method: http.MethodPost, path: "/cgi-bin/component/api_authorizer_token",
+		query: url.Values{"component_access_token": {componentAccessToken}},
+		body: struct {
+			ComponentAppID  string `json:"component_appid"`
+			AuthorizerAppID string `json:"authorizer_appid"`
+			RefreshToken    string `json:"authorizer_refresh_token"`
+		}{componentAppID, authorizerAppID, authorizerRefreshToken},
+		secrets: []string{componentAccessToken, authorizerRefreshToken},
+		check: func() error {
+			if a.AccessToken == "" {
+				return errMissing("authorizer_access_token")
+			}
+			d, err := lifetime(a.ExpiresIn)
+			t = AuthorizerToken{AccessToken: a.AccessToken, ExpiresIn: d, RefreshToken: a.RefreshToken}
+			if t.RefreshToken == "" {
+				t.RefreshToken = authorizerRefreshToken
+			}
+			return err
+		},
+	}, &a)
+	return t, err
+}
+
+// ClearQuota resets the app's daily API quotas with its AppSecret (POST
+// /cgi-bin/clear_quota/v2), which works even when no access token can be
+// fetched any more. Each account may clear 10 times a month (48006 after).
+// WeChat's docs disagree on where appid and appsecret go, so they are sent
+// both in the query (the form SDKs ship) and in the JSON body. No fallback
+// URL is tried once the request may have been processed. Errors: *APIError,
+// *TransportError.
+func (c *Client) ClearQuota(ctx context.Context, appID, secret string) error {
+	return c.do(ctx, request{
+		api: APIClearQuota, method: http.MethodPost, path: "/cgi-bin/clear_quota/v2",
+		query: url.Values{"appid": {appID}, "appsecret": {secret}},
+		body: struct {
+			AppID  string `json:"appid"`
+			Secret string `json:"appsecret"`
+		}{appID, secret},
+		secrets: []string{secret},
+		once:    true,
+	}, nil)
+}
+
+// Quota is an API's daily quota.
+type Quota struct {
+	DailyLimit, Used, Remain int64
+}
+
+// APIQuota reads the daily quota of one API (POST /cgi-bin/openapi/quota/get),
+// cgiPath like "/cgi-bin/token" (leading slash, no host; /sns/* is not
+// supported: 76022). Errors: *APIError, *TransportError.
+func (c *Client) APIQuota(ctx context.Context, accessToken, cgiPath string) (Quota, error) {
+	var a struct {
+		Quota *struct {
+			DailyLimit flexInt `json:"daily_limit"`
+			Used       flexInt `json:"used"`
+			Remain     flexInt `json:"remain"`
+		} `json:"quota"`
+	}
+	err := c.do(ctx, request{
+		api: APIQuotaGet, method: http.MethodPost, path: "/cgi-bin/openapi/quota/get",
+		query: url.Values{"access_token": {accessToken}},
+		body: struct {
+			CgiPath string `json:"cgi_path"`
+		}{cgiPath},
+		secrets: []string{accessToken},
+		check: func() error {
+			if a.Quota == nil {
+				return errMissing("quota")
+			}
+			return nil
+		},
+	}, &a)
+	if err != nil {
+		return Quota{}, err
+	}
+	return Quota{DailyLimit: int64(a.Quota.DailyLimit), Used: int64(a.Quota.Used), Remain: int64(a.Quota.Remain)}, nil
+}
+
+// RidInfo describes a past request, found by the rid in its errmsg.
+type RidInfo struct {
+	InvokeTime   int64 // Unix seconds
+	CostInMs     int64
+	RequestURL   string // the query string WeChat received
+	RequestBody  string
+	ResponseBody string
+	ClientIP     string // the egress IP WeChat saw: the one to whitelist on 40164
+}
+
+// RidInfo looks up a request by rid (POST /cgi-bin/openapi/rid/get). Only the
+// same account's rids of the last 7 days are found (76001–76004); /sns/*
+// requests are not covered (76022). Errors: *APIError, *TransportError.
+func (c *Client) RidInfo(ctx context.Context, accessToken, rid string) (RidInfo, error) {
+	var a struct {
+		Request *struct {
+			InvokeTime   flexInt `json:"invoke_time"`
+			CostInMs     flexInt `json:"cost_in_ms"`
+			RequestURL   string  `json:"request_url"`
+			RequestBody  string  `json:"request_body"`
+			ResponseBody string  `json:"response_body"`
+			ClientIP     string  `json:"client_ip"`
+		} `json:"request"`
+	}
+	err := c.do(ctx, request{
+		api: APIRidGet, method: http.MethodPost, path: "/cgi-bin/openapi/rid/get",
+		query: url.Values{"access_token": {accessToken}},
+		body: struct {
+			Rid string `json:"rid"`
+		}{rid},
+		secrets: []string{accessToken},
+		check: func() error {
+			if a.Request == nil {
+				return errMissing("request")
+			}
+			return nil
+		},
+	}, &a)
+	if err != nil {
+		return RidInfo{}, err
+	}
+	r := a.Request
+	return RidInfo{
+		InvokeTime: int64(r.InvokeTime), CostInMs: int64(r.CostInMs), RequestURL: r.RequestURL,
+		RequestBody: r.RequestBody, ResponseBody: r.ResponseBody, ClientIP: r.ClientIP,
+	}, nil
+}
+
+// Call calls any token-checked API: method and path (e.g. POST
+// "/cgi-bin/message/custom/send"; path may carry its own query), with the
+// access token added as ?access_token=. body is nil or a value sent as JSON
+// (a json.RawMessage is sent as is); out is nil or decoded from a success
+// answer. An errcode other than 0 gives an *APIError (InvalidCredential: the
+// token is stale). Non-GET calls are not repeated on a fallback URL once
+// WeChat may have processed them. Errors: *APIError, *TransportError.
+func (c *Client) Call(ctx context.Context, method, path, accessToken string, body, out any) error {
+	if out != nil && reflect.ValueOf(out).Kind() != reflect.Pointer {
+		return fmt.Errorf("wechat: %s: out must be a pointer, not %T", APIGeneric, out)
+	}
+	if method == "" {
+		method = http.MethodGet
+	}
+	method = strings.ToUpper(method)
+	return c.do(ctx, request{
+		api: APIGeneric, method: method, path: path,
+		query:   url.Values{"access_token": {accessToken}},
+		body:    body,
+		secrets: []string{accessToken},
+		once:    method != http.MethodGet && method != http.MethodHead,
+	}, out)
+}
