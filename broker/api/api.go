@@ -1,0 +1,326 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/wxbroker/wxbroker/broker"
+	"github.com/wxbroker/wxbroker/config"
+	"github.com/wxbroker/wxbroker/metrics"
+)
+
+// Limits of the internal listener. MaxHeaderBytes is meant for
+// http.Server.MaxHeaderBytes (Server sets it); MaxBodyBytes bounds every
+// request body (413 beyond it).
+const (
+	MaxHeaderBytes = 16 << 10
+	MaxBodyBytes   = 64 << 10
+)
+
+// invalidateTimeout bounds how long an invalidation waits for the refreshed
+// token when the caller's own context has no earlier deadline.
+const invalidateTimeout = 10 * time.Second
+
+// namespaceHeader names the namespace on the WeChat-compatible /cgi-bin/token.
+const namespaceHeader = "X-Wxbroker-Namespace"
+
+// TokenSource is what the API needs from the broker; *broker.Broker
+// satisfies it. Implementations must be safe for concurrent use.
+type TokenSource interface {
+	AccessToken(ns, appid string) (broker.Token, error)
+	Ticket(ns, appid, typ string) (broker.Ticket, error)
+	Invalidate(ctx context.Context, ns, appid, failedToken, source string) (broker.Token, error)
+	AppByToken(accessToken string) (ns, appid string, ok bool)
+	Status(ctx context.Context) broker.Status
+	Ready() error
+}
+
+var _ TokenSource = (*broker.Broker)(nil)
+
+// Options configures an API. Tokens, Config, Logger and Metrics are required.
+type Options struct {
+	Tokens  TokenSource
+	Config  *config.Config // validated; clients, namespaces and log format are read
+	Logger  *zap.Logger
+	Metrics *metrics.Metrics
+	// AuditLogger receives one line per credential read or invalidation. Nil:
+	// the API builds its own, encoded like Config.Log.Format, buffered
+	// (zapcore.BufferedWriteSyncer, flushed every second and by Close) and
+	// written to AuditWriter. A logger passed here should be buffered too.
+	AuditLogger *zap.Logger
+	// AuditWriter is where the default audit logger writes; nil: os.Stderr.
+	AuditWriter io.Writer
+	// Gatherer is served on /metrics; nil: no /metrics route.
+	Gatherer prometheus.Gatherer
+	// Now is the clock for expires_in and JS-SDK timestamps; nil: time.Now.
+	Now func() time.Time
+}
+
+// API is the internal HTTP API. Its handler is safe for concurrent use.
+type API struct {
+	tokens   TokenSource
+	cfg      *config.Config
+	log      *zap.Logger
+	audit    *zap.Logger
+	stop     func() error
+	m        *metrics.Metrics
+	gatherer prometheus.Gatherer
+	now      func() time.Time
+	keys     *keyring
+	nsOfApp  map[string]string // appid → the one namespace configuring it
+	requests map[string]map[string]prometheus.Counter
+	routes   map[string]bool
+	observed sync.Map // routeCode → prometheus.Observer
+	echo     *echo.Echo
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// unknownNamespace labels requests naming a namespace that is not
+// configured: a label value must never come from the request.
+const unknownNamespace = "unknown"
+
+var requestResults = []string{
+	metrics.RequestOK, codeUnauthorized, codeForbidden, codeNotFound, codeUnavailable,
+	codeTooManyRequests, codeBadRequest, codePayloadTooLarge, codeMethodNotAllowed, codeInternal,
+}
+
+// New builds the API and compiles the client keys and allow patterns. It
+// returns an error naming the missing option or the bad client entry.
+func New(opts Options) (*API, error) {
+	switch {
+	case opts.Tokens == nil:
+		return nil, errors.New("api: Options.Tokens is required")
+	case opts.Config == nil:
+		return nil, errors.New("api: Options.Config is required")
+	case opts.Logger == nil:
+		return nil, errors.New("api: Options.Logger is required")
+	case opts.Metrics == nil:
+		return nil, errors.New("api: Options.Metrics is required")
+	}
+	keys, err := newKeyring(opts.Config)
+	if err != nil {
+		return nil, err
+	}
+	a := &API{
+		tokens:   opts.Tokens,
+		cfg:      opts.Config,
+		log:      opts.Logger,
+		audit:    opts.AuditLogger,
+		m:        opts.Metrics,
+		gatherer: opts.Gatherer,
+		now:      opts.Now,
+		keys:     keys,
+		nsOfApp:  map[string]string{},
+		requests: map[string]map[string]prometheus.Counter{},
+		routes:   map[string]bool{},
+	}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	if a.audit == nil {
+		w := opts.AuditWriter
+		if w == nil {
+			w = os.Stderr
+		}
+		a.audit, a.stop = newAuditLogger(w, opts.Config.Log.Format)
+	}
+	for _, ref := range opts.Config.Apps() {
+		a.nsOfApp[ref.App.AppID] = ref.Namespace
+	}
+	for _, ns := range append(opts.Config.NamespaceNames(), unknownNamespace) {
+		byResult := make(map[string]prometheus.Counter, len(requestResults))
+		for _, r := range requestResults {
+			byResult[r] = opts.Metrics.TokenRequests.WithLabelValues(ns, r)
+		}
+		a.requests[ns] = byResult
+	}
+	a.echo = a.newEcho()
+	return a, nil
+}
+
+// Handler returns the API's http.Handler.
+func (a *API) Handler() http.Handler { return a.echo }
+
+// Server returns an http.Server for addr serving Handler with the API's
+// limits (MaxHeaderBytes, read and idle timeouts) and net/http's own error
+// log routed to the API's logger.
+func (a *API) Server(addr string) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           a.echo,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ErrorLog:          zap.NewStdLog(a.log.Named("http")),
+	}
+}
+
+// Close flushes and stops the default audit logger. Call it after the HTTP
+// server has shut down; a caller-supplied AuditLogger is left alone. It is
+// safe to call more than once.
+func (a *API) Close() error {
+	a.stopOnce.Do(func() {
+		if a.stop != nil {
+			a.stopErr = a.stop()
+		}
+	})
+	if a.stopErr != nil {
+		return fmt.Errorf("api: flush audit log: %w", a.stopErr)
+	}
+	return nil
+}
+
+func (a *API) newEcho() *echo.Echo {
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.Logger.SetOutput(io.Discard)
+	e.HTTPErrorHandler = a.handleError
+	e.Use(a.instrument, a.recoverPanic, a.limitBody)
+
+	add := func(method, path string, h echo.HandlerFunc) {
+		e.Add(method, path, h)
+		a.routes[path] = true
+	}
+	const app = "/v1/namespaces/:ns/apps/:appid"
+	add(http.MethodGet, app+"/access_token", a.getAccessToken)
+	add(http.MethodPost, app+"/access_token/invalidate", a.invalidate)
+	add(http.MethodGet, app+"/tickets/:type", a.getTicket)
+	add(http.MethodPost, app+"/jssdk/signature", a.jssdkSignature)
+	add(http.MethodGet, "/v1/status", a.status)
+	add(http.MethodGet, "/cgi-bin/token", a.cgiToken)
+	add(http.MethodGet, "/cgi-bin/ticket/getticket", a.cgiGetTicket)
+	add(http.MethodGet, "/healthz", a.healthz)
+	add(http.MethodGet, "/readyz", a.readyz)
+	if a.gatherer != nil {
+		add(http.MethodGet, "/metrics", echo.WrapHandler(promhttp.HandlerFor(a.gatherer, promhttp.HandlerOpts{
+			ErrorLog: zap.NewStdLog(a.log.Named("metrics")),
+		})))
+	}
+	return e
+}
+
+// routeCode keys the cache of histogram children.
+type routeCode struct {
+	route string
+	code  int
+}
+
+// instrument observes wxbroker_http_request_duration_seconds with the route
+// template (never the raw path) and the status the caller will see.
+func (a *API) instrument(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		code := c.Response().Status
+		if err != nil {
+			code = classify(err).status
+		}
+		route := c.Path()
+		if !a.routes[route] {
+			route = "unmatched"
+		}
+		key := routeCode{route, code}
+		o, ok := a.observed.Load(key)
+		if !ok {
+			o, _ = a.observed.LoadOrStore(key, a.m.HTTPRequestDuration.WithLabelValues("internal", route, strconv.Itoa(code)))
+		}
+		o.(prometheus.Observer).Observe(time.Since(start).Seconds())
+		return err
+	}
+}
+
+// recoverPanic turns a handler panic into a 500 without internals, keeping
+// http.ErrAbortHandler's meaning.
+func (a *API) recoverPanic(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				if r == http.ErrAbortHandler { //nolint:errorlint // sentinel panic value, compared as net/http does
+					panic(r)
+				}
+				err = fmt.Errorf("panic in handler: %v", r)
+			}
+		}()
+		return next(c)
+	}
+}
+
+// limitBody refuses a declared oversize body at once and caps what is read.
+func (a *API) limitBody(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		if r.ContentLength > MaxBodyBytes {
+			return errTooLarge
+		}
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = http.MaxBytesReader(c.Response(), r.Body, MaxBodyBytes)
+		}
+		return next(c)
+	}
+}
+
+// record counts a credential request and writes its audit line. token is the
+// credential handed out (or, for a refused request, empty); only a short
+// digest of it is logged.
+func (a *API) record(c echo.Context, event string, cl *client, ns, appid string, err error, token string) {
+	result := metrics.RequestOK
+	if err != nil {
+		result = classify(err).code
+	}
+	a.count(ns, result)
+	a.auditLine(c, event, cl, ns, appid, result, token)
+}
+
+func (a *API) count(ns, result string) {
+	byResult, ok := a.requests[ns]
+	if !ok {
+		byResult = a.requests[unknownNamespace]
+	}
+	if ctr, ok := byResult[result]; ok {
+		ctr.Inc()
+	}
+}
+
+func (a *API) auditLine(c echo.Context, event string, cl *client, ns, appid, result, token string) {
+	name := ""
+	if cl != nil {
+		name = cl.name
+	}
+	a.audit.Info("credential request",
+		zap.String("event", event),
+		zap.String("client", name),
+		zap.String("namespace", ns),
+		zap.String("appid", appid),
+		zap.String("result", result),
+		zap.String("token_sha256", tokenRef(token)),
+		zap.String("remote", c.Request().RemoteAddr),
+	)
+}
+
+func (a *API) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (a *API) readyz(c echo.Context) error {
+	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
+	if err := a.tokens.Ready(); err != nil {
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": err.Error()})
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}

@@ -1,0 +1,12 @@
+// Package api is wxbroker's internal HTTP API (DESIGN.md §5), served on the
+// listen address: token, ticket and JS-SDK signature reads, conditional
+// invalidation, the two WeChat-compatible routes (/cgi-bin/token and
+// /cgi-bin/ticket/getticket), the admin status, health, readiness and
+// Prometheus metrics.
+//
+// Reads are served from the broker's in-process cache. The read path is kept
+// cheap on purpose: client keys and allow patterns are compiled once in New,
+// responses are encoded without reflection, metrics children are cached, and
+// the per-read audit line goes through a buffered zap core, never one write
+// syscall per read.
+package api
