@@ -20,6 +20,9 @@ type Server struct {
 
 	srv       *http.Server
 	done      chan struct{}
+	mu        sync.Mutex // guards closing and inflight.Add
+	closing   bool
+	inflight  sync.WaitGroup
 	closeOnce sync.Once
 }
 
@@ -36,13 +39,24 @@ func NewServer(opts Options) *Server {
 		Sim: sim,
 		URL: "http://" + ln.Addr().String(),
 		srv: &http.Server{
-			Handler:           sim,
 			ReadHeaderTimeout: 10 * time.Second,
 			// Dropped connections are deliberate; keep test output clean.
 			ErrorLog: log.New(io.Discard, "", 0),
 		},
 		done: make(chan struct{}),
 	}
+	s.srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			dropConnection(w)
+			return
+		}
+		s.inflight.Add(1)
+		s.mu.Unlock()
+		defer s.inflight.Done()
+		sim.ServeHTTP(w, r)
+	})
 	go func() {
 		defer close(s.done)
 		_ = s.srv.Serve(ln)
@@ -51,11 +65,15 @@ func NewServer(opts Options) *Server {
 }
 
 // Close stops the server: it closes the listener and every connection,
-// which cancels requests in flight (a latency fault ends at once). Close is
-// idempotent.
+// which cancels requests in flight (a latency fault ends at once), and waits
+// until their handlers have returned. Close is idempotent.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closing = true
+		s.mu.Unlock()
 		_ = s.srv.Close()
 		<-s.done
+		s.inflight.Wait()
 	})
 }
