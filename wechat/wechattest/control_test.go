@@ -3,9 +3,12 @@ package wechattest
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
+	"time"
 )
 
 // control calls a /sim/ endpoint and decodes its JSON answer.
@@ -145,5 +148,66 @@ func TestUnknownPath(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("GET /nope: %d; want 404", resp.StatusCode)
+	}
+}
+
+func TestConcurrentUse(t *testing.T) {
+	srv, clk := newTest(t, Options{DailyQuota: 1000})
+	const workers, fetches = 8, 10
+	// fetchAndUse runs off the test goroutine, so it reports errors instead
+	// of failing the test itself.
+	fetchAndUse := func() error {
+		resp, err := http.Get(tokenURL(srv))
+		if err != nil {
+			return err
+		}
+		var tok struct {
+			AccessToken string `json:"access_token"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&tok)
+		resp.Body.Close()
+		if err != nil || tok.AccessToken == "" {
+			return fmt.Errorf("classic token: %v", err)
+		}
+		resp, err = http.Get(srv.URL + "/cgi-bin/menu/get?access_token=" + tok.AccessToken)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		body := strings.NewReader(`{"grant_type":"client_credential","appid":"` + testApp + `","secret":"` + testSecret + `"}`)
+		resp, err = http.Post(srv.URL+"/cgi-bin/stable_token", "application/json", body)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		clk.Advance(time.Second)
+		return nil
+	}
+	errc := make(chan error, workers*fetches)
+	for range workers {
+		go func() {
+			for range fetches {
+				errc <- fetchAndUse()
+			}
+		}()
+	}
+	for range workers * fetches {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := srv.Calls(apiToken, testApp); got != workers*fetches {
+		t.Fatalf("Calls(token) = %d; want %d", got, workers*fetches)
+	}
+	if got := srv.Calls(apiGeneric, testApp); got != workers*fetches {
+		t.Fatalf("Calls(generic) = %d; want %d", got, workers*fetches)
+	}
+	// Every classic fetch minted a token, plus exactly one stable token.
+	if got := srv.TokensIssued(testApp); got != workers*fetches+1 {
+		t.Fatalf("TokensIssued = %d; want %d", got, workers*fetches+1)
+	}
+	latest := classic(t, srv, testApp, testSecret)
+	if !srv.TokenValid(testApp, latest) {
+		t.Fatal("latest token is not valid")
 	}
 }

@@ -10,7 +10,8 @@ type Fault struct {
 	// when the request is cancelled.
 	Latency time.Duration
 	// Status, e.g. 502, answers with this HTTP status and an HTML body, as a
-	// gateway in front of WeChat does.
+	// gateway in front of WeChat does (200 gives an HTML page with status
+	// 200).
 	Status int
 	// InvalidJSON answers 200 with a truncated JSON body.
 	InvalidJSON bool

@@ -28,7 +28,6 @@ type token struct {
 	value     string
 	appID     string
 	kind      kind
-	issued    time.Time
 	expiresAt time.Time
 	deadAt    time.Time // zero: not superseded; else invalid from deadAt on
 }
@@ -87,7 +86,7 @@ func wellFormed(tok string) bool {
 // s.mu.
 func (s *Sim) mint(a *app, k kind) *token {
 	now := s.now()
-	t := &token{value: newToken(), appID: a.id, kind: k, issued: now, expiresAt: now.Add(s.opts.TokenTTL)}
+	t := &token{value: newToken(), appID: a.id, kind: k, expiresAt: now.Add(s.opts.TokenTTL)}
 	s.tokens[t.value] = t
 	s.st.issued[a.id]++
 	s.noteMint()
