@@ -1,0 +1,66 @@
+# wxbroker — `make` lists the targets. Every target works on a fresh Debian machine
+# with Go installed in /usr/local/go (`make deps` installs the rest).
+
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(PATH)
+GO       ?= go
+FUZZTIME ?= 30s
+
+# binary:package pairs that `make deps` installs when the binary is missing.
+DEPS := redis-server:redis-server redis-sentinel:redis-sentinel chromium:chromium chromedriver:chromium-driver
+
+.DEFAULT_GOAL := help
+.PHONY: help build run deps test test-race bench lint fmt-check vet fuzz clean
+
+help: ## list the targets
+	@echo "Usage: make TARGET"
+	@echo
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build bin/wxbroker
+	$(GO) build -o bin/wxbroker ./cmd/wxbroker
+
+run: ## start the WeChat simulator with demo apps (wxbroker sim)
+	$(GO) run ./cmd/wxbroker sim
+
+deps: ## install redis-server, redis-sentinel, chromium, chromium-driver when missing (apt-get)
+	@missing=""; \
+	for d in $(DEPS); do command -v "$${d%%:*}" >/dev/null 2>&1 || missing="$$missing $${d#*:}"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; \
+	else echo "make deps: need root or sudo to install:$$missing" >&2; exit 1; fi; \
+	echo "make deps: installing$$missing"; \
+	$$sudo apt-get update -qq && \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing
+
+test: deps fmt-check vet ## deps, gofmt, go vet, every Go test under -race (fuzz seeds included), node tests
+	$(GO) test -race -count=1 -timeout 30m ./...
+	@if [ -f miniprogram/package.json ]; then echo "node --test (miniprogram)"; cd miniprogram && node --test; fi
+
+test-race: test ## alias of test (the tests always run with -race)
+
+bench: ## run every benchmark (DESIGN.md §9 ratios)
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+lint: fmt-check vet ## gofmt, go vet, and staticcheck when installed
+	@if command -v staticcheck >/dev/null 2>&1; then staticcheck ./...; \
+	else echo "staticcheck not installed; skipped (go install honnef.co/go/tools/cmd/staticcheck@latest)"; fi
+
+fmt-check:
+	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt -w these files:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+fuzz: ## run each fuzz target for FUZZTIME (default 30s)
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do \
+		dir="$$(dirname "$$f")"; \
+		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$$f"); do \
+			echo "== $$t ($$dir)"; \
+			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s "./$${dir#./}"; \
+		done; \
+	done
+
+clean: ## remove bin/
+	rm -rf bin
