@@ -1,0 +1,260 @@
+package login
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/labstack/echo/v4"
+	"go.uber.org/zap"
+
+	"github.com/wxbroker/wxbroker/metrics"
+	"github.com/wxbroker/wxbroker/wechat"
+)
+
+// Input limits of the mini-program routes.
+const (
+	maxCodeLen     = 128
+	maxNicknameLen = 64 // runes
+	maxAvatarLen   = 1024
+	maxCipherLen   = 16 << 10
+)
+
+var errMiniProgramOff = &apiError{status: http.StatusNotFound,
+	message: "小程序登录未配置 / mini-program login is not configured (login.miniprogram)"}
+
+// validCode accepts what wx.login and getPhoneNumber hand out: short printable ASCII.
+func validCode(code string) bool {
+	if code == "" || len(code) > maxCodeLen {
+		return false
+	}
+	for _, r := range code {
+		if r <= ' ' || r > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+func validNickname(n string) bool {
+	if !utf8.ValidString(n) || utf8.RuneCountInString(n) > maxNicknameLen {
+		return false
+	}
+	for _, r := range n {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
+
+func validAvatar(a string) bool {
+	if a == "" {
+		return true
+	}
+	if len(a) > maxAvatarLen {
+		return false
+	}
+	u, err := url.Parse(a)
+	return err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" && u.User == nil
+}
+
+// wxLogin serves POST /api/v1/auth/wx-login {code, nickName, avatarUrl}.
+func (s *Server) wxLogin(c echo.Context) error {
+	if s.mp == nil {
+		return errMiniProgramOff
+	}
+	ctx := c.Request().Context()
+	var req struct {
+		Code      string `json:"code"`
+		NickName  string `json:"nickName"`
+		AvatarURL string `json:"avatarUrl"`
+	}
+	if err := decodeBody(c, &req); err != nil {
+		s.count(metrics.FlowMiniProgram, resultInvalid)
+		return err
+	}
+	switch {
+	case req.Code == "":
+		s.count(metrics.FlowMiniProgram, resultInvalid)
+		return errBadRequest("缺少 code：请先调用 wx.login() / code is required: call wx.login() first")
+	case !validCode(req.Code):
+		s.count(metrics.FlowMiniProgram, resultInvalid)
+		return errBadRequest("code 格式不正确 / code is malformed")
+	case !validNickname(req.NickName):
+		s.count(metrics.FlowMiniProgram, resultInvalid)
+		return errBadRequest("nickName 过长或含控制字符 / nickName must be at most 64 characters without control characters")
+	case !validAvatar(req.AvatarURL):
+		s.count(metrics.FlowMiniProgram, resultInvalid)
+		return errBadRequest("avatarUrl 必须是 http(s) 地址 / avatarUrl must be an http(s) URL of at most 1024 bytes")
+	}
+	log := s.log.With(zap.String("namespace", s.mp.ns), zap.String("appid", s.mp.appid))
+	sess, err := s.wx.Code2Session(ctx, s.mp.appid, s.mp.secret.Reveal(), req.Code)
+	if err != nil {
+		var apiErr *wechat.APIError
+		switch {
+		case errors.As(err, &apiErr) && apiErr.ConfigError():
+			log.Error("jscode2session refused the app's credentials", zap.Int("errcode", apiErr.Code), zap.String("rid", apiErr.RID))
+			s.count(metrics.FlowMiniProgram, metrics.ResultError)
+		case errors.As(err, &apiErr):
+			log.Debug("jscode2session refused the code", zap.Int("errcode", apiErr.Code), zap.String("rid", apiErr.RID))
+			s.count(metrics.FlowMiniProgram, resultRejected)
+		default:
+			log.Warn("jscode2session failed", zap.Error(err))
+			s.count(metrics.FlowMiniProgram, metrics.ResultError)
+		}
+		return wechatError(err, http.StatusUnauthorized, "微信登录失败")
+	}
+	u, created, err := s.upsertUser(ctx, identity{
+		appid: s.mp.appid, openid: sess.OpenID, unionid: sess.UnionID,
+		nickname: req.NickName, avatar: req.AvatarURL,
+		secrets: map[string]string{fieldSessionKey + s.mp.appid: sess.SessionKey},
+	})
+	if err != nil {
+		s.count(metrics.FlowMiniProgram, metrics.ResultError)
+		return err
+	}
+	p, err := s.issue(ctx, u.id, metrics.FlowMiniProgram)
+	if err != nil {
+		s.count(metrics.FlowMiniProgram, metrics.ResultError)
+		return err
+	}
+	s.count(metrics.FlowMiniProgram, metrics.ResultSuccess)
+	if ce := log.Check(zap.DebugLevel, "mini-program login"); ce != nil {
+		ce.Write(zap.String("user_id", u.id), zap.Bool("new_user", created))
+	}
+	return s.ok(c, "success", s.tokenData(p, s.view(u, s.mp.appid)))
+}
+
+// phoneView is the phone number as stored (sealed) and answered.
+type phoneView struct {
+	PhoneNumber     string `json:"phone_number"`
+	PurePhoneNumber string `json:"pure_phone_number"`
+	CountryCode     string `json:"country_code"`
+}
+
+// wxPhone serves POST /api/v1/auth/wx-phone {code}: getuserphonenumber with
+// the broker's own access token; on 40001/42001/40014 the token is reported
+// to the broker (conditional refresh) and the call retried exactly once.
+func (s *Server) wxPhone(c echo.Context) error {
+	if s.mp == nil {
+		return errMiniProgramOff
+	}
+	ctx := c.Request().Context()
+	cl, err := s.authenticate(c)
+	if err != nil {
+		s.count(metrics.FlowPhone, resultUnauthorized)
+		return err
+	}
+	var req struct {
+		Code string `json:"code"`
+	}
+	if err := decodeBody(c, &req); err != nil {
+		s.count(metrics.FlowPhone, resultInvalid)
+		return err
+	}
+	if !validCode(req.Code) {
+		s.count(metrics.FlowPhone, resultInvalid)
+		return errBadRequest("缺少或错误的 code：请使用 getPhoneNumber 回调中的 code / code is required: use the code from the getPhoneNumber callback")
+	}
+	log := s.log.With(zap.String("namespace", s.mp.ns), zap.String("appid", s.mp.appid))
+	unavailable := &apiError{status: http.StatusServiceUnavailable,
+		message: "微信接口凭证暂不可用，请稍后重试 / no valid WeChat access token right now, try again shortly"}
+	tok, err := s.tokens.AccessToken(s.mp.ns, s.mp.appid)
+	if err != nil {
+		log.Warn("no access token for getuserphonenumber", zap.Error(err))
+		s.count(metrics.FlowPhone, metrics.ResultError)
+		return unavailable
+	}
+	info, err := s.wx.UserPhoneNumber(ctx, tok.AccessToken, req.Code)
+	var apiErr *wechat.APIError
+	if errors.As(err, &apiErr) && apiErr.InvalidCredential() {
+		log.Info("getuserphonenumber met an invalid access token, asking the broker for a fresh one",
+			zap.Int("errcode", apiErr.Code), zap.Int64("generation", tok.Generation))
+		fresh, ierr := s.tokens.Invalidate(ctx, s.mp.ns, s.mp.appid, tok.AccessToken, metrics.SourceLogin)
+		if ierr != nil {
+			log.Warn("invalidate access token failed", zap.Error(ierr))
+			s.count(metrics.FlowPhone, metrics.ResultError)
+			return unavailable
+		}
+		info, err = s.wx.UserPhoneNumber(ctx, fresh.AccessToken, req.Code)
+	}
+	if err != nil {
+		s.count(metrics.FlowPhone, metrics.ResultError)
+		if errors.As(err, &apiErr) {
+			log.Debug("getuserphonenumber failed", zap.Int("errcode", apiErr.Code), zap.String("rid", apiErr.RID))
+			if apiErr.InvalidCredential() {
+				return unavailable
+			}
+			return wechatError(err, http.StatusBadRequest, "获取手机号失败")
+		}
+		log.Warn("getuserphonenumber failed", zap.Error(err))
+		return wechatError(err, http.StatusBadGateway, "获取手机号失败")
+	}
+	if info.Watermark.AppID != "" && info.Watermark.AppID != s.mp.appid {
+		log.Error("getuserphonenumber answered for another appid", zap.String("watermark_appid", info.Watermark.AppID))
+		s.count(metrics.FlowPhone, metrics.ResultError)
+		return &apiError{status: http.StatusBadGateway, message: "获取手机号失败: watermark appid mismatch"}
+	}
+	pv := phoneView{PhoneNumber: info.PhoneNumber, PurePhoneNumber: info.PurePhoneNumber, CountryCode: info.CountryCode}
+	b, err := json.Marshal(pv)
+	if err != nil {
+		return err
+	}
+	if err := s.setSecret(ctx, cl.Subject, fieldPhone, string(b)); err != nil {
+		s.count(metrics.FlowPhone, metrics.ResultError)
+		return err
+	}
+	s.count(metrics.FlowPhone, metrics.ResultSuccess)
+	return s.ok(c, "success", pv)
+}
+
+// wxDecrypt serves the legacy POST /api/v1/auth/wx-decrypt {encryptedData,
+// iv}: decrypts with the stored session_key (watermark appid checked).
+func (s *Server) wxDecrypt(c echo.Context) error {
+	if s.mp == nil {
+		return errMiniProgramOff
+	}
+	cl, err := s.authenticate(c)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		EncryptedData string `json:"encryptedData"`
+		IV            string `json:"iv"`
+	}
+	if err := decodeBody(c, &req); err != nil {
+		return err
+	}
+	if req.EncryptedData == "" || req.IV == "" || len(req.EncryptedData) > maxCipherLen || len(req.IV) > 64 {
+		return errBadRequest("需要 encryptedData 和 iv / encryptedData and iv are required")
+	}
+	u, err := s.loadUser(c.Request().Context(), cl.Subject)
+	if errors.Is(err, errNoUser) {
+		return errUnauthorized("用户不存在 / user no longer exists")
+	}
+	if err != nil {
+		return err
+	}
+	sk, err := s.secret(u, fieldSessionKey+s.mp.appid)
+	if err != nil {
+		return err
+	}
+	if sk == "" {
+		return errUnauthorized("没有 session_key，请重新登录 / no session_key for this user: log in with wx.login again")
+	}
+	plain, err := wechat.DecryptUserData(s.mp.appid, sk, req.EncryptedData, req.IV)
+	switch {
+	case errors.Is(err, wechat.ErrWatermark):
+		return errBadRequest("数据水印 appid 不匹配 / watermark appid does not match this mini program")
+	case err != nil:
+		return errBadRequest("解密失败：session_key 已更新或数据被篡改，请重新登录后再获取 / decryption failed: the session_key changed or the data was tampered with; log in again and retry")
+	}
+	if !json.Valid(plain) {
+		return errBadRequest("解密结果不是 JSON / decrypted data is not JSON")
+	}
+	return s.ok(c, "success", json.RawMessage(plain))
+}

@@ -1,0 +1,134 @@
+package login
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+	"go.uber.org/zap"
+
+	"github.com/wxbroker/wxbroker/wechat"
+)
+
+// envelope is the response shape of every JSON route, compatible with the
+// seed front end: {"code","message","data","timestamp"} plus, on errors,
+// "error" (the HTTP status text) and, for WeChat errors, errcode, hint, rid.
+type envelope struct {
+	Code      int    `json:"code"`
+	Message   string `json:"message"`
+	Data      any    `json:"data,omitempty"`
+	Error     string `json:"error,omitempty"`
+	Errcode   int    `json:"errcode,omitempty"`
+	Hint      string `json:"hint,omitempty"`
+	RID       string `json:"rid,omitempty"`
+	Timestamp int64  `json:"timestamp"`
+}
+
+// apiError is an error a handler returns to answer with an error envelope.
+type apiError struct {
+	status  int
+	message string
+	errcode int
+	hint    string
+	rid     string
+}
+
+func (e *apiError) Error() string { return fmt.Sprintf("login: %d %s", e.status, e.message) }
+
+func errBadRequest(msg string) *apiError {
+	return &apiError{status: http.StatusBadRequest, message: msg}
+}
+
+func errUnauthorized(msg string) *apiError {
+	return &apiError{status: http.StatusUnauthorized, message: msg}
+}
+
+func (s *Server) ok(c echo.Context, message string, data any) error {
+	return c.JSON(http.StatusOK, envelope{Code: http.StatusOK, Message: message, Data: data, Timestamp: s.now().UnixMilli()})
+}
+
+// handleError is the one error-to-response mapping: *apiError as given,
+// echo's own errors (404, 405, 413) with their status, anything else 500
+// without internals (logged here, once).
+func (s *Server) handleError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	var ae *apiError
+	var he *echo.HTTPError
+	switch {
+	case errors.As(err, &ae):
+	case errors.As(err, &he):
+		msg := http.StatusText(he.Code)
+		if m, ok := he.Message.(string); ok && m != "" {
+			msg = m
+		}
+		ae = &apiError{status: he.Code, message: msg}
+	default:
+		s.log.Error("login request failed", zap.String("route", c.Path()), zap.Error(err))
+		ae = &apiError{status: http.StatusInternalServerError, message: "服务器内部错误 / internal error"}
+	}
+	env := envelope{
+		Code: ae.status, Message: ae.message, Error: http.StatusText(ae.status),
+		Errcode: ae.errcode, Hint: ae.hint, RID: ae.rid, Timestamp: s.now().UnixMilli(),
+	}
+	if c.Request().Method == http.MethodHead {
+		_ = c.NoContent(ae.status)
+		return
+	}
+	_ = c.JSON(ae.status, env)
+}
+
+// wechatError turns a failed WeChat call into an error envelope: an errcode
+// becomes status (401 for login codes) with the errcode, a bilingual hint
+// and the rid; a transport failure becomes 502.
+func wechatError(err error, status int, prefix string) *apiError {
+	var apiErr *wechat.APIError
+	if errors.As(err, &apiErr) {
+		msg := stripRID(apiErr.Msg)
+		if msg == "" {
+			msg = "errcode " + fmt.Sprint(apiErr.Code)
+		}
+		return &apiError{
+			status:  status,
+			message: fmt.Sprintf("%s: %s (错误码: %d)", prefix, msg, apiErr.Code),
+			errcode: apiErr.Code,
+			hint:    hintText(apiErr.Code),
+			rid:     apiErr.RID,
+		}
+	}
+	return &apiError{status: http.StatusBadGateway, message: prefix + ": 微信服务暂时不可用 / WeChat is unreachable, try again"}
+}
+
+// hintText is the bilingual hint for an errcode, "" when none is known.
+func hintText(code int) string {
+	h, ok := wechat.Explain(code)
+	if !ok {
+		return ""
+	}
+	zh, en := h.ZH, h.EN
+	if h.FixZH != "" && !strings.Contains(zh, h.FixZH) {
+		zh = strings.TrimSpace(zh + " " + h.FixZH)
+	}
+	if h.FixEN != "" && !strings.Contains(en, h.FixEN) {
+		en = strings.TrimSpace(en + " " + h.FixEN)
+	}
+	switch {
+	case zh != "" && en != "":
+		return zh + " / " + en
+	case zh != "":
+		return zh
+	default:
+		return en
+	}
+}
+
+// stripRID removes WeChat's trailing "rid: ..." (reported separately).
+func stripRID(msg string) string {
+	if i := strings.Index(msg, "rid:"); i >= 0 {
+		msg = msg[:i]
+	}
+	return strings.TrimRight(strings.TrimSpace(msg), ",;")
+}

@@ -1,0 +1,80 @@
+package login
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+)
+
+// sealer encrypts values at rest with AES-256-GCM. The additional data binds
+// a ciphertext to its place (user, app, purpose), so one cannot be moved to
+// another record and still open.
+type sealer struct{ aead cipher.AEAD }
+
+func newSealer(key []byte) (*sealer, error) {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("login: aes key: %w", err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("login: gcm: %w", err)
+	}
+	return &sealer{aead: aead}, nil
+}
+
+// Seal returns base64(nonce || ciphertext).
+func (s *sealer) Seal(plaintext, ad string) string {
+	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plaintext)+s.aead.Overhead())
+	_, _ = rand.Read(nonce) // crypto/rand.Read never fails (Go 1.24+)
+	return base64.RawStdEncoding.EncodeToString(s.aead.Seal(nonce, nonce, []byte(plaintext), []byte(ad)))
+}
+
+var errUnseal = errors.New("login: sealed value does not open (wrong key or tampered)")
+
+// Open reverses Seal.
+func (s *sealer) Open(sealed, ad string) (string, error) {
+	b, err := base64.RawStdEncoding.DecodeString(sealed)
+	if err != nil || len(b) < s.aead.NonceSize() {
+		return "", errUnseal
+	}
+	n := s.aead.NonceSize()
+	pt, err := s.aead.Open(nil, b[:n], b[n:], []byte(ad))
+	if err != nil {
+		return "", errUnseal
+	}
+	return string(pt), nil
+}
+
+// randomToken returns n random bytes, base64url without padding.
+func randomToken(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// digest is the hex SHA-256 of a bearer secret: what Redis keys hold instead of it.
+func digest(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:])
+}
+
+// keys builds the Redis keys of the login state, all in one hash slot.
+type keys struct{ p string }
+
+func newKeys(prefix string) keys { return keys{p: "{" + prefix + "}:login:"} }
+
+func (k keys) userSeq() string                    { return k.p + "user:seq" }
+func (k keys) user(id string) string              { return k.p + "user:" + id }
+func (k keys) openid(appid, openid string) string { return k.p + "openid:" + appid + ":" + openid }
+func (k keys) unionid(unionid string) string      { return k.p + "unionid:" + unionid }
+func (k keys) family(fid string) string           { return k.p + "family:" + fid }
+func (k keys) refresh(hash string) string         { return k.p + "rt:" + hash }
+func (k keys) deny(jti string) string             { return k.p + "deny:" + jti }
+func (k keys) state(hash string) string           { return k.p + "state:" + hash }
+func (k keys) session(hash string) string         { return k.p + "session:" + hash }

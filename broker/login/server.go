@@ -1,0 +1,279 @@
+package login
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"golang.org/x/time/rate"
+
+	"github.com/wxbroker/wxbroker/broker"
+	"github.com/wxbroker/wxbroker/config"
+	"github.com/wxbroker/wxbroker/metrics"
+	"github.com/wxbroker/wxbroker/wechat"
+)
+
+// Tokens is what login needs from the broker; *broker.Broker satisfies it.
+type Tokens interface {
+	AccessToken(ns, appid string) (broker.Token, error)
+	Invalidate(ctx context.Context, ns, appid, failedToken, source string) (broker.Token, error)
+}
+
+var _ Tokens = (*broker.Broker)(nil)
+
+// Options configures a Server. Every field but Now is required.
+type Options struct {
+	Config  *config.Config        // validated; uses Login, the apps' secrets, Redis key_prefix
+	Redis   redis.UniversalClient // holds users, refresh families, sessions, states, the denylist
+	WeChat  *wechat.Client        // jscode2session, getuserphonenumber, OAuth
+	Tokens  Tokens                // the broker's own access tokens (getuserphonenumber)
+	Logger  *zap.Logger
+	Metrics *metrics.Metrics
+	Now     func() time.Time // nil: time.Now
+}
+
+// Server serves the login endpoints. It is safe for concurrent use; several
+// Servers (replicas) may share one Redis.
+type Server struct {
+	cfg     *config.Config
+	rdb     redis.UniversalClient
+	wx      *wechat.Client
+	tokens  Tokens
+	log     *zap.Logger
+	metrics *metrics.Metrics
+	now     func() time.Time
+
+	keys   keys
+	signer *signer
+	seal   *sealer
+
+	// mp and web are the apps of the two flows; nil when a flow is not configured.
+	mp  *flowApp
+	web *flowApp
+
+	// Callback rate limit per client IP.
+	callbackRate  rate.Limit
+	callbackBurst int
+
+	echo *echo.Echo
+}
+
+// flowApp is the app a login flow uses.
+type flowApp struct {
+	ns     string
+	appid  string
+	secret config.Secret
+}
+
+// Fixed parameters of the login flows.
+const (
+	stateTTL          = 10 * time.Minute // website OAuth state lifetime
+	refreshReuseGrace = 10 * time.Second // concurrent retries of a rotated refresh token get the same new pair
+	listenerLabel     = "public"
+)
+
+// New builds a Server from validated configuration. It parses the Ed25519
+// PKCS#8 PEM signing key (login.jwt.signing_key) and the AES-256 key
+// (login.session_key_encryption_key) and fails when either is unusable or a
+// required dependency is missing.
+func New(opts Options) (*Server, error) {
+	switch {
+	case opts.Config == nil:
+		return nil, errors.New("login: Options.Config is required")
+	case opts.Redis == nil:
+		return nil, errors.New("login: Options.Redis is required")
+	case opts.WeChat == nil:
+		return nil, errors.New("login: Options.WeChat is required")
+	case opts.Tokens == nil:
+		return nil, errors.New("login: Options.Tokens is required")
+	case opts.Logger == nil:
+		return nil, errors.New("login: Options.Logger is required")
+	case opts.Metrics == nil:
+		return nil, errors.New("login: Options.Metrics is required")
+	}
+	cfg := opts.Config
+	l := cfg.Login
+	if l.JWT.AccessTTL <= 0 || l.JWT.RefreshTTL <= 0 {
+		return nil, errors.New("login: login.jwt.access_ttl and refresh_ttl must be positive")
+	}
+	priv, err := parseSigningKey(l.JWT.SigningKey)
+	if err != nil {
+		return nil, err
+	}
+	aesKey, err := base64.StdEncoding.DecodeString(l.SessionKeyEncryptionKey.Reveal())
+	if err != nil || len(aesKey) != 32 {
+		return nil, errors.New("login: login.session_key_encryption_key is not the base64 encoding of 32 bytes")
+	}
+	seal, err := newSealer(aesKey)
+	if err != nil {
+		return nil, err
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	s := &Server{
+		cfg:           cfg,
+		rdb:           opts.Redis,
+		wx:            opts.WeChat,
+		tokens:        opts.Tokens,
+		log:           opts.Logger,
+		metrics:       opts.Metrics,
+		now:           now,
+		keys:          newKeys(cfg.Redis.KeyPrefix),
+		signer:        newSigner(priv, l.JWT.Issuer, l.JWT.AccessTTL, l.JWT.RefreshTTL),
+		seal:          seal,
+		callbackRate:  rate.Limit(10.0 / 60), // 10 per minute, as WeChat's own guide suggests
+		callbackBurst: 10,
+	}
+	if a := l.MiniProgram; a.AppID != "" {
+		app, ok := cfg.App(a.Namespace, a.AppID)
+		if !ok {
+			return nil, fmt.Errorf("login: login.miniprogram: app %q is not configured in namespace %q", a.AppID, a.Namespace)
+		}
+		s.mp = &flowApp{ns: a.Namespace, appid: a.AppID, secret: app.Secret}
+	}
+	if w := l.Web; w.AppID != "" {
+		app, ok := cfg.App(w.Namespace, w.AppID)
+		if !ok {
+			return nil, fmt.Errorf("login: login.web: app %q is not configured in namespace %q", w.AppID, w.Namespace)
+		}
+		if len(w.AllowedReturnURLs) == 0 {
+			return nil, errors.New("login: login.web.allowed_return_urls is empty")
+		}
+		s.web = &flowApp{ns: w.Namespace, appid: w.AppID, secret: app.Secret}
+	}
+	s.echo = s.routes()
+	return s, nil
+}
+
+// parseSigningKey parses a PKCS#8 PEM Ed25519 private key.
+func parseSigningKey(pemKey config.Secret) (ed25519.PrivateKey, error) {
+	block, _ := pem.Decode([]byte(pemKey.Reveal()))
+	if block == nil {
+		return nil, errors.New("login: login.jwt.signing_key is not a PEM key")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, errors.New("login: login.jwt.signing_key is not a PKCS#8 private key")
+	}
+	priv, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("login: login.jwt.signing_key is a %T, not an Ed25519 key", k)
+	}
+	return priv, nil
+}
+
+// Handler returns the http.Handler serving every DESIGN.md §6 route.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Route templates, also used as metric labels.
+const (
+	routeWxLogin       = "/api/v1/auth/wx-login"
+	routeRefresh       = "/api/v1/auth/refresh"
+	routeLogout        = "/api/v1/auth/logout"
+	routeProfile       = "/api/v1/user/profile"
+	routeWxPhone       = "/api/v1/auth/wx-phone"
+	routeWxDecrypt     = "/api/v1/auth/wx-decrypt"
+	routeJWKS          = "/.well-known/jwks.json"
+	routeLoginPage     = "/login"
+	routeWebAuthorize  = "/api/v1/auth/web/authorize"
+	routeWebCallback   = "/api/v1/auth/web/callback"
+	routeWebLogout     = "/api/v1/auth/web/logout"
+	routeLabelNotFound = "unmatched"
+)
+
+func (s *Server) routes() *echo.Echo {
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	// Trust X-Forwarded-For only from loopback and private-network proxies,
+	// so a client cannot pick its own rate-limit identity.
+	e.IPExtractor = echo.ExtractIPFromXFFHeader()
+	e.HTTPErrorHandler = s.handleError
+	e.Use(s.observe, middleware.BodyLimit("64K"))
+
+	e.POST(routeWxLogin, s.wxLogin)
+	e.POST(routeRefresh, s.refresh)
+	e.POST(routeLogout, s.logout)
+	e.GET(routeProfile, s.profile)
+	e.POST(routeWxPhone, s.wxPhone)
+	e.POST(routeWxDecrypt, s.wxDecrypt)
+	e.GET(routeJWKS, s.jwks)
+	e.GET(routeLoginPage, s.loginPage)
+	e.GET(routeWebAuthorize, s.webAuthorize)
+	limiter := middleware.RateLimiterWithConfig(middleware.RateLimiterConfig{
+		Store: middleware.NewRateLimiterMemoryStoreWithConfig(middleware.RateLimiterMemoryStoreConfig{
+			Rate: s.callbackRate, Burst: s.callbackBurst, ExpiresIn: 3 * time.Minute,
+		}),
+		IdentifierExtractor: func(c echo.Context) (string, error) { return c.RealIP(), nil },
+		DenyHandler: func(c echo.Context, _ string, _ error) error {
+			s.count(metrics.FlowWeb, resultRateLimited)
+			return s.htmlError(c, http.StatusTooManyRequests, "请求过于频繁", "Too many login attempts",
+				"请稍等一分钟后再试。", "Wait a minute and try again.")
+		},
+	})
+	e.GET(routeWebCallback, s.webCallback, limiter)
+	e.POST(routeWebLogout, s.webLogout)
+	return e
+}
+
+// known holds the route templates that may appear as metric labels.
+var knownRoutes = map[string]bool{
+	routeWxLogin: true, routeRefresh: true, routeLogout: true, routeProfile: true, routeWxPhone: true,
+	routeWxDecrypt: true, routeJWKS: true, routeLoginPage: true, routeWebAuthorize: true,
+	routeWebCallback: true, routeWebLogout: true,
+}
+
+// observe records the request duration by route template and status code,
+// and logs each request at debug level (path only: no query, which may carry
+// an OAuth code or state).
+func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		c.Response().Header().Set("Cache-Control", "no-store")
+		c.Response().Header().Set("X-Content-Type-Options", "nosniff")
+		err := next(c)
+		if err != nil {
+			c.Error(err)
+		}
+		route := c.Path()
+		if !knownRoutes[route] {
+			route = routeLabelNotFound
+		}
+		code := c.Response().Status
+		s.metrics.HTTPRequestDuration.WithLabelValues(listenerLabel, route, strconv.Itoa(code)).
+			Observe(time.Since(start).Seconds())
+		if ce := s.log.Check(zap.DebugLevel, "login request"); ce != nil {
+			ce.Write(zap.String("method", c.Request().Method), zap.String("route", route),
+				zap.Int("status", code), zap.Duration("duration", time.Since(start)))
+		}
+		return nil
+	}
+}
+
+// Login metric results beyond metrics.ResultSuccess and metrics.ResultError.
+const (
+	resultInvalid      = "invalid"      // malformed request
+	resultUnauthorized = "unauthorized" // missing, bad, expired or revoked credential
+	resultRejected     = "rejected"     // WeChat refused the code (relogin needed)
+	resultReuse        = "reuse"        // a rotated refresh token was replayed: family revoked
+	resultDeclined     = "declined"     // the user declined on WeChat's page
+	resultStateInvalid = "state_invalid"
+	resultRateLimited  = "rate_limited"
+)
+
+func (s *Server) count(flow, result string) {
+	s.metrics.Login.WithLabelValues(flow, result).Inc()
+}

@@ -1,0 +1,175 @@
+package login
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// A user is a Redis hash at login:user:<id> with the fields
+//
+//	id, unionid, nickname, avatar, created_at, updated_at, last_login_at (unix ms),
+//	openid:<appid>  the user's openid in each app,
+//	sk:<appid>      the mini program's session_key (sealed),
+//	oauth:<appid>   the website OAuth tokens (sealed JSON),
+//	phone           the phone number from getuserphonenumber (sealed JSON).
+//
+// login:openid:<appid>:<openid> and login:unionid:<unionid> index it; the
+// unionid links one person's mini-program and website identities.
+
+// Sealed user fields. Their additional data is "<field>|<user id>".
+const (
+	fieldSessionKey = "sk:"
+	fieldOAuth      = "oauth:"
+	fieldPhone      = "phone"
+)
+
+// resolveScript finds the user of an openid, else of the unionid, else
+// creates one, and indexes the openid (and the unionid, first binding wins),
+// atomically so that concurrent first logins make one user.
+//
+// KEYS: user seq, openid key, unionid key. ARGV: unionid ("" for none).
+var resolveScript = redis.NewScript(`
+local id = redis.call('GET', KEYS[2])
+if not id and ARGV[1] ~= '' then id = redis.call('GET', KEYS[3]) end
+local created = 0
+if not id then
+  id = tostring(redis.call('INCR', KEYS[1]))
+  created = 1
+end
+redis.call('SET', KEYS[2], id)
+if ARGV[1] ~= '' then redis.call('SET', KEYS[3], id, 'NX') end
+return {id, created}
+`)
+
+// user is a loaded user record.
+type user struct {
+	id     string
+	fields map[string]string
+}
+
+// identity is what a login flow learned about the user from WeChat.
+type identity struct {
+	appid, openid, unionid string
+	nickname, avatar       string
+	// secrets are user fields to store sealed (field name → plaintext).
+	secrets map[string]string
+}
+
+// upsertUser creates or updates the user of id.appid/id.openid, linked by
+// unionid, and records the login.
+func (s *Server) upsertUser(ctx context.Context, id identity) (*user, bool, error) {
+	unionKey := s.keys.unionid(id.unionid)
+	res, err := resolveScript.Run(ctx, s.rdb,
+		[]string{s.keys.userSeq(), s.keys.openid(id.appid, id.openid), unionKey}, id.unionid).Slice()
+	if err != nil || len(res) != 2 {
+		return nil, false, fmt.Errorf("login: resolve user: %w", err)
+	}
+	uid, _ := res[0].(string)
+	created, _ := res[1].(int64)
+	now := strconv.FormatInt(s.now().UnixMilli(), 10)
+	key := s.keys.user(uid)
+	fields := []any{"id", uid, "openid:" + id.appid, id.openid, "updated_at", now, "last_login_at", now}
+	if id.unionid != "" {
+		fields = append(fields, "unionid", id.unionid)
+	}
+	if id.nickname != "" {
+		fields = append(fields, "nickname", id.nickname)
+	}
+	if id.avatar != "" {
+		fields = append(fields, "avatar", id.avatar)
+	}
+	for f, v := range id.secrets {
+		fields = append(fields, f, s.seal.Seal(v, f+"|"+uid))
+	}
+	var all *redis.MapStringStringCmd
+	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSetNX(ctx, key, "created_at", now)
+		p.HSet(ctx, key, fields...)
+		all = p.HGetAll(ctx, key)
+		return nil
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("login: store user: %w", err)
+	}
+	return &user{id: uid, fields: all.Val()}, created == 1, nil
+}
+
+var errNoUser = errors.New("login: user not found")
+
+func (s *Server) loadUser(ctx context.Context, uid string) (*user, error) {
+	m, err := s.rdb.HGetAll(ctx, s.keys.user(uid)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("login: load user: %w", err)
+	}
+	if len(m) == 0 {
+		return nil, errNoUser
+	}
+	return &user{id: uid, fields: m}, nil
+}
+
+// setSecret stores one sealed field of a user.
+func (s *Server) setSecret(ctx context.Context, uid, field, value string) error {
+	now := strconv.FormatInt(s.now().UnixMilli(), 10)
+	if err := s.rdb.HSet(ctx, s.keys.user(uid), field, s.seal.Seal(value, field+"|"+uid), "updated_at", now).Err(); err != nil {
+		return fmt.Errorf("login: store user field: %w", err)
+	}
+	return nil
+}
+
+// secret opens a sealed field; "" when it is not set.
+func (s *Server) secret(u *user, field string) (string, error) {
+	v := u.fields[field]
+	if v == "" {
+		return "", nil
+	}
+	return s.seal.Open(v, field+"|"+u.id)
+}
+
+// userView is the user as the API shows it: never a secret.
+type userView struct {
+	ID          int64  `json:"id"`
+	OpenID      string `json:"openid"`
+	Nickname    string `json:"nickname"`
+	Avatar      string `json:"avatar"`
+	CreatedAt   string `json:"created_at"`
+	UpdatedAt   string `json:"updated_at,omitempty"`
+	LastLoginAt string `json:"last_login_at,omitempty"`
+	PhoneNumber string `json:"phone_number,omitempty"`
+}
+
+// view shows u with its openid in appid (else in the other login app).
+func (s *Server) view(u *user, appid string) *userView {
+	id, _ := strconv.ParseInt(u.id, 10, 64)
+	openid := u.fields["openid:"+appid]
+	for _, a := range []*flowApp{s.mp, s.web} {
+		if openid == "" && a != nil {
+			openid = u.fields["openid:"+a.appid]
+		}
+	}
+	v := &userView{
+		ID: id, OpenID: openid, Nickname: u.fields["nickname"], Avatar: u.fields["avatar"],
+		CreatedAt: msTime(u.fields["created_at"]), UpdatedAt: msTime(u.fields["updated_at"]),
+		LastLoginAt: msTime(u.fields["last_login_at"]),
+	}
+	if p, err := s.secret(u, fieldPhone); err == nil && p != "" {
+		var ph phoneView
+		if jsonUnmarshal(p, &ph) == nil {
+			v.PhoneNumber = ph.PhoneNumber
+		}
+	}
+	return v
+}
+
+// msTime formats unix milliseconds like the seed API: 2024-10-16T12:00:00.000Z.
+func msTime(ms string) string {
+	n, err := strconv.ParseInt(ms, 10, 64)
+	if err != nil || n == 0 {
+		return ""
+	}
+	return time.UnixMilli(n).UTC().Format("2006-01-02T15:04:05.000Z07:00")
+}

@@ -1,0 +1,301 @@
+package login
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/wxbroker/wxbroker/metrics"
+	"github.com/wxbroker/wxbroker/wechat"
+)
+
+// Cookies of the website flow. Both are HttpOnly and SameSite=Lax (sent on
+// the top-level redirect back from WeChat, never on cross-site POSTs);
+// Secure follows login.web.cookie_secure.
+const (
+	stateCookie   = "wxbroker_state"
+	sessionCookie = "wxbroker_session"
+)
+
+// stateRecord is what an OAuth state stands for, stored until the callback.
+type stateRecord struct {
+	ReturnTo  string `json:"return_to"`
+	CreatedMS int64  `json:"created_ms"`
+}
+
+// oauthRecord is what the user's OAuth tokens are stored as (sealed).
+type oauthRecord struct {
+	AccessToken  string `json:"access_token"`
+	RefreshToken string `json:"refresh_token"`
+	ExpiresAtMS  int64  `json:"expires_at_ms"`
+	Scope        string `json:"scope"`
+}
+
+// stateCookiePath limits the state cookie to the callback, as the browser
+// sees it (redirect_uri may carry a reverse proxy's path prefix).
+func (s *Server) stateCookiePath() string {
+	if u, err := url.Parse(s.cfg.Login.Web.RedirectURI); err == nil && u.Path != "" {
+		return u.Path
+	}
+	return routeWebCallback
+}
+
+func (s *Server) cookieSecure() bool {
+	w := s.cfg.Login.Web
+	return w.CookieSecure == nil || *w.CookieSecure
+}
+
+func (s *Server) setCookie(c echo.Context, name, value, path string, maxAge int) {
+	c.SetCookie(&http.Cookie{
+		Name: name, Value: value, Path: path, MaxAge: maxAge,
+		HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: s.cookieSecure(),
+	})
+}
+
+// returnURL checks return_to against login.web.allowed_return_urls: same
+// scheme and host (default ports normalised), and a path under an allowed
+// path on a segment boundary. Empty means the first allowed URL.
+func (s *Server) returnURL(raw string) (string, bool) {
+	allowed := s.cfg.Login.Web.AllowedReturnURLs
+	if raw == "" {
+		return allowed[0], true
+	}
+	if len(raw) > 2048 || strings.ContainsAny(raw, "\\\r\n\t ") {
+		return "", false
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.User != nil || u.Opaque != "" || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return "", false
+	}
+	p := u.Path
+	if p == "" {
+		p = "/"
+	}
+	if c := path.Clean(p); c != p && c+"/" != p {
+		return "", false // dot segments or doubled slashes
+	}
+	for _, a := range allowed {
+		au, err := url.Parse(a)
+		if err != nil || !strings.EqualFold(au.Scheme, u.Scheme) || hostPort(au) != hostPort(u) {
+			continue
+		}
+		if pathUnder(p, au.Path) {
+			return u.String(), true
+		}
+	}
+	return "", false
+}
+
+func hostPort(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[strings.ToLower(u.Scheme)]
+	}
+	return strings.ToLower(u.Hostname()) + ":" + port
+}
+
+// pathUnder reports whether p is base or below it, on a segment boundary.
+func pathUnder(p, base string) bool {
+	base = strings.TrimSuffix(base, "/")
+	return base == "" || p == base || strings.HasPrefix(p, base+"/")
+}
+
+// webAuthorize serves GET /api/v1/auth/web/authorize?return_to=URL.
+func (s *Server) webAuthorize(c echo.Context) error {
+	if s.web == nil {
+		return s.webOff(c)
+	}
+	returnTo, ok := s.returnURL(c.QueryParam("return_to"))
+	if !ok {
+		s.count(metrics.FlowWeb, resultInvalid)
+		return s.htmlError(c, http.StatusBadRequest, "不允许的跳转地址", "return_to is not allowed",
+			"登录后只能跳转到本站配置的地址（login.web.allowed_return_urls）。",
+			"After login you can only return to a URL listed in login.web.allowed_return_urls.")
+	}
+	state := randomToken(32)
+	rec, err := json.Marshal(stateRecord{ReturnTo: returnTo, CreatedMS: s.now().UnixMilli()})
+	if err != nil {
+		return err
+	}
+	if err := s.rdb.Set(c.Request().Context(), s.keys.state(digest(state)), rec, stateTTL).Err(); err != nil {
+		s.log.Warn("store oauth state failed", zap.Error(err))
+		return s.htmlError(c, http.StatusServiceUnavailable, "服务暂不可用", "Service unavailable",
+			"请稍后再试。", "Please try again in a moment.")
+	}
+	s.setCookie(c, stateCookie, state, s.stateCookiePath(), int(stateTTL/time.Second))
+	return c.Redirect(http.StatusFound,
+		wechat.QRConnectURL(s.cfg.Login.Web.QRConnectURL, s.web.appid, s.cfg.Login.Web.RedirectURI, state))
+}
+
+// webCallback serves GET /api/v1/auth/web/callback?code&state.
+func (s *Server) webCallback(c echo.Context) error {
+	if s.web == nil {
+		return s.webOff(c)
+	}
+	ctx := c.Request().Context()
+	state, code := c.QueryParam("state"), c.QueryParam("code")
+	cookie, _ := c.Cookie(stateCookie)
+	s.setCookie(c, stateCookie, "", s.stateCookiePath(), -1) // single use, whatever happens next
+	retry := "请回到登录页重新扫码。"
+	retryEN := "Go back to the login page and scan again."
+	if state == "" {
+		s.count(metrics.FlowWeb, resultStateInvalid)
+		return s.htmlError(c, http.StatusBadRequest, "缺少 state 参数", "Missing state", retry, retryEN)
+	}
+	if cookie == nil || subtle.ConstantTimeCompare([]byte(cookie.Value), []byte(state)) != 1 {
+		s.count(metrics.FlowWeb, resultStateInvalid)
+		return s.htmlError(c, http.StatusForbidden, "state 校验失败", "State does not match this browser",
+			"这个登录回调不是由本浏览器发起的（可能是 CSRF 攻击，或 Cookie 被禁用）。"+retry,
+			"This login callback was not started from this browser (possible CSRF, or cookies are blocked). "+retryEN)
+	}
+	raw, err := s.rdb.GetDel(ctx, s.keys.state(digest(state))).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		s.log.Warn("consume oauth state failed", zap.Error(err))
+		return s.htmlError(c, http.StatusServiceUnavailable, "服务暂不可用", "Service unavailable", retry, retryEN)
+	}
+	var rec stateRecord
+	if errors.Is(err, redis.Nil) || json.Unmarshal([]byte(raw), &rec) != nil {
+		s.count(metrics.FlowWeb, resultStateInvalid)
+		return s.htmlError(c, http.StatusForbidden, "登录链接已使用或已过期", "This login link was already used or has expired", retry, retryEN)
+	}
+	if s.now().Sub(time.UnixMilli(rec.CreatedMS)) > stateTTL {
+		s.count(metrics.FlowWeb, resultStateInvalid)
+		return s.htmlError(c, http.StatusForbidden, "登录链接已过期", "This login link has expired",
+			"二维码登录需在 10 分钟内完成。"+retry, "A QR login must finish within 10 minutes. "+retryEN)
+	}
+	if code == "" {
+		s.count(metrics.FlowWeb, resultDeclined)
+		return s.renderPage(c, http.StatusOK, page{
+			Title: "已取消登录 / Login cancelled", Heading: "你已取消微信登录", HeadingEN: "You declined the WeChat login",
+			Detail: "没有获取任何信息。需要时可以重新登录。", DetailEN: "Nothing was shared. You can log in again whenever you like.",
+			LoginURL: s.loginURL(rec.ReturnTo),
+		})
+	}
+	if !validCode(code) {
+		s.count(metrics.FlowWeb, resultInvalid)
+		return s.htmlError(c, http.StatusBadRequest, "code 格式不正确", "Malformed code", retry, retryEN)
+	}
+	log := s.log.With(zap.String("namespace", s.web.ns), zap.String("appid", s.web.appid))
+	tok, err := s.wx.OAuthAccessToken(ctx, s.web.appid, s.web.secret.Reveal(), code)
+	if err != nil {
+		return s.webWeChatFailed(c, log, err, "oauth2_access_token")
+	}
+	info, err := s.wx.UserInfo(ctx, tok.AccessToken, tok.OpenID)
+	if err != nil {
+		return s.webWeChatFailed(c, log, err, "userinfo")
+	}
+	unionid := tok.UnionID
+	if unionid == "" {
+		unionid = info.UnionID
+	}
+	oauth, err := json.Marshal(oauthRecord{
+		AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Scope: tok.Scope,
+		ExpiresAtMS: s.now().Add(tok.ExpiresIn).UnixMilli(),
+	})
+	if err != nil {
+		return err
+	}
+	u, created, err := s.upsertUser(ctx, identity{
+		appid: s.web.appid, openid: tok.OpenID, unionid: unionid, nickname: info.Nickname, avatar: info.HeadImgURL,
+		secrets: map[string]string{fieldOAuth + s.web.appid: string(oauth)},
+	})
+	if err != nil {
+		s.count(metrics.FlowWeb, metrics.ResultError)
+		return err
+	}
+	// A fresh session id on every login (no fixation); the old one ends.
+	if old, err := c.Cookie(sessionCookie); err == nil && old.Value != "" {
+		_ = s.rdb.Del(ctx, s.keys.session(digest(old.Value))).Err()
+	}
+	sid := randomToken(32)
+	if err := s.rdb.Set(ctx, s.keys.session(digest(sid)), u.id, s.signer.refreshTTL).Err(); err != nil {
+		s.count(metrics.FlowWeb, metrics.ResultError)
+		return err
+	}
+	s.setCookie(c, sessionCookie, sid, "/", int(s.signer.refreshTTL/time.Second))
+	s.count(metrics.FlowWeb, metrics.ResultSuccess)
+	if ce := log.Check(zap.DebugLevel, "website login"); ce != nil {
+		ce.Write(zap.String("user_id", u.id), zap.Bool("new_user", created))
+	}
+	return c.Redirect(http.StatusFound, rec.ReturnTo)
+}
+
+func (s *Server) webWeChatFailed(c echo.Context, log *zap.Logger, err error, api string) error {
+	var apiErr *wechat.APIError
+	detail, detailEN := "微信暂时无法完成登录，请稍后重试。", "WeChat could not complete the login; try again shortly."
+	if errors.As(err, &apiErr) {
+		if apiErr.ConfigError() {
+			log.Error("wechat refused the website app's credentials", zap.String("api", api), zap.Int("errcode", apiErr.Code), zap.String("rid", apiErr.RID))
+			s.count(metrics.FlowWeb, metrics.ResultError)
+		} else {
+			log.Debug("wechat refused the website login", zap.String("api", api), zap.Int("errcode", apiErr.Code), zap.String("rid", apiErr.RID))
+			s.count(metrics.FlowWeb, resultRejected)
+		}
+		detail = "错误码 " + strconv.Itoa(apiErr.Code) + "。"
+		detailEN = "errcode " + strconv.Itoa(apiErr.Code) + ". "
+		if h, ok := wechat.Explain(apiErr.Code); ok {
+			detail += h.ZH
+			detailEN += h.EN
+		}
+		return s.htmlError(c, http.StatusUnauthorized, "微信登录失败", "WeChat login failed", detail, detailEN)
+	}
+	log.Warn("wechat login call failed", zap.String("api", api), zap.Error(err))
+	s.count(metrics.FlowWeb, metrics.ResultError)
+	return s.htmlError(c, http.StatusBadGateway, "微信登录失败", "WeChat login failed", detail, detailEN)
+}
+
+// sessionUser returns the user id of the session cookie, "" when there is none.
+func (s *Server) sessionUser(c echo.Context) (string, error) {
+	ck, err := c.Cookie(sessionCookie)
+	if err != nil || ck.Value == "" || len(ck.Value) > 128 {
+		return "", nil
+	}
+	uid, err := s.rdb.Get(c.Request().Context(), s.keys.session(digest(ck.Value))).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return uid, nil
+}
+
+// webLogout serves POST /api/v1/auth/web/logout: ends the session. A form
+// post (the login page's button) is redirected back to /login.
+func (s *Server) webLogout(c echo.Context) error {
+	if ck, err := c.Cookie(sessionCookie); err == nil && ck.Value != "" {
+		if err := s.rdb.Del(c.Request().Context(), s.keys.session(digest(ck.Value))).Err(); err != nil {
+			s.count(metrics.FlowLogout, metrics.ResultError)
+			return err
+		}
+	}
+	s.setCookie(c, sessionCookie, "", "/", -1)
+	s.count(metrics.FlowLogout, metrics.ResultSuccess)
+	if strings.HasPrefix(c.Request().Header.Get(echo.HeaderContentType), echo.MIMEApplicationForm) {
+		return c.Redirect(http.StatusSeeOther, routeLoginPage)
+	}
+	return s.ok(c, "退出成功", map[string]string{"message": "退出成功"})
+}
+
+func (s *Server) webOff(c echo.Context) error {
+	return s.htmlError(c, http.StatusNotFound, "网站扫码登录未配置", "Website login is not configured",
+		"请在配置文件中设置 login.web。", "Set login.web in the configuration.")
+}
+
+// loginURL is the login page that leads back to returnTo.
+func (s *Server) loginURL(returnTo string) string {
+	if returnTo == "" {
+		return routeLoginPage
+	}
+	return routeLoginPage + "?return_to=" + url.QueryEscape(returnTo)
+}
