@@ -333,7 +333,9 @@ func TestExpandEnv(t *testing.T) {
 		{"${EMPTY:-dflt}", "dflt", 0},
 		{"${EMPTY}", "", 0},
 		{"${UNSET:-}", "", 0},
-		{"${UNSET}", "", 1},
+		{"${UNSET}", "", 0},
+		{"${UNSET:?}", "", 1},
+		{"${PORT:?}", "9000", 0},
 		{"${BAD NAME}", "", 1},
 		{"${OPEN", "${OPEN", 1},
 	}

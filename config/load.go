@@ -92,9 +92,10 @@ func Load(path string) (*Config, error) {
 
 // Parse decodes and validates a YAML configuration:
 //
-//   - ${VAR} in any value is replaced by the environment variable VAR; an unset
-//     VAR is an error, ${VAR:-default} falls back to default when VAR is unset
-//     or empty, and $$ stands for a literal $ (so a secret "pa$${x}" reads
+//   - ${VAR} in any value is replaced by the environment variable VAR (unset:
+//     empty, as in the shell), ${VAR:?} makes an unset VAR an error,
+//     ${VAR:-default} falls back to default when VAR is unset or empty,
+//     and $$ stands for a literal $ (so a secret "pa$${x}" reads
 //     "pa${x}"); a $ followed by anything else is kept as it is;
 //   - every secret may instead come from a file (redis.password_file,
 //     namespaces.*.apps[].secret_file, login.jwt.signing_key_file,
@@ -162,6 +163,10 @@ func parse(data []byte, baseDir string, lookup func(string) (string, bool)) (*Co
 			seen[strings.TrimSuffix(p.Key, "_file")] = true
 		}
 		for _, p := range ve.Problems {
+			if u, ok := w.unset[p.Key]; ok {
+				p.Line = u.line
+				p.Message += fmt.Sprintf(" (environment variable %s is not set)", u.name)
+			}
 			if !seen[p.Key] {
 				problems = append(problems, p)
 			}
@@ -180,6 +185,14 @@ type walker struct {
 	lookup   func(string) (string, bool)
 	problems []Problem
 	paths    map[int]string
+	// unset notes, per key path, the unset variables a value expanded from,
+	// so that "is empty" from Validate can say why.
+	unset map[string]unsetVar
+}
+
+type unsetVar struct {
+	line int
+	name string
 }
 
 var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
@@ -271,6 +284,14 @@ func (w *walker) expand(n *yaml.Node, t reflect.Type, path string) {
 		return
 	}
 	out, errs := expandEnv(n.Value, w.lookup)
+	if out == "" {
+		for _, name := range unsetNames(n.Value, w.lookup) {
+			if w.unset == nil {
+				w.unset = map[string]unsetVar{}
+			}
+			w.unset[path] = unsetVar{line: n.Line, name: name}
+		}
+	}
 	for _, e := range errs {
 		w.problems = append(w.problems, Problem{Key: path, Line: n.Line, Message: e.msg, Fix: e.fix})
 	}
@@ -285,6 +306,19 @@ func (w *walker) expand(n *yaml.Node, t reflect.Type, path string) {
 }
 
 type expandError struct{ msg, fix string }
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// unsetNames lists the plain ${VAR} references of s whose variable is unset.
+func unsetNames(s string, lookup func(string) (string, bool)) []string {
+	var names []string
+	for _, m := range envRef.FindAllStringSubmatch(s, -1) {
+		if _, ok := lookup(m[1]); !ok {
+			names = append(names, m[1])
+		}
+	}
+	return names
+}
 
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
@@ -310,6 +344,7 @@ func expandEnv(s string, lookup func(string) (string, bool)) (string, []expandEr
 			}
 			ref := s[i+2 : i+2+end]
 			name, def, hasDef := strings.Cut(ref, ":-")
+			name, required := strings.CutSuffix(name, ":?")
 			switch v, ok := lookup(name); {
 			case !envName.MatchString(name):
 				errs = append(errs, expandError{fmt.Sprintf("invalid environment variable name %q in ${%s}", name, ref),
@@ -318,9 +353,13 @@ func expandEnv(s string, lookup func(string) (string, bool)) (string, []expandEr
 				b.WriteString(v)
 			case hasDef:
 				b.WriteString(def)
-			default:
+			case required:
 				errs = append(errs, expandError{fmt.Sprintf("environment variable %s is not set", name),
-					fmt.Sprintf("export %s, or write ${%s:-} to allow it to be empty", name, name)})
+					fmt.Sprintf("export %s, or write ${%s} to allow it to be empty", name, name)})
+			default:
+				// Unset expands to "" as in the shell (DESIGN §3: an optional
+				// `password: ${REDIS_PASSWORD}`); required values such as app
+				// secrets are then reported empty by Validate.
 			}
 			i += 2 + end
 		default:
