@@ -1,0 +1,343 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/wxbroker/wxbroker/config"
+	"github.com/wxbroker/wxbroker/metrics"
+	"github.com/wxbroker/wxbroker/wechat"
+)
+
+// WeChat is what the broker needs from WeChat; *wechat.Client satisfies it.
+type WeChat interface {
+	Token(ctx context.Context, appID, secret string) (wechat.Token, error)
+	StableToken(ctx context.Context, appID, secret string, force bool) (wechat.Token, error)
+	Ticket(ctx context.Context, accessToken, typ string) (wechat.Ticket, error)
+}
+
+var _ WeChat = (*wechat.Client)(nil)
+
+// Options configures a Broker. Config, Redis, WeChat, Logger and Metrics are
+// required.
+type Options struct {
+	Config     *config.Config        // validated config (namespaces, refresh, leader, redis.key_prefix)
+	Redis      redis.UniversalClient // required
+	WeChat     WeChat                // required
+	Logger     *zap.Logger           // required
+	Metrics    *metrics.Metrics      // required
+	Now        func() time.Time      // nil: time.Now; token lifetimes and schedules follow it
+	InstanceID string                // default Config.InstanceID
+}
+
+// Token is an access token as served to callers.
+type Token struct {
+	AccessToken string
+	ExpiresAt   time.Time
+	// Generation counts the tokens this app has had; it grows with every new token.
+	Generation int64
+}
+
+// Ticket is a JS-SDK ticket (jsapi or wx_card) as served to callers.
+type Ticket struct {
+	Ticket    string
+	ExpiresAt time.Time
+}
+
+// Errors returned by the read and invalidation paths.
+var (
+	ErrUnknownApp    = errors.New("broker: unknown namespace or appid")  // → 404
+	ErrUnknownTicket = errors.New("broker: ticket type not configured") // → 404
+	ErrNoToken       = errors.New("broker: no valid token available")   // → 503
+	ErrForceLimited  = errors.New("broker: forced refresh budget used") // → 429 (force_min_interval / daily cap)
+)
+
+// Item kinds, as used in metric labels.
+const (
+	KindAccessToken  = "access_token"
+	KindJSAPITicket  = "jsapi_ticket"
+	KindWxCardTicket = "wx_card_ticket"
+)
+
+// overlapDefault is how long WeChat keeps the previous classic token valid
+// after a new fetch.
+const overlapDefault = 300 * time.Second
+
+// Broker is the token lifecycle of one replica. Its methods are safe for
+// concurrent use; Run may be called once.
+type Broker struct {
+	cfg     *config.Config
+	rdb     redis.UniversalClient
+	wx      WeChat
+	log     *zap.Logger
+	m       *metrics.Metrics
+	now     func() time.Time
+	id      string
+	keys    keys
+	scripts scripts
+
+	apps  map[string]map[string]*appEntry // namespace → appid → entry; read-only after New
+	items []*item                         // every (namespace, appid, kind), in config order
+	index tokenIndex                      // access token value → item, for AppByToken
+
+	term     atomic.Pointer[term]
+	leaderID atomic.Pointer[string] // last leader seen in Redis
+	epoch    atomic.Int64           // last epoch seen
+	redisErr atomic.Pointer[redisState]
+	running  atomic.Bool
+
+	waitMu  sync.Mutex
+	waiters map[string][]chan string // invalidation outcomes by ns\tappid\tfailed
+
+	// Tunables; tests shorten them.
+	overlap        time.Duration // assumed classic overlap after an unknown outcome
+	backoffMin     time.Duration
+	backoffMax     time.Duration
+	tick           time.Duration // longest scheduler sleep (the clock may be injected)
+	reconcileEvery time.Duration
+	pollEvery      time.Duration // follower invalidation: Redis poll and request re-send
+	hooks          hooks
+}
+
+// hooks let tests stop the refresh path at chosen points.
+type hooks struct {
+	beforeWrite func(it *item) // called before a fenced token write
+}
+
+type redisState struct {
+	err error
+	at  time.Time
+}
+
+// New checks opts and builds a Broker. It does not touch Redis; Run does.
+func New(opts Options) (*Broker, error) {
+	switch {
+	case opts.Config == nil:
+		return nil, errors.New("broker: Options.Config is required")
+	case opts.Redis == nil:
+		return nil, errors.New("broker: Options.Redis is required")
+	case opts.WeChat == nil:
+		return nil, errors.New("broker: Options.WeChat is required")
+	case opts.Logger == nil:
+		return nil, errors.New("broker: Options.Logger is required")
+	case opts.Metrics == nil:
+		return nil, errors.New("broker: Options.Metrics is required")
+	}
+	cfg := opts.Config
+	if cfg.Leader.LockTTL <= 0 || cfg.Leader.RenewInterval <= 0 || cfg.Leader.RenewInterval >= cfg.Leader.LockTTL {
+		return nil, fmt.Errorf("broker: leader.renew_interval (%s) must be positive and below leader.lock_ttl (%s)",
+			cfg.Leader.RenewInterval, cfg.Leader.LockTTL)
+	}
+	if cfg.WeChat.Timeout <= 0 {
+		return nil, fmt.Errorf("broker: wechat.timeout (%s) must be positive", cfg.WeChat.Timeout)
+	}
+	id := opts.InstanceID
+	if id == "" {
+		id = cfg.InstanceID
+	}
+	if id == "" {
+		return nil, errors.New("broker: Options.InstanceID or Config.InstanceID is required")
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	b := &Broker{
+		cfg:            cfg,
+		rdb:            opts.Redis,
+		wx:             opts.WeChat,
+		log:            opts.Logger,
+		m:              opts.Metrics,
+		now:            now,
+		id:             id,
+		keys:           newKeys(cfg.Redis.KeyPrefix),
+		scripts:        newScripts(),
+		apps:           map[string]map[string]*appEntry{},
+		waiters:        map[string][]chan string{},
+		overlap:        overlapDefault,
+		backoffMin:     time.Second,
+		backoffMax:     5 * time.Minute,
+		tick:           time.Second,
+		reconcileEvery: cfg.Leader.LockTTL,
+		pollEvery:      250 * time.Millisecond,
+	}
+	b.index.m = map[string]*item{}
+	for _, nsName := range sortedNamespaces(cfg) {
+		ns := cfg.Namespaces[nsName]
+		if ns == nil {
+			continue
+		}
+		b.apps[nsName] = map[string]*appEntry{}
+		for _, a := range ns.Apps {
+			if a == nil {
+				continue
+			}
+			e := &appEntry{ns: nsName, app: a, tickets: map[string]*item{}}
+			e.token = newItem(e, KindAccessToken, "")
+			b.items = append(b.items, e.token)
+			for _, typ := range a.Tickets {
+				kind, ok := ticketKind(typ)
+				if !ok {
+					return nil, fmt.Errorf("broker: namespace %q appid %q: unknown ticket type %q (want jsapi or wx_card)", nsName, a.AppID, typ)
+				}
+				if _, dup := e.tickets[typ]; dup {
+					continue
+				}
+				it := newItem(e, kind, typ)
+				e.tickets[typ] = it
+				b.items = append(b.items, it)
+			}
+			b.apps[nsName][a.AppID] = e
+		}
+	}
+	return b, nil
+}
+
+func ticketKind(typ string) (string, bool) {
+	switch typ {
+	case "jsapi":
+		return KindJSAPITicket, true
+	case "wx_card":
+		return KindWxCardTicket, true
+	}
+	return "", false
+}
+
+// Run supervises the cache subscriber and periodic reconcile, leader election
+// and (while leader) the refresh scheduler. It blocks until ctx is done, then
+// stops every refresh, releases the lock and returns nil. Redis being down is
+// not an error: Run keeps trying until ctx ends.
+func (b *Broker) Run(ctx context.Context) error {
+	if !b.running.CompareAndSwap(false, true) {
+		return errors.New("broker: Run called twice")
+	}
+	b.log.Info("broker starting", zap.String("instance_id", b.id), zap.Int("items", len(b.items)))
+	if err := b.reconcile(ctx); err != nil && ctx.Err() == nil {
+		b.log.Warn("initial load from redis failed; serving nothing until redis answers", zap.Error(err))
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { b.subscribe(ctx) })
+	wg.Go(func() { b.reconcileLoop(ctx) })
+	wg.Go(func() { b.elect(ctx) })
+	wg.Wait()
+	b.log.Info("broker stopped", zap.String("instance_id", b.id))
+	return nil
+}
+
+func (b *Broker) entry(ns, appid string) (*appEntry, bool) {
+	e, ok := b.apps[ns][appid]
+	return e, ok
+}
+
+// AccessToken returns the current access token of appid in namespace ns from
+// the in-process cache: no Redis round trip, and never an expired token. It
+// returns ErrUnknownApp for an app that is not configured and ErrNoToken when
+// no valid token is cached.
+func (b *Broker) AccessToken(ns, appid string) (Token, error) {
+	e, ok := b.entry(ns, appid)
+	if !ok {
+		return Token{}, ErrUnknownApp
+	}
+	r := e.token.cur.Load()
+	if r == nil || !b.now().Before(r.ExpiresAt) {
+		return Token{}, ErrNoToken
+	}
+	return Token{AccessToken: r.Value, ExpiresAt: r.ExpiresAt, Generation: r.Gen}, nil
+}
+
+// Ticket returns the current ticket of type typ ("jsapi" or "wx_card") from
+// the in-process cache. It returns ErrUnknownApp, ErrUnknownTicket for a type
+// the app does not configure, or ErrNoToken when no valid ticket is cached.
+func (b *Broker) Ticket(ns, appid, typ string) (Ticket, error) {
+	e, ok := b.entry(ns, appid)
+	if !ok {
+		return Ticket{}, ErrUnknownApp
+	}
+	it, ok := e.tickets[typ]
+	if !ok {
+		return Ticket{}, ErrUnknownTicket
+	}
+	r := it.cur.Load()
+	if r == nil || !b.now().Before(r.ExpiresAt) {
+		return Ticket{}, ErrNoToken
+	}
+	return Ticket{Ticket: r.Value, ExpiresAt: r.ExpiresAt}, nil
+}
+
+// AppByToken names the app whose current (still valid) access token this is:
+// the current token, or the previous one within WeChat's overlap after it was
+// replaced. It is a cache lookup.
+func (b *Broker) AppByToken(accessToken string) (ns, appid string, ok bool) {
+	it := b.index.lookup(accessToken)
+	if it == nil {
+		return "", "", false
+	}
+	now := b.now()
+	cur := it.cur.Load()
+	if cur == nil {
+		return "", "", false
+	}
+	if cur.Value == accessToken && now.Before(cur.ExpiresAt) {
+		return it.ns, it.appid, true
+	}
+	if prev := it.prev.Load(); prev != nil && prev.Value == accessToken &&
+		now.Before(prev.ExpiresAt) && now.Before(cur.FetchedAt.Add(b.overlap)) {
+		return it.ns, it.appid, true
+	}
+	return "", "", false
+}
+
+// IsLeader reports whether this replica holds the leader lock right now.
+func (b *Broker) IsLeader() bool {
+	t := b.term.Load()
+	return t != nil && t.ctx.Err() == nil
+}
+
+// Ready returns nil when this replica can serve valid tokens: at least one
+// configured app has a valid access token in the cache (standbys included, and
+// also while Redis is down). With no apps configured it is always ready.
+func (b *Broker) Ready() error {
+	if len(b.items) == 0 {
+		return nil
+	}
+	now := b.now()
+	for _, it := range b.items {
+		if it.kind != KindAccessToken {
+			continue
+		}
+		if r := it.cur.Load(); r != nil && now.Before(r.ExpiresAt) {
+			return nil
+		}
+	}
+	if st := b.redisErr.Load(); st != nil && st.err != nil {
+		return fmt.Errorf("broker: no valid access token cached, redis unavailable: %w", st.err)
+	}
+	return errors.New("broker: no valid access token cached yet")
+}
+
+// setRedis records the outcome of the last Redis operation for Ready and Status.
+func (b *Broker) setRedis(err error) {
+	if err != nil && (errors.Is(err, context.Canceled) || errors.Is(err, redis.Nil)) {
+		return
+	}
+	cur := b.redisErr.Load()
+	if err == nil && (cur == nil || cur.err == nil) {
+		return
+	}
+	if err != nil && cur != nil && cur.err != nil {
+		return // keep the time the outage began
+	}
+	b.redisErr.Store(&redisState{err: err, at: b.now()})
+	if err != nil {
+		b.log.Warn("redis unavailable; serving cached tokens", zap.Error(err))
+	} else if cur != nil {
+		b.log.Info("redis available again")
+	}
+}

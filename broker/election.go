@@ -1,0 +1,241 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bsm/redislock"
+	"go.uber.org/zap"
+)
+
+var (
+	errLeaseExpired = errors.New("broker: leader lease ran out before a renewal succeeded")
+	errShutdown     = errors.New("broker: shutting down")
+)
+
+// term is one leadership: from obtaining the lock to losing or releasing it.
+// Its ctx is the one leader context: cancelling it stops the scheduler and
+// every refresh in flight.
+type term struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	lock   *redislock.Lock
+	fence  fence
+	epoch  int64
+	lease  lease
+	sched  *scheduler
+}
+
+func (t *term) stop(cause error) { t.cancel(cause) }
+
+// lease tracks how long the lock is surely ours: the time a successful
+// obtain or renewal was sent, plus lock_ttl, minus a margin. It uses the
+// monotonic clock, never the injected one, because Redis expires the lock in
+// real time.
+type lease struct {
+	base     time.Time
+	deadline atomic.Int64 // nanoseconds since base
+}
+
+func (l *lease) extend(sent time.Time, validFor time.Duration) {
+	l.deadline.Store(int64(sent.Sub(l.base) + validFor))
+}
+
+func (l *lease) remaining() time.Duration {
+	return time.Duration(l.deadline.Load()) - time.Since(l.base)
+}
+
+// leaseValidity is lock_ttl minus a safety margin for clock drift and the
+// time between Redis applying the TTL and us reading the answer.
+func (b *Broker) leaseValidity() time.Duration {
+	ttl := b.cfg.Leader.LockTTL
+	return ttl - min(ttl/10, time.Second)
+}
+
+// elect runs the election loop until ctx ends: try to obtain the lock, lead
+// while it holds, and otherwise try again every renew_interval (or as soon as
+// the current holder's lock expires).
+func (b *Broker) elect(ctx context.Context) {
+	for ctx.Err() == nil {
+		t, wait, err := b.campaign(ctx)
+		if err != nil && ctx.Err() == nil {
+			b.log.Debug("leader election attempt failed", zapErr(err))
+		}
+		if t != nil {
+			b.lead(ctx, t)
+			wait = b.cfg.Leader.RenewInterval / 4
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-timer.C:
+		}
+	}
+}
+
+// campaign tries once to become leader. It returns the new term, or how long
+// to wait before the next attempt.
+func (b *Broker) campaign(ctx context.Context) (*term, time.Duration, error) {
+	renew := b.cfg.Leader.RenewInterval
+	wait := renew + time.Duration(rand.Int64N(int64(renew/10)+1))
+	cctx, cancel := context.WithTimeout(ctx, max(renew, time.Second))
+	defer cancel()
+	sent := time.Now()
+	lock, err := redislock.Obtain(cctx, b.rdb, b.keys.lock(), b.cfg.Leader.LockTTL,
+		&redislock.Options{Metadata: "|" + b.id, RetryStrategy: redislock.NoRetry()})
+	if errors.Is(err, redislock.ErrNotObtained) {
+		b.setRedis(nil)
+		b.observeLeader(cctx)
+		// Try again right after the holder's lock would expire, so a crashed
+		// leader is replaced within lock_ttl plus a moment.
+		if pttl, err := b.rdb.PTTL(cctx, b.keys.lock()).Result(); err == nil && pttl > 0 && pttl+20*time.Millisecond < wait {
+			wait = pttl + 20*time.Millisecond
+		}
+		return nil, wait, nil
+	}
+	b.setRedis(err)
+	if err != nil {
+		return nil, wait, fmt.Errorf("obtain leader lock: %w", err)
+	}
+	release := func() {
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer rcancel()
+		_ = lock.Release(rctx)
+	}
+	epoch, err := b.rdb.Incr(cctx, b.keys.epoch()).Result()
+	if err != nil {
+		release()
+		b.setRedis(err)
+		return nil, wait, fmt.Errorf("increment epoch: %w", err)
+	}
+	// Under Sentinel, wait (briefly) for a replica to have the lock and the
+	// epoch; on a single node WAIT answers 0 after the timeout, which is fine.
+	_ = b.rdb.Do(cctx, "WAIT", 1, 100).Err()
+	// The new leader starts from what Redis holds, not from a cache that may
+	// lag behind the previous leader's last writes.
+	if err := b.reconcile(cctx); err != nil {
+		release()
+		return nil, wait, err
+	}
+	tctx, tcancel := context.WithCancelCause(ctx)
+	t := &term{
+		ctx: tctx, cancel: tcancel, lock: lock, epoch: epoch,
+		fence: fence{lockValue: lock.Token() + lock.Metadata(), epoch: epochString(epoch)},
+		lease: lease{base: sent},
+	}
+	t.lease.extend(sent, b.leaseValidity())
+	t.sched = newScheduler(b, t)
+	return t, wait, nil
+}
+
+// lead runs one term: renewal, the lease watchdog and the scheduler, until
+// the term's context ends; then it releases the lock.
+func (b *Broker) lead(ctx context.Context, t *term) {
+	id := b.id
+	b.leaderID.Store(&id)
+	b.epoch.Store(t.epoch)
+	b.term.Store(t)
+	b.m.Leader.Set(1)
+	b.m.LeaderEpoch.Set(float64(t.epoch))
+	b.m.LeaderTransitions.Inc()
+	b.log.Info("became leader", zap.Int64("epoch", t.epoch), zap.String("instance_id", b.id))
+
+	stop := context.AfterFunc(ctx, func() { t.stop(errShutdown) })
+	defer stop()
+	var wg sync.WaitGroup
+	wg.Go(func() { b.renew(t) })
+	wg.Go(func() { b.watchdog(t) })
+	wg.Go(func() { t.sched.run() })
+	<-t.ctx.Done()
+	b.term.CompareAndSwap(t, nil)
+	b.m.Leader.Set(0)
+	wg.Wait()
+
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	err := t.lock.Release(rctx)
+	cancel()
+	b.m.LeaderTransitions.Inc()
+	cause := context.Cause(t.ctx)
+	if errors.Is(cause, errShutdown) {
+		b.log.Info("released leadership", zap.Int64("epoch", t.epoch), zap.Bool("released", err == nil))
+		return
+	}
+	b.log.Warn("lost leadership", zap.Int64("epoch", t.epoch), zap.NamedError("cause", cause))
+}
+
+// renew extends the lock every renew_interval; a failed renewal ends the term.
+func (b *Broker) renew(t *term) {
+	tk := time.NewTicker(b.cfg.Leader.RenewInterval)
+	defer tk.Stop()
+	for {
+		select {
+		case <-t.ctx.Done():
+			return
+		case <-tk.C:
+		}
+		sent := time.Now()
+		rem := t.lease.remaining()
+		if rem <= 0 {
+			t.stop(errLeaseExpired)
+			return
+		}
+		rctx, cancel := context.WithTimeout(t.ctx, rem)
+		err := t.lock.Refresh(rctx, b.cfg.Leader.LockTTL, &redislock.Options{
+			RetryStrategy: redislock.LimitRetry(redislock.LinearBackoff(b.cfg.Leader.RenewInterval/10), 3),
+		})
+		cancel()
+		if err != nil {
+			if t.ctx.Err() == nil {
+				b.setRedis(err)
+				t.stop(fmt.Errorf("renew leader lock: %w", err))
+			}
+			return
+		}
+		t.lease.extend(sent, b.leaseValidity())
+	}
+}
+
+// watchdog ends the term when the local lease deadline passes, even while a
+// renewal is stuck in a Redis call that does not honour its context.
+func (b *Broker) watchdog(t *term) {
+	timer := time.NewTimer(t.lease.remaining())
+	defer timer.Stop()
+	for {
+		select {
+		case <-t.ctx.Done():
+			return
+		case <-timer.C:
+		}
+		rem := t.lease.remaining()
+		if rem <= 0 {
+			t.stop(errLeaseExpired)
+			return
+		}
+		timer.Reset(rem)
+	}
+}
+
+// observeLeader records who holds the lock and the current epoch, for Status.
+func (b *Broker) observeLeader(ctx context.Context) {
+	id, epoch, err := readLeader(ctx, b)
+	if err != nil {
+		return
+	}
+	b.leaderID.Store(&id)
+	b.epoch.Store(epoch)
+	b.m.LeaderEpoch.Set(float64(epoch))
+}
+
+// leaderFromLock extracts the instance id from a lock value (token|id).
+func leaderFromLock(v string) string {
+	_, id, _ := strings.Cut(v, "|")
+	return id
+}

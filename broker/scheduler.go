@@ -1,0 +1,318 @@
+package broker
+
+import (
+	"container/heap"
+	"context"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/wxbroker/wxbroker/config"
+)
+
+// task is the leader's schedule for one item during one term.
+type task struct {
+	it *item
+
+	// Guarded by scheduler.mu.
+	due     time.Time
+	idx     int  // position in the heap, -1 when not queued
+	running bool // a worker holds it
+	again   bool // run again as soon as the worker is done
+
+	// Owned by whoever holds lock.
+	lock     chan struct{} // one refresh of this item at a time
+	basedOn  int64         // revision the jitter was drawn for
+	jitter   float64       // in [0, 1): where in the jitter range this record refreshes
+	failures int
+	pending  *record // fetched but not yet stored (Redis failed after WeChat answered)
+}
+
+func (k *task) acquire(ctx context.Context) bool {
+	select {
+	case k.lock <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (k *task) release() { <-k.lock }
+
+// scheduler refreshes every item before it expires, with jitter, at most
+// refresh.concurrency at a time. It runs only on the leader, for one term.
+type scheduler struct {
+	b     *Broker
+	t     *term
+	tasks map[*item]*task
+	sem   chan struct{}
+	kickc chan struct{}
+	wg    sync.WaitGroup
+
+	mu       sync.Mutex
+	h        taskHeap
+	inflight map[string]bool // forwarded reports being handled
+	closed   bool            // run has returned; start nothing new
+}
+
+func newScheduler(b *Broker, t *term) *scheduler {
+	n := b.cfg.Refresh.Concurrency
+	if n <= 0 {
+		n = 1
+	}
+	s := &scheduler{
+		b: b, t: t,
+		tasks: make(map[*item]*task, len(b.items)),
+		sem:   make(chan struct{}, n),
+		kickc: make(chan struct{}, 1),
+
+		inflight: map[string]bool{},
+	}
+	for _, it := range b.items {
+		s.tasks[it] = &task{it: it, idx: -1, lock: make(chan struct{}, 1), basedOn: -1}
+	}
+	return s
+}
+
+// run schedules every item from the cache (loaded from Redis when the term
+// began) and dispatches due refreshes until the term ends.
+func (s *scheduler) run() {
+	defer func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		s.wg.Wait()
+	}()
+	now := s.b.now()
+	dues := make([]time.Time, len(s.b.items))
+	for i, it := range s.b.items {
+		dues[i] = s.dueFor(s.tasks[it], now)
+	}
+	s.mu.Lock()
+	for i, it := range s.b.items {
+		k := s.tasks[it]
+		k.due = dues[i]
+		heap.Push(&s.h, k)
+	}
+	s.mu.Unlock()
+
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-s.t.ctx.Done():
+			return
+		case <-timer.C:
+		case <-s.kickc:
+		}
+		now := s.b.now()
+		var ready []*task
+		s.mu.Lock()
+		for s.h.Len() > 0 && !s.h[0].due.After(now) {
+			k := heap.Pop(&s.h).(*task)
+			k.running = true
+			ready = append(ready, k)
+		}
+		wait := s.b.tick
+		if s.h.Len() > 0 {
+			wait = min(wait, s.h[0].due.Sub(now))
+		}
+		s.mu.Unlock()
+		for _, k := range ready {
+			select {
+			case s.sem <- struct{}{}:
+			case <-s.t.ctx.Done():
+				return
+			}
+			s.wg.Go(func() {
+				defer func() { <-s.sem }()
+				s.runTask(k)
+			})
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(max(wait, time.Millisecond))
+	}
+}
+
+// runTask refreshes a due item (unless its record changed meanwhile and it
+// is no longer due) and schedules its next run.
+func (s *scheduler) runTask(k *task) {
+	if !k.acquire(s.t.ctx) {
+		return
+	}
+	now := s.b.now()
+	if k.failures == 0 && k.pending == nil {
+		if due := s.dueFor(k, now); due.After(now) {
+			k.release()
+			s.requeue(k, due)
+			return
+		}
+	}
+	next, ok := s.b.refreshTask(s.t, k)
+	k.release()
+	if ok {
+		s.requeue(k, next)
+	}
+}
+
+// requeue puts k back in the heap at due (or at once if it was kicked while
+// running).
+func (s *scheduler) requeue(k *task, due time.Time) {
+	s.mu.Lock()
+	k.running = false
+	if k.again {
+		k.again = false
+		due = s.b.now()
+	}
+	k.due = due
+	heap.Push(&s.h, k)
+	s.mu.Unlock()
+	s.wake()
+}
+
+// kick makes it due now (a new access token needs new tickets).
+func (s *scheduler) kick(it *item) {
+	k := s.tasks[it]
+	s.mu.Lock()
+	switch {
+	case k.running:
+		k.again = true
+	case k.idx >= 0:
+		k.due = s.b.now()
+		heap.Fix(&s.h, k.idx)
+	}
+	s.mu.Unlock()
+	s.wake()
+}
+
+func (s *scheduler) wake() {
+	select {
+	case s.kickc <- struct{}{}:
+	default:
+	}
+}
+
+// scheduledAt is when the item's task is due, or the zero time when it is running.
+func (s *scheduler) scheduledAt(it *item) time.Time {
+	k := s.tasks[it]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if k.idx < 0 {
+		return time.Time{}
+	}
+	return k.due
+}
+
+// far is "not scheduled": an item waiting for something else (a ticket
+// waiting for its access token) or whose retries stopped.
+const far = 100 * 365 * 24 * time.Hour
+
+// dueFor computes when k's current record needs refreshing. The caller holds
+// k.lock (or k is not yet running).
+func (s *scheduler) dueFor(k *task, now time.Time) time.Time {
+	rec := k.it.cur.Load()
+	if rec == nil || !now.Before(rec.ExpiresAt) {
+		if k.it.kind != KindAccessToken {
+			if tok := k.it.app.token.cur.Load(); tok == nil || !now.Before(tok.ExpiresAt) {
+				return now.Add(far) // the access token's refresh kicks its tickets
+			}
+		}
+		return now
+	}
+	if rec.Rev != k.basedOn {
+		k.basedOn = rec.Rev
+		k.jitter = rand.Float64()
+	}
+	r := s.b.cfg.Refresh
+	life := rec.ExpiresAt.Sub(rec.FetchedAt)
+	if life <= 0 {
+		return now
+	}
+	if k.it.kind == KindAccessToken {
+		w := r.StableRotationWindow
+		if k.it.app.app.TokenMode != config.ModeClassic && w > 0 && w < life {
+			// WeChat hands out the successor of a stable token only within
+			// its last w: call when 80% of the window is left, jitter later.
+			j := min(r.Jitter.Of(w), w/2)
+			return rec.ExpiresAt.Add(-w * 4 / 5).Add(time.Duration(k.jitter * float64(j)))
+		}
+		return rec.ExpiresAt.Add(-r.BeforeExpiry.Of(life)).Add(-time.Duration(k.jitter * float64(r.Jitter.Of(life))))
+	}
+	// A ticket follows its access token: a new token brings a new ticket.
+	tok := k.it.app.token.cur.Load()
+	if tok == nil || !now.Before(tok.ExpiresAt) {
+		return now.Add(far)
+	}
+	if rec.Src != shortHash(tok.Value) {
+		return now
+	}
+	before := r.BeforeExpiry.Of(life)
+	due := rec.ExpiresAt.Add(-before).Add(-time.Duration(k.jitter * float64(r.Jitter.Of(life))))
+	// When the token is replaced before this ticket needs refreshing anyway,
+	// the chained fetch makes this one unnecessary: wait for it.
+	fallback := rec.ExpiresAt.Add(-before / 2)
+	if tokDue := s.scheduledAt(k.it.app.token); !tokDue.IsZero() && due.Before(tokDue) && tokDue.Before(fallback) {
+		return fallback
+	}
+	return due
+}
+
+// backoff is the wait after the n-th consecutive failure: exponential from
+// backoffMin to backoffMax, ±20% jitter, at least least.
+func (b *Broker) backoff(n int, least time.Duration) time.Duration {
+	d := b.backoffMin
+	for i := 1; i < n && d < b.backoffMax; i++ {
+		d *= 2
+	}
+	d = min(d, b.backoffMax)
+	d = time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+	return max(d, least)
+}
+
+// taskHeap orders tasks by due time.
+type taskHeap []*task
+
+func (h taskHeap) Len() int           { return len(h) }
+func (h taskHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
+func (h taskHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].idx = i
+	h[j].idx = j
+}
+func (h *taskHeap) Push(x any) {
+	k := x.(*task)
+	k.idx = len(*h)
+	*h = append(*h, k)
+}
+func (h *taskHeap) Pop() any {
+	old := *h
+	k := old[len(old)-1]
+	old[len(old)-1] = nil
+	k.idx = -1
+	*h = old[:len(old)-1]
+	return k
+}
+
+// goForwarded runs fn for a forwarded report unless the same report is
+// already being handled or the term is over.
+func (s *scheduler) goForwarded(key string, fn func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.inflight[key] {
+		return
+	}
+	s.inflight[key] = true
+	s.wg.Go(func() {
+		defer func() {
+			s.mu.Lock()
+			delete(s.inflight, key)
+			s.mu.Unlock()
+		}()
+		fn()
+	})
+}

@@ -1,0 +1,325 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/wxbroker/wxbroker/config"
+	"github.com/wxbroker/wxbroker/wechat"
+)
+
+// Roles in Status.
+const (
+	RoleLeader  = "leader"
+	RoleStandby = "standby"
+	RoleInspect = "inspect" // Inspect: read from Redis, no broker running
+)
+
+// Status is a JSON-serialisable view of the broker for operators. It never
+// contains a token or a secret (tokens appear as a short sha256 prefix).
+type Status struct {
+	InstanceID string      `json:"instance_id,omitempty"`
+	Role       string      `json:"role"`
+	LeaderID   string      `json:"leader_id"`
+	Epoch      int64       `json:"epoch"`
+	Redis      RedisStatus `json:"redis"`
+	Apps       []AppStatus `json:"apps"`
+}
+
+// RedisStatus says whether Redis answered.
+type RedisStatus struct {
+	OK    bool      `json:"ok"`
+	Error string    `json:"error,omitempty"`
+	Since time.Time `json:"since,omitzero"` // when the outage began
+}
+
+// AppStatus is one configured app.
+type AppStatus struct {
+	Namespace    string             `json:"namespace"`
+	AppID        string             `json:"appid"`
+	Kind         string             `json:"kind"`
+	TokenMode    string             `json:"token_mode"`
+	AccessToken  CredentialStatus   `json:"access_token"`
+	Tickets      []CredentialStatus `json:"tickets,omitempty"`
+	FetchesToday map[string]int64   `json:"fetches_today"` // credential calls per API on the current UTC+8 day
+	ForcedToday  int64              `json:"forced_today"`  // invalidation-triggered fetches today (force_daily_cap)
+}
+
+// CredentialStatus is an access token or a ticket.
+type CredentialStatus struct {
+	Kind           string     `json:"kind"`
+	Valid          bool       `json:"valid"`
+	Generation     int64      `json:"generation"`
+	ExpiresIn      int64      `json:"expires_in"` // whole seconds left; 0 when expired or absent
+	ExpiresAt      time.Time  `json:"expires_at,omitzero"`
+	TokenSHA256    string     `json:"token_sha256,omitempty"` // first 12 hex digits, never the token
+	LastRefresh    time.Time  `json:"last_refresh,omitzero"`
+	LastError      *ErrorInfo `json:"last_error,omitempty"`
+	RetriesStopped bool       `json:"retries_stopped,omitempty"`
+	NextAttempt    time.Time  `json:"next_attempt,omitzero"`
+}
+
+// ErrorInfo is the last refresh error of a credential.
+type ErrorInfo struct {
+	At        time.Time `json:"at"`
+	API       string    `json:"api,omitempty"`
+	Errcode   int       `json:"errcode,omitempty"`   // WeChat's errcode; 0 for transport failures
+	Transport string    `json:"transport,omitempty"` // kind of transport failure
+	Message   string    `json:"message"`
+	RID       string    `json:"rid,omitempty"` // for getRidInfo
+	Hint      *HintInfo `json:"hint,omitempty"`
+}
+
+// HintInfo explains an errcode (from wechat.Explain).
+type HintInfo struct {
+	Title string `json:"title"`
+	EN    string `json:"en"`
+	ZH    string `json:"zh"`
+	FixEN string `json:"fix_en"`
+	FixZH string `json:"fix_zh"`
+}
+
+// refreshStatus is what the leader stores per item in {p}:ns:<ns>:st.
+type refreshStatus struct {
+	LastRefresh    time.Time  `json:"last_refresh,omitzero"`
+	LastError      *ErrorInfo `json:"last_error,omitempty"`
+	RetriesStopped bool       `json:"retries_stopped,omitempty"`
+	NextAttempt    time.Time  `json:"next_attempt,omitzero"`
+}
+
+// Status reports this replica's view: role, leader, epoch, Redis state and,
+// per app, the cached credentials with the leader's last refresh outcome and
+// today's call counts. Parts that need Redis are left out while it is down.
+func (b *Broker) Status(ctx context.Context) Status {
+	st := Status{InstanceID: b.id, Role: RoleStandby}
+	if b.IsLeader() {
+		st.Role = RoleLeader
+	}
+	if id := b.leaderID.Load(); id != nil {
+		st.LeaderID = *id
+	}
+	st.Epoch = b.epoch.Load()
+	snap, err := gather(ctx, b.rdb, b.keys, b.cfg, b.now())
+	b.setRedis(err)
+	if err == nil {
+		st.LeaderID, st.Epoch = snap.leader, snap.epoch
+	}
+	st.Redis = RedisStatus{OK: true}
+	if rs := b.redisErr.Load(); rs != nil && rs.err != nil {
+		st.Redis = RedisStatus{Error: rs.err.Error(), Since: rs.at.UTC()}
+	}
+	if !st.Redis.OK && st.Role == RoleLeader {
+		st.Role = RoleStandby
+	}
+	now := b.now()
+	for _, ns := range sortedNamespaces(b.cfg) {
+		if b.cfg.Namespaces[ns] == nil {
+			continue
+		}
+		for _, a := range b.cfg.Namespaces[ns].Apps {
+			if a == nil {
+				continue
+			}
+			e, ok := b.entry(ns, a.AppID)
+			if !ok {
+				continue
+			}
+			as := appStatus(ns, a, snap)
+			as.AccessToken = b.credStatus(e.token, snap, now)
+			for _, typ := range a.Tickets {
+				if it, ok := e.tickets[typ]; ok {
+					as.Tickets = append(as.Tickets, b.credStatus(it, snap, now))
+				}
+			}
+			st.Apps = append(st.Apps, as)
+		}
+	}
+	return st
+}
+
+func (b *Broker) credStatus(it *item, snap *snapshot, now time.Time) CredentialStatus {
+	rs := it.status.Load()
+	if snap != nil {
+		if r := snap.status[it.ns][it.field]; r != nil {
+			rs = r
+		}
+	}
+	return credentialStatus(it.kind, it.cur.Load(), rs, now)
+}
+
+func credentialStatus(kind string, rec *record, rs *refreshStatus, now time.Time) CredentialStatus {
+	cs := CredentialStatus{Kind: kind}
+	if rec != nil {
+		cs.Generation = rec.Gen
+		cs.ExpiresAt = rec.ExpiresAt.UTC()
+		cs.TokenSHA256 = shortHash(rec.Value)
+		cs.LastRefresh = rec.FetchedAt.UTC()
+		if now.Before(rec.ExpiresAt) {
+			cs.Valid = true
+			cs.ExpiresIn = int64(rec.ExpiresAt.Sub(now) / time.Second)
+		}
+	}
+	if rs != nil {
+		if !rs.LastRefresh.IsZero() {
+			cs.LastRefresh = rs.LastRefresh.UTC()
+		}
+		cs.LastError, cs.RetriesStopped, cs.NextAttempt = rs.LastError, rs.RetriesStopped, rs.NextAttempt
+	}
+	return cs
+}
+
+func appStatus(ns string, a *config.App, snap *snapshot) AppStatus {
+	as := AppStatus{Namespace: ns, AppID: a.AppID, Kind: a.Kind, TokenMode: a.TokenMode, FetchesToday: map[string]int64{}}
+	if snap != nil {
+		for api, n := range snap.quota[ns+"/"+a.AppID] {
+			as.FetchesToday[api] = n
+		}
+		as.ForcedToday = snap.forced[ns+"/"+a.AppID]
+	}
+	return as
+}
+
+// Inspect reads the shared state from Redis without running a broker (for
+// `wxbroker doctor`). It fails only when Redis cannot be read.
+func Inspect(ctx context.Context, rdb redis.UniversalClient, cfg *config.Config) (Status, error) {
+	if rdb == nil || cfg == nil {
+		return Status{}, errors.New("broker: Inspect needs a Redis client and a config")
+	}
+	now := time.Now()
+	snap, err := gather(ctx, rdb, newKeys(cfg.Redis.KeyPrefix), cfg, now)
+	if err != nil {
+		return Status{Role: RoleInspect, Redis: RedisStatus{Error: err.Error(), Since: now.UTC()}}, err
+	}
+	st := Status{Role: RoleInspect, LeaderID: snap.leader, Epoch: snap.epoch, Redis: RedisStatus{OK: true}}
+	for _, ns := range sortedNamespaces(cfg) {
+		if cfg.Namespaces[ns] == nil {
+			continue
+		}
+		for _, a := range cfg.Namespaces[ns].Apps {
+			if a == nil {
+				continue
+			}
+			as := appStatus(ns, a, snap)
+			field := a.AppID + "/" + KindAccessToken
+			as.AccessToken = credentialStatus(KindAccessToken, snap.records[ns][field], snap.status[ns][field], now)
+			for _, typ := range a.Tickets {
+				kind, ok := ticketKind(typ)
+				if !ok {
+					continue
+				}
+				f := a.AppID + "/" + kind
+				as.Tickets = append(as.Tickets, credentialStatus(kind, snap.records[ns][f], snap.status[ns][f], now))
+			}
+			st.Apps = append(st.Apps, as)
+		}
+	}
+	return st, nil
+}
+
+// snapshot is the shared state read from Redis in one pipeline.
+type snapshot struct {
+	leader  string
+	epoch   int64
+	records map[string]map[string]*record        // ns → field → record
+	status  map[string]map[string]*refreshStatus // ns → field → status
+	quota   map[string]map[string]int64          // ns/appid → api → calls today
+	forced  map[string]int64                     // ns/appid → forced refreshes today
+}
+
+// quotaAPIs are the credential endpoints the broker calls.
+func quotaAPIs() [3]string {
+	return [3]string{wechat.APIToken, wechat.APIStableToken, wechat.APIGetTicket}
+}
+
+func gather(ctx context.Context, rdb redis.UniversalClient, k keys, cfg *config.Config, now time.Time) (*snapshot, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	d := day(now)
+	pipe := rdb.Pipeline()
+	lock := pipe.Get(ctx, k.lock())
+	epoch := pipe.Get(ctx, k.epoch())
+	toks := map[string]*redis.MapStringStringCmd{}
+	sts := map[string]*redis.MapStringStringCmd{}
+	type counter struct {
+		app, api string
+		cmd      *redis.StringCmd
+	}
+	var counters []counter
+	for _, ns := range sortedNamespaces(cfg) {
+		n := cfg.Namespaces[ns]
+		if n == nil {
+			continue
+		}
+		toks[ns] = pipe.HGetAll(ctx, k.tok(ns))
+		sts[ns] = pipe.HGetAll(ctx, k.status(ns))
+		for _, a := range n.Apps {
+			if a == nil {
+				continue
+			}
+			for _, api := range quotaAPIs() {
+				counters = append(counters, counter{ns + "/" + a.AppID, api, pipe.Get(ctx, k.quota(ns, a.AppID, api, d))})
+			}
+			counters = append(counters, counter{ns + "/" + a.AppID, "", pipe.Get(ctx, k.force(ns, a.AppID, d))})
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read broker state: %w", err)
+	}
+	s := &snapshot{
+		leader:  leaderFromLock(lock.Val()),
+		records: map[string]map[string]*record{},
+		status:  map[string]map[string]*refreshStatus{},
+		quota:   map[string]map[string]int64{},
+		forced:  map[string]int64{},
+	}
+	s.epoch, _ = strconv.ParseInt(epoch.Val(), 10, 64)
+	for ns, cmd := range toks {
+		s.records[ns] = map[string]*record{}
+		for f, raw := range cmd.Val() {
+			if r, err := parseRecord(raw); err == nil {
+				s.records[ns][f] = r
+			}
+		}
+	}
+	for ns, cmd := range sts {
+		s.status[ns] = map[string]*refreshStatus{}
+		for f, raw := range cmd.Val() {
+			var rs refreshStatus
+			if json.Unmarshal([]byte(raw), &rs) == nil {
+				s.status[ns][f] = &rs
+			}
+		}
+	}
+	for _, c := range counters {
+		n, _ := strconv.ParseInt(c.cmd.Val(), 10, 64)
+		if c.api == "" {
+			s.forced[c.app] = n
+			continue
+		}
+		if s.quota[c.app] == nil {
+			s.quota[c.app] = map[string]int64{}
+		}
+		if n > 0 {
+			s.quota[c.app][c.api] = n
+		}
+	}
+	return s, nil
+}
+
+// readLeader reads the lock holder's instance id and the current epoch.
+func readLeader(ctx context.Context, b *Broker) (string, int64, error) {
+	pipe := b.rdb.Pipeline()
+	lock := pipe.Get(ctx, b.keys.lock())
+	epoch := pipe.Get(ctx, b.keys.epoch())
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return "", 0, err
+	}
+	e, _ := strconv.ParseInt(epoch.Val(), 10, 64)
+	return leaderFromLock(lock.Val()), e, nil
+}

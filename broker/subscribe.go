@@ -1,0 +1,97 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// subscribe keeps the cache current from the {p}:events channel and serves
+// the invalidation channels, until ctx ends. go-redis reconnects and
+// resubscribes by itself; every (re)subscription triggers a reconcile so
+// nothing published during an outage is missed.
+func (b *Broker) subscribe(ctx context.Context) {
+	ps := b.rdb.Subscribe(ctx, b.keys.events(), b.keys.inval(), b.keys.invalDone())
+	defer ps.Close()
+	const minWait, maxWait = 50 * time.Millisecond, 2 * time.Second
+	wait := minWait
+	for ctx.Err() == nil {
+		msg, err := ps.ReceiveTimeout(ctx, b.reconcileEvery)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Quiet channel: a ping proves the connection is alive (its
+				// failure makes the next receive reconnect).
+				_ = ps.Ping(ctx)
+				continue
+			}
+			b.setRedis(err)
+			if !sleepCtx(ctx, wait) {
+				return
+			}
+			wait = min(2*wait, maxWait)
+			continue
+		}
+		wait = minWait
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" && m.Channel == b.keys.events() {
+				b.setRedis(nil)
+				_ = b.reconcile(ctx)
+			}
+		case *redis.Message:
+			b.dispatch(m)
+		}
+	}
+}
+
+// dispatch handles one pub/sub message.
+func (b *Broker) dispatch(m *redis.Message) {
+	switch m.Channel {
+	case b.keys.events():
+		ns, rest, ok := strings.Cut(m.Payload, "\t")
+		field, raw, ok2 := strings.Cut(rest, "\t")
+		if ok && ok2 {
+			b.applyRaw(ns, field, raw)
+		}
+	case b.keys.inval():
+		b.handleInvalRequest(m.Payload)
+	case b.keys.invalDone():
+		b.handleInvalDone(m.Payload)
+	}
+}
+
+// reconcileLoop reloads every record from Redis periodically: pub/sub is
+// fire-and-forget, this bounds how long a missed message matters.
+func (b *Broker) reconcileLoop(ctx context.Context) {
+	tk := time.NewTicker(b.reconcileEvery)
+	defer tk.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tk.C:
+		}
+		if err := b.reconcile(ctx); err != nil && ctx.Err() == nil {
+			b.log.Debug("reconcile failed", zapErr(err))
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
