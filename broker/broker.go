@@ -53,7 +53,7 @@ type Ticket struct {
 
 // Errors returned by the read and invalidation paths.
 var (
-	ErrUnknownApp    = errors.New("broker: unknown namespace or appid")  // → 404
+	ErrUnknownApp    = errors.New("broker: unknown namespace or appid") // → 404
 	ErrUnknownTicket = errors.New("broker: ticket type not configured") // → 404
 	ErrNoToken       = errors.New("broker: no valid token available")   // → 503
 	ErrForceLimited  = errors.New("broker: forced refresh budget used") // → 429 (force_min_interval / daily cap)

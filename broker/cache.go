@@ -28,7 +28,7 @@ type item struct {
 	field string // hash field in {p}:ns:<ns>:tok and :st
 
 	cur    atomic.Pointer[record]
-	prev   atomic.Pointer[record]       // the token cur replaced (AppByToken overlap)
+	prev   atomic.Pointer[record]        // the token cur replaced (AppByToken overlap)
 	status atomic.Pointer[refreshStatus] // last status written by this replica as leader
 
 	mu      sync.Mutex    // serialises apply
