@@ -52,9 +52,9 @@ type check struct {
 // doctorChecks returns the checks to run once the configuration loaded.
 // Checks of Redis, the leader and WeChat's reachability go here.
 func doctorChecks(cfg *config.Config) []check {
-	return []check{
+	return append([]check{
 		{name: "config", run: func(context.Context) []finding { return configSummary(cfg) }},
-	}
+	}, brokerChecks(cfg)...)
 }
 
 func doctorCommand() command {

@@ -31,6 +31,8 @@ type command struct {
 // own file.
 func commands() map[string]command {
 	return map[string]command{
+		"serve":   serveCommand(),
+		"dev":     devCommand(),
 		"sim":     simCommand(),
 		"doctor":  doctorCommand(),
 		"explain": explainCommand(),
