@@ -20,8 +20,8 @@ help: ## list the targets
 build: ## build bin/wxbroker
 	$(GO) build -o bin/wxbroker ./cmd/wxbroker
 
-run: ## start the WeChat simulator with demo apps (wxbroker sim)
-	$(GO) run ./cmd/wxbroker sim
+run: ## start everything in one process: embedded Redis, WeChat simulator, demo config (wxbroker dev)
+	$(GO) run ./cmd/wxbroker dev
 
 deps: ## install redis-server, redis-sentinel, chromium, chromium-driver when missing (apt-get)
 	@missing=""; \
