@@ -164,7 +164,7 @@ func (b *Broker) lead(ctx context.Context, t *term) {
 	cancel()
 	b.m.LeaderTransitions.Inc()
 	cause := context.Cause(t.ctx)
-	if errors.Is(cause, errShutdown) {
+	if ctx.Err() != nil || errors.Is(cause, errShutdown) {
 		b.log.Info("released leadership", zap.Int64("epoch", t.epoch), zap.Bool("released", err == nil))
 		return
 	}

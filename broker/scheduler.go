@@ -83,6 +83,7 @@ func (s *scheduler) run() {
 		s.mu.Unlock()
 		s.wg.Wait()
 	}()
+	s.b.reseed(s.t)
 	now := s.b.now()
 	dues := make([]time.Time, len(s.b.items))
 	for i, it := range s.b.items {

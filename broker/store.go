@@ -170,3 +170,39 @@ func nextDay(t time.Time) time.Time {
 	d := time.Date(s.Year(), s.Month(), s.Day(), 0, 0, 0, 0, time.UTC).AddDate(0, 0, 1)
 	return d.Add(-8 * time.Hour)
 }
+
+// reseed writes back, under the new term's fence, every valid cached record
+// that Redis no longer holds (Redis restarted without persistence or failed
+// over to a replica that missed writes), so no token is fetched again just
+// because Redis forgot it.
+func (b *Broker) reseed(t *term) {
+	ctx, cancel := context.WithTimeout(t.ctx, b.cfg.WeChat.Timeout)
+	defer cancel()
+	pipe := b.rdb.Pipeline()
+	cmds := make(map[string]*redis.StringSliceCmd, len(b.apps))
+	for ns := range b.apps {
+		cmds[ns] = pipe.HKeys(ctx, b.keys.tok(ns))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		b.setRedis(err)
+		return
+	}
+	present := map[string]bool{}
+	for ns, cmd := range cmds {
+		for _, f := range cmd.Val() {
+			present[ns+"\t"+f] = true
+		}
+	}
+	now := b.now()
+	for _, it := range b.items {
+		rec := it.cur.Load()
+		if rec == nil || !now.Before(rec.ExpiresAt) || present[it.ns+"\t"+it.field] {
+			continue
+		}
+		if _, err := b.store(t, it, rec.Value, rec.ExpiresAt, rec.FetchedAt, rec.Src); err != nil {
+			b.log.Warn("cannot restore cached credential to redis", append(itemFields(it), zapErr(err))...)
+			return
+		}
+		b.log.Info("restored cached credential to redis", append(itemFields(it), zapTok(rec.Value))...)
+	}
+}
