@@ -166,7 +166,7 @@ func (b *Broker) preCall(ctx context.Context, f fence, it *item, api, mode strin
 	d := day(now)
 	out, err := b.runFenced(ctx, b.scripts.preCall, f,
 		[]string{b.keys.lock(), b.keys.epoch(), b.keys.quota(it.ns, it.appid, api, d),
-			b.keys.force(it.ns, it.appid, d), b.keys.forceLast(it.ns, it.appid)},
+			b.keys.forceLast(it.ns, it.appid), b.keys.force(it.ns, it.appid, d)},
 		int64(counterTTL/time.Second), mode, b.cfg.Refresh.ForceMinInterval.Milliseconds(), b.cfg.Refresh.ForceDailyCap)
 	switch {
 	case err != nil:

@@ -99,9 +99,10 @@ func (b *Broker) leaderInvalidate(ctx context.Context, t *term, it *item, failed
 		return cur, nil // already replaced: nothing to do
 	}
 	now := b.now()
-	if now.Before(cur.ExpiresAt) {
+	if now.Before(cur.ExpiresAt) && k.external != failed {
 		// The current token failed before its expiry and this broker did not
 		// replace it: someone outside fetched a token for this AppID.
+		k.external = failed
 		b.m.ExternalInvalidation.WithLabelValues(it.ns, it.appid).Inc()
 		b.log.Warn("access token invalidated outside the broker: another process fetched a token with this appid",
 			append(itemFields(it), zapTok(failed), zap.Duration("expires_in", cur.ExpiresAt.Sub(now)))...)

@@ -26,6 +26,7 @@ type task struct {
 	jitter   float64       // in [0, 1): where in the jitter range this record refreshes
 	failures int
 	pending  *record // fetched but not yet stored (Redis failed after WeChat answered)
+	external string  // last token reported as invalidated outside the broker
 }
 
 func (k *task) acquire(ctx context.Context) bool {
