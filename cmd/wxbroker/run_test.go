@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/wxbroker/wxbroker/config"
+	"github.com/wxbroker/wxbroker/internal/redistest"
 	"github.com/wxbroker/wxbroker/wechat"
+	"github.com/wxbroker/wxbroker/wechat/wechattest"
 )
 
 // syncBuffer is a bytes.Buffer that a running command and the test may use at once.
@@ -130,12 +132,17 @@ func TestDoctorListsEveryProblem(t *testing.T) {
 
 func TestDoctorGoodConfig(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "wxbroker.yaml")
-	cfg := `
-redis: {addrs: ["127.0.0.1:6379"]}
+	// doctor also probes Redis and WeChat: give it both.
+	rs := redistest.Start(t)
+	sim := wechattest.NewServer(wechattest.Options{})
+	t.Cleanup(sim.Close)
+	cfg := fmt.Sprintf(`
+redis: {addrs: [%q]}
+wechat: {base_url: %q, fallback_urls: []}
 namespaces:
   prod:
     apps: [{appid: wx04a7af67c8f47620, secret: s3cr3t-value, kind: miniprogram}]
-`
+`, rs.Addr, sim.URL)
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
