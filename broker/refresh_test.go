@@ -1,0 +1,133 @@
+package broker
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/wxbroker/wxbroker/config"
+	"github.com/wxbroker/wxbroker/internal/redistest"
+	"github.com/wxbroker/wxbroker/metrics"
+	"github.com/wxbroker/wxbroker/wechat"
+	"github.com/wxbroker/wxbroker/wechat/wechattest"
+)
+
+// TestRefreshSurvivesFaults: while WeChat misbehaves the cached token keeps
+// being served (never an expired one), and the refresh succeeds once the
+// faults clear.
+func TestRefreshSurvivesFaults(t *testing.T) {
+	rs := redistest.Start(t)
+	tests := []struct {
+		name    string
+		fault   wechattest.Fault
+		n       int
+		unknown bool // the fetch may have minted a token: the old one dies at the retry
+	}{
+		{"html 502", wechattest.Fault{Status: 502}, 2, false},
+		{"invalid json", wechattest.Fault{InvalidJSON: true}, 2, false},
+		{"errcode -1", wechattest.Fault{Errcode: -1}, 2, false},
+		{"latency beyond timeout", wechattest.Fault{Latency: time.Second}, 2, false},
+		{"dropped connection", wechattest.Fault{Drop: true}, 2, false},
+		// net/http replays a GET whose reused connection closed before any
+		// answer, so two dropped responses are needed for the broker to see one.
+		{"dropped response", wechattest.Fault{DropResponse: true}, 2, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			app := classicApp(1)
+			cfg := testConfig(t, app)
+			cfg.Refresh.BeforeExpiry = config.Portion{Fraction: 0.5}
+			e := newEnvWith(t, rs, wechattest.Options{TokenTTL: 4 * time.Second, Overlap: time.Second}, cfg)
+			n := e.start("a")
+			first := token(t, n, app.AppID)
+			e.sim.Fail(wechat.APIToken, tc.n, tc.fault)
+			r := startReader(t, e, []*node{n}, []string{app.AppID}, !tc.unknown)
+			waitFor(t, 6*time.Second, "a refresh after the faults", func() bool {
+				tok, err := n.b.AccessToken(testNS, app.AppID)
+				return err == nil && tok.Generation > first.Generation
+			})
+			r.check(t)
+			tok, _ := n.b.AccessToken(testNS, app.AppID)
+			if !e.sim.TokenValid(app.AppID, tok.AccessToken) {
+				t.Error("the refreshed token is not valid at the simulator")
+			}
+			if got, want := e.sim.Calls(wechat.APIToken, app.AppID), 1+tc.n+1; got != want {
+				t.Errorf("token calls = %d; want %d (first, %d faulted, one success)", got, want, tc.n)
+			}
+			// A dropped connection may be replayed once by net/http.
+			if got := testutil.ToFloat64(n.m.TokenRefresh.WithLabelValues(testNS, app.AppID, KindAccessToken, metrics.ResultError)); got < 1 || got > float64(tc.n) {
+				t.Errorf("refresh errors counted = %v; want 1..%d", got, tc.n)
+			}
+			if tc.unknown && !logged(n.logs, zapcore.WarnLevel, "outcome unknown", app.AppID) {
+				t.Error("no warning about the unknown outcome")
+			}
+		})
+	}
+}
+
+// TestNonRetryableErrorsStopRetries: 45009 and 40125 stop the retries for
+// that app and show in Status, metrics and an error log with hint and rid.
+func TestNonRetryableErrorsStopRetries(t *testing.T) {
+	quota, badSecret := stableApp(1), classicApp(2)
+	badSecret.Secret = "wrong-secret"
+	cfg := testConfig(t, quota, badSecret)
+	e := newEnv(t, wechattest.Options{}, cfg)
+	e.sim.Fail(wechat.APIStableToken, 1, wechattest.Fault{Errcode: 45009})
+	n := e.start("a")
+	leader(t, 5*time.Second, n)
+
+	tests := []struct {
+		app  *config.App
+		api  string
+		code int
+	}{
+		{quota, wechat.APIStableToken, 45009},
+		{badSecret, wechat.APIToken, 40125},
+	}
+	for _, tc := range tests {
+		var cs CredentialStatus
+		waitFor(t, 5*time.Second, "the error in Status", func() bool {
+			for _, a := range n.b.Status(context.Background()).Apps {
+				if a.AppID == tc.app.AppID {
+					cs = a.AccessToken
+				}
+			}
+			return cs.LastError != nil && cs.RetriesStopped
+		})
+		if cs.LastError.Errcode != tc.code || cs.LastError.Hint == nil || cs.LastError.Hint.FixEN == "" || cs.LastError.RID == "" {
+			t.Errorf("%d: Status last_error = %+v; want errcode, hint and rid", tc.code, cs.LastError)
+		}
+		if got := testutil.ToFloat64(n.m.WeChatErrors.WithLabelValues(testNS, tc.app.AppID, tc.api, metrics.ErrcodeLabel(tc.code))); got != 1 {
+			t.Errorf("%d: wxbroker_wechat_errors_total = %v; want 1", tc.code, got)
+		}
+		found := false
+		for _, le := range n.logs.FilterMessageSnippet("retries stopped").All() {
+			m := le.ContextMap()
+			if le.Level == zapcore.ErrorLevel && m["appid"] == tc.app.AppID && m["namespace"] == testNS && m["rid"] != "" && m["fix"] != "" {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("%d: no error log with namespace, appid, rid and fix", tc.code)
+		}
+	}
+	// Retries stopped: no further calls (a bounded look, as retries would
+	// come after at most backoffMax).
+	calls := e.sim.Calls(wechat.APIStableToken, quota.AppID) + e.sim.Calls(wechat.APIToken, badSecret.AppID)
+	time.Sleep(3 * n.b.backoffMax)
+	if got := e.sim.Calls(wechat.APIStableToken, quota.AppID) + e.sim.Calls(wechat.APIToken, badSecret.AppID); got != calls {
+		t.Errorf("credential calls went from %d to %d after retries stopped", calls, got)
+	}
+	if err := n.b.Ready(); err == nil {
+		t.Error("Ready() = nil with no valid token at all")
+	}
+	st, err := Inspect(context.Background(), e.redis.Client(t), cfg)
+	if err != nil || st.Apps[0].AccessToken.LastError == nil || st.Apps[0].AccessToken.LastError.Errcode != 45009 {
+		t.Errorf("Inspect = %+v, %v; want the 45009 error", st, err)
+	}
+	noSecrets(t, n, secretOf(quota.AppID), "wrong-secret")
+}
