@@ -88,6 +88,8 @@ func newEnvWith(t testing.TB, rs *redistest.Server, simOpts wechattest.Options, 
 
 // node is one running broker.
 type node struct {
+	hook   redis.Hook    // added to the node's Redis client
+	setup  func(*Broker) // called before Run
 	b      *Broker
 	m      *metrics.Metrics
 	reg    *prometheus.Registry
@@ -111,6 +113,9 @@ func (e *env) start(name string, opts ...nodeOpt) *node {
 		o(n, ropts)
 	}
 	n.rdb = redis.NewClient(ropts)
+	if n.hook != nil {
+		n.rdb.AddHook(n.hook)
+	}
 	t.Cleanup(func() { _ = n.rdb.Close() })
 	client, err := wechat.New(wechat.Options{BaseURL: e.sim.URL, Timeout: e.cfg.WeChat.Timeout})
 	if err != nil {
@@ -135,6 +140,9 @@ func (e *env) start(name string, opts ...nodeOpt) *node {
 		b.overlap = e.opts.Overlap
 	}
 	n.b = b
+	if n.setup != nil {
+		n.setup(b)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.done = make(chan struct{})
@@ -203,6 +211,7 @@ type countingWeChat struct {
 	stables atomic.Int64
 	forced  atomic.Int64
 	tickets atomic.Int64
+	last    atomic.Pointer[string] // last classic token received
 
 	mu     sync.Mutex
 	before func(api string) // called before each call when set
@@ -220,7 +229,11 @@ func (c *countingWeChat) hook(api string) {
 func (c *countingWeChat) Token(ctx context.Context, appID, secret string) (wechat.Token, error) {
 	c.tokens.Add(1)
 	c.hook(wechat.APIToken)
-	return c.inner.Token(ctx, appID, secret)
+	tok, err := c.inner.Token(ctx, appID, secret)
+	if err == nil {
+		c.last.Store(&tok.AccessToken)
+	}
+	return tok, err
 }
 
 func (c *countingWeChat) StableToken(ctx context.Context, appID, secret string, force bool) (wechat.Token, error) {
