@@ -255,14 +255,17 @@ function logout() {
  * @param {{url: string, method?: string, data?: any, header?: object, timeout?: number}} options
  */
 function request(options) {
-  const send = () => {
+  const send = (token) => {
     const header = Object.assign({}, options.header || {});
-    const token = getLocalToken();
     if (token) header.Authorization = 'Bearer ' + token;
     return rawRequest(Object.assign({}, options, { header }));
   };
-  return send().then((res) => {
-    if (res.statusCode !== 401 || !getLocalToken()) return res;
+  const sent = getLocalToken();
+  return send(sent).then((res) => {
+    const current = getLocalToken();
+    if (res.statusCode !== 401 || !current) return res;
+    // Another request refreshed while this one was in flight: just retry.
+    if (current !== sent) return send(current);
     return refreshToken().then(send, (err) => {
       throw err.statusCode === 401 ? new AuthError('登录已过期，请重新登录', { code: 401, statusCode: 401 }) : err;
     });
