@@ -280,3 +280,5 @@ func noSecrets(t testing.TB, n *node, secrets ...string) {
 		}
 	}
 }
+
+func zapNop() *zap.Logger { return zap.NewNop() }
