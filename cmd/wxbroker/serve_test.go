@@ -421,6 +421,7 @@ func TestServeFailover(t *testing.T) {
 	}
 	delete(readers, third)
 	third.signal(t, syscall.SIGTERM)
+	termAt := time.Now()
 	took = waitUntil(t, second.name+" leads after SIGTERM", tLockTTL+5*time.Second, func() bool { return isLeader(second) })
 	t.Logf("SIGTERM %s: %s leads after %s", third.name, second.name, took.Round(time.Millisecond))
 	if took >= tLockTTL {
@@ -428,8 +429,13 @@ func TestServeFailover(t *testing.T) {
 	}
 	select {
 	case <-third.exited:
+		t.Logf("%s exited %s after SIGTERM", third.name, time.Since(termAt).Round(time.Millisecond))
 		if third.exitErr != nil {
 			t.Errorf("%s exit after SIGTERM: %v", third.name, third.exitErr)
+		}
+		// The buffered audit log was flushed on the way out.
+		if log := third.logTail(); !strings.Contains(log, `"event":"access_token"`) {
+			t.Errorf("%s's log holds no audit line after SIGTERM", third.name)
 		}
 	case <-time.After(shutdownTimeout + 5*time.Second):
 		t.Errorf("%s did not exit after SIGTERM", third.name)
