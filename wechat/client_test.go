@@ -153,7 +153,9 @@ func apiCases() []apiCase {
 			name: "OAuthAccessToken", api: APIOAuthAccessToken, method: "GET", path: "/sns/oauth2/access_token",
 			query:  url.Values{"appid": {tAppID}, "secret": {tSecret}, "code": {tCode}, "grant_type": {"authorization_code"}},
 			answer: `{"access_token":"UAT","expires_in":7200,"refresh_token":"URT","openid":"o1","scope":"snsapi_login","unionid":"u1"}`,
-			call:   func(ctx context.Context, c *Client) (any, error) { return c.OAuthAccessToken(ctx, tAppID, tSecret, tCode) },
+			call: func(ctx context.Context, c *Client) (any, error) {
+				return c.OAuthAccessToken(ctx, tAppID, tSecret, tCode)
+			},
 			want: OAuthToken{AccessToken: "UAT", ExpiresIn: 2 * time.Hour, RefreshToken: "URT", OpenID: "o1",
 				Scope: "snsapi_login", UnionID: "u1"},
 			codes: []int{40029, 40163, 42003, 40125, 40013},
@@ -564,7 +566,9 @@ func TestFallback(t *testing.T) {
 	ok := func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, `{"access_token":"FB","expires_in":7200,"openid":"o","session_key":"k"}`)
 	}
-	bad := func(w http.ResponseWriter, r *http.Request) { http.Error(w, "<html>bad gateway</html>", http.StatusBadGateway) }
+	bad := func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "<html>bad gateway</html>", http.StatusBadGateway)
+	}
 
 	t.Run("used on transport failure", func(t *testing.T) {
 		primary, fb := record(t, bad), record(t, ok)

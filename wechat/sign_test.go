@@ -120,9 +120,9 @@ func TestDecryptUserDataRejects(t *testing.T) {
 		return base64.StdEncoding.EncodeToString(out)
 	}
 	tests := []struct {
-		name                string
+		name                 string
 		sessionKey, data, iv string
-		want                error
+		want                 error
 	}{
 		{"tampered watermark appid", sampleSessionKey, encryptForTest(t, sampleSessionKey, sampleIV, tampered), sampleIV, ErrWatermark},
 		{"no watermark", sampleSessionKey, encryptForTest(t, sampleSessionKey, sampleIV, noWatermark), sampleIV, ErrWatermark},
