@@ -7,7 +7,7 @@ GO       ?= go
 FUZZTIME ?= 30s
 
 # binary:package pairs that `make deps` installs when the binary is missing.
-DEPS := redis-server:redis-server redis-sentinel:redis-sentinel chromium:chromium chromedriver:chromium-driver
+DEPS := redis-server:redis-server redis-sentinel:redis-sentinel chromium:chromium chromedriver:chromium-driver node:nodejs
 
 .DEFAULT_GOAL := help
 .PHONY: help build run deps test test-race bench lint fmt-check vet fuzz clean
@@ -23,7 +23,7 @@ build: ## build bin/wxbroker
 run: ## start everything in one process: embedded Redis, WeChat simulator, demo config (wxbroker dev)
 	$(GO) run ./cmd/wxbroker dev
 
-deps: ## install redis-server, redis-sentinel, chromium, chromium-driver when missing (apt-get)
+deps: ## install redis-server, redis-sentinel, chromium, chromium-driver, nodejs when missing (apt-get)
 	@missing=""; \
 	for d in $(DEPS); do command -v "$${d%%:*}" >/dev/null 2>&1 || missing="$$missing $${d#*:}"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
