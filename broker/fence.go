@@ -49,29 +49,6 @@ redis.call('PUBLISH', ARGV[8], ARGV[3] .. '\t' .. ARGV[4] .. '\t' .. rec)
 return {1, gen, rev}
 `
 
-// preCallLua counts a credential call against the daily quota and, for a
-// forced refresh, against force_min_interval and force_daily_cap.
-// KEYS[3] quota counter, KEYS[4] force interval marker, KEYS[5] force counter;
-// ARGV[3] counter TTL (s), ARGV[4] mode ("0" plain call, "1" forced call,
-// "2" only check the force budget), ARGV[5] force_min_interval (ms),
-// ARGV[6] force_daily_cap. Returns {status, quota used, forced today}:
-// status 0 ok, -1 fenced, -2 within force_min_interval, -3 daily cap reached.
-const preCallLua = fenceLua + `
-local fc = 0
-if ARGV[4] ~= '0' then
-  if redis.call('EXISTS', KEYS[4]) == 1 then return {-2, 0, 0} end
-  fc = tonumber(redis.call('GET', KEYS[5]) or '0')
-  if fc >= tonumber(ARGV[6]) then return {-3, 0, fc} end
-  if ARGV[4] == '2' then return {0, 0, fc} end
-  fc = redis.call('INCR', KEYS[5])
-  redis.call('EXPIRE', KEYS[5], ARGV[3])
-  if tonumber(ARGV[5]) > 0 then redis.call('SET', KEYS[4], '1', 'PX', ARGV[5]) end
-end
-local q = redis.call('INCR', KEYS[3])
-redis.call('EXPIRE', KEYS[3], ARGV[3])
-return {0, q, fc}
-`
-
 // writeStatusLua stores an item's refresh status. KEYS[3] status hash;
 // ARGV[3] field, ARGV[4] JSON.
 const writeStatusLua = fenceLua + `
@@ -103,16 +80,6 @@ type fence struct {
 	lockValue string
 	epoch     string
 }
-
-// Force modes of preCall.
-const (
-	callPlain      = "0"
-	callForced     = "1"
-	callForceCheck = "2"
-)
-
-// counterTTL keeps day counters a little past their UTC+8 day.
-const counterTTL = 48 * time.Hour
 
 // runFenced runs a fenced script and returns its three numbers.
 func (b *Broker) runFenced(ctx context.Context, s *redis.Script, f fence, keys []string, args ...any) ([3]int64, error) {
@@ -156,30 +123,6 @@ func (b *Broker) writeRecord(ctx context.Context, f fence, it *item, value strin
 	}
 	return &record{Rev: out[2], Gen: out[1], Value: value, ExpiresAt: exp.Truncate(time.Millisecond),
 		FetchedAt: at.Truncate(time.Millisecond), Src: src}, nil
-}
-
-// preCall counts a credential call for it against the quota of api (and the
-// force budget in the forced modes), under fence f. It returns the calls
-// counted today.
-func (b *Broker) preCall(ctx context.Context, f fence, it *item, api, mode string) (int64, error) {
-	now := b.now()
-	d := day(now)
-	out, err := b.runFenced(ctx, b.scripts.preCall, f,
-		[]string{b.keys.lock(), b.keys.epoch(), b.keys.quota(it.ns, it.appid, api, d),
-			b.keys.forceLast(it.ns, it.appid), b.keys.force(it.ns, it.appid, d)},
-		int64(counterTTL/time.Second), mode, b.cfg.Refresh.ForceMinInterval.Milliseconds(), b.cfg.Refresh.ForceDailyCap)
-	switch {
-	case err != nil:
-		return 0, fmt.Errorf("count %s call of appid %q: %w", api, it.appid, err)
-	case out[0] == -2:
-		return 0, errForceInterval
-	case out[0] == -3:
-		return 0, errForceCap
-	}
-	if mode != callForceCheck {
-		b.m.WeChatQuotaUsed.WithLabelValues(it.ns, it.appid, api).Set(float64(out[1]))
-	}
-	return out[1], nil
 }
 
 // writeStatus stores it's refresh status under fence f.

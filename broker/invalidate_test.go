@@ -123,6 +123,15 @@ func TestForceBudgetStable(t *testing.T) {
 					t.Fatalf("Invalidate #%d on %s: %v", i, n.b.id, err)
 				case got.AccessToken == cur.AccessToken:
 					t.Fatalf("Invalidate #%d returned the failed token", i)
+				default:
+					// The client's next report comes after both replicas
+					// serve the new token (else it reports a stale one).
+					for _, o := range nodes {
+						waitFor(t, 3*time.Second, "replicas to agree", func() bool {
+							tok, err := o.b.AccessToken(testNS, app.AppID)
+							return err == nil && tok.AccessToken == got.AccessToken
+						})
+					}
 				}
 			}
 			if got := l.wx.forced.Load(); got != int64(tc.wantForce) {

@@ -85,6 +85,7 @@ func (s *scheduler) run() {
 		s.wg.Wait()
 	}()
 	s.b.reseed(s.t)
+	s.b.loadQuotaGauges(s.t.ctx)
 	now := s.b.now()
 	dues := make([]time.Time, len(s.b.items))
 	for i, it := range s.b.items {

@@ -11,7 +11,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/wxbroker/wxbroker/config"
-	"github.com/wxbroker/wxbroker/wechat"
 )
 
 // Roles in Status.
@@ -230,11 +229,6 @@ type snapshot struct {
 	status  map[string]map[string]*refreshStatus // ns → field → status
 	quota   map[string]map[string]int64          // ns/appid → api → calls today
 	forced  map[string]int64                     // ns/appid → forced refreshes today
-}
-
-// quotaAPIs are the credential endpoints the broker calls.
-func quotaAPIs() [3]string {
-	return [3]string{wechat.APIToken, wechat.APIStableToken, wechat.APIGetTicket}
 }
 
 func gather(ctx context.Context, rdb redis.UniversalClient, k keys, cfg *config.Config, now time.Time) (*snapshot, error) {

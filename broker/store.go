@@ -159,18 +159,6 @@ func (b *Broker) itemByField(ns, field string) *item {
 	return nil
 }
 
-// day is the UTC+8 calendar day of t (WeChat resets quotas at its midnight).
-func day(t time.Time) string {
-	return t.UTC().Add(8 * time.Hour).Format("20060102")
-}
-
-// nextDay is the next UTC+8 midnight after t.
-func nextDay(t time.Time) time.Time {
-	s := t.UTC().Add(8 * time.Hour)
-	d := time.Date(s.Year(), s.Month(), s.Day(), 0, 0, 0, 0, time.UTC).AddDate(0, 0, 1)
-	return d.Add(-8 * time.Hour)
-}
-
 // reseed writes back, under the new term's fence, every valid cached record
 // that Redis no longer holds (Redis restarted without persistence or failed
 // over to a replica that missed writes), so no token is fetched again just

@@ -1,0 +1,106 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/wxbroker/wxbroker/wechat"
+)
+
+// Every credential call is counted per app, per API and per UTC+8 day (when
+// WeChat resets its quotas) in Redis, atomically with the fence check, so
+// SREs see the count approach the daily limit before WeChat answers 45009.
+// Invalidation-triggered (forced) fetches also count against
+// force_min_interval and force_daily_cap.
+
+// preCallLua counts a credential call against the daily quota and, for a
+// forced refresh, against force_min_interval and force_daily_cap.
+// KEYS[3] quota counter, KEYS[4] force interval marker, KEYS[5] force counter;
+// ARGV[3] counter TTL (s), ARGV[4] mode ("0" plain call, "1" forced call,
+// "2" only check the force budget), ARGV[5] force_min_interval (ms),
+// ARGV[6] force_daily_cap. Returns {status, quota used, forced today}:
+// status 0 ok, -1 fenced, -2 within force_min_interval, -3 daily cap reached.
+const preCallLua = fenceLua + `
+local fc = 0
+if ARGV[4] ~= '0' then
+  if redis.call('EXISTS', KEYS[4]) == 1 then return {-2, 0, 0} end
+  fc = tonumber(redis.call('GET', KEYS[5]) or '0')
+  if fc >= tonumber(ARGV[6]) then return {-3, 0, fc} end
+  if ARGV[4] == '2' then return {0, 0, fc} end
+  fc = redis.call('INCR', KEYS[5])
+  redis.call('EXPIRE', KEYS[5], ARGV[3])
+  if tonumber(ARGV[5]) > 0 then redis.call('SET', KEYS[4], '1', 'PX', ARGV[5]) end
+end
+local q = redis.call('INCR', KEYS[3])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+return {0, q, fc}
+`
+
+// Force modes of preCall.
+const (
+	callPlain      = "0"
+	callForced     = "1"
+	callForceCheck = "2"
+)
+
+// counterTTL keeps day counters a little past their UTC+8 day.
+const counterTTL = 48 * time.Hour
+
+// preCall counts a credential call for it against the quota of api (and the
+// force budget in the forced modes), under fence f. It returns the calls
+// counted today.
+func (b *Broker) preCall(ctx context.Context, f fence, it *item, api, mode string) (int64, error) {
+	now := b.now()
+	d := day(now)
+	out, err := b.runFenced(ctx, b.scripts.preCall, f,
+		[]string{b.keys.lock(), b.keys.epoch(), b.keys.quota(it.ns, it.appid, api, d),
+			b.keys.forceLast(it.ns, it.appid), b.keys.force(it.ns, it.appid, d)},
+		int64(counterTTL/time.Second), mode, b.cfg.Refresh.ForceMinInterval.Milliseconds(), b.cfg.Refresh.ForceDailyCap)
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("count %s call of appid %q: %w", api, it.appid, err)
+	case out[0] == -2:
+		return 0, errForceInterval
+	case out[0] == -3:
+		return 0, errForceCap
+	}
+	if mode != callForceCheck {
+		b.m.WeChatQuotaUsed.WithLabelValues(it.ns, it.appid, api).Set(float64(out[1]))
+	}
+	return out[1], nil
+}
+
+// quotaAPIs are the credential endpoints the broker calls.
+func quotaAPIs() [3]string {
+	return [3]string{wechat.APIToken, wechat.APIStableToken, wechat.APIGetTicket}
+}
+
+// loadQuotaGauges sets wxbroker_wechat_quota_used from today's counters, so a
+// new leader exports the day's count before its first call.
+func (b *Broker) loadQuotaGauges(ctx context.Context) {
+	snap, err := gather(ctx, b.rdb, b.keys, b.cfg, b.now())
+	if err != nil {
+		return
+	}
+	for _, it := range b.items {
+		if it.kind != KindAccessToken {
+			continue
+		}
+		for api, n := range snap.quota[it.ns+"/"+it.appid] {
+			b.m.WeChatQuotaUsed.WithLabelValues(it.ns, it.appid, api).Set(float64(n))
+		}
+	}
+}
+
+// day is the UTC+8 calendar day of t (WeChat resets quotas at its midnight).
+func day(t time.Time) string {
+	return t.UTC().Add(8 * time.Hour).Format("20060102")
+}
+
+// nextDay is the next UTC+8 midnight after t.
+func nextDay(t time.Time) time.Time {
+	s := t.UTC().Add(8 * time.Hour)
+	d := time.Date(s.Year(), s.Month(), s.Day(), 0, 0, 0, 0, time.UTC).AddDate(0, 0, 1)
+	return d.Add(-8 * time.Hour)
+}
