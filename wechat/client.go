@@ -133,6 +133,9 @@ type request struct {
 	// code, clear_quota): after an attempt WeChat may have processed, a
 	// fallback would only get "code been used", so none is tried.
 	once bool
+	// readOnly marks calls without side effects (checksession, userinfo,
+	// sns/auth, a generic GET): net/http may resend them by itself.
+	readOnly bool
 	// check validates a decoded success answer; a failure counts as an invalid answer.
 	check func() error
 }
@@ -191,6 +194,19 @@ func (c *Client) attempt(ctx context.Context, base *url.URL, r *request, payload
 	req, err := http.NewRequestWithContext(actx, r.method, target, body)
 	if err != nil {
 		return &TransportError{API: r.api, Kind: KindConnection, Err: scrub(redact(err), r.secrets), notSent: true}
+	}
+	if payload == nil && !r.readOnly {
+		// net/http silently resends a bodiless GET once when a reused
+		// keep-alive connection closes without an answer
+		// (Transport.shouldRetryRequest). For a call with side effects that
+		// hides an attempt WeChat may have processed: a second classic token
+		// is minted, or a login code comes back "40163 code been used". A
+		// request whose body cannot be rewound is never resent; the
+		// transport finds this body empty and sends none. Retrying is the
+		// caller's decision, made with OutcomeUnknown.
+		req.Body = io.NopCloser(bytes.NewReader(nil))
+		req.GetBody = nil
+		req.ContentLength = 0
 	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "wxbroker")

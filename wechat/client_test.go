@@ -268,8 +268,8 @@ func checkRequest(tc apiCase, prefix string, r *http.Request, body []byte) error
 		return fmt.Errorf("query %v; want %v", q, tc.query)
 	}
 	if tc.body == nil {
-		if len(body) != 0 {
-			return fmt.Errorf("body %s; want none", body)
+		if len(body) != 0 || len(r.TransferEncoding) != 0 || r.ContentLength > 0 || r.Header.Get("Content-Type") != "" {
+			return fmt.Errorf("body %q (Transfer-Encoding %v, Content-Length %d); want none", body, r.TransferEncoding, r.ContentLength)
 		}
 		return nil
 	}
@@ -757,5 +757,24 @@ func TestCallKeepsPathQuery(t *testing.T) {
 	var out struct{ Total int }
 	if err := c.Call(t.Context(), "", "/cgi-bin/user/get?next_openid=o9", tToken, nil, &out); err != nil || out.Total != 1 {
 		t.Fatalf("Call = %v, %+v", err, out)
+	}
+}
+
+func TestNoHiddenReplay(t *testing.T) {
+	var n atomic.Int32
+	srv := newTestServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 1 {
+			io.WriteString(w, `{"access_token":"AT","expires_in":7200,"openid":"o","session_key":"k"}`)
+			return
+		}
+		hijackDrop(t)(w, r)
+	})
+	c := newTestClient(t, Options{BaseURL: srv.URL})
+	if _, err := c.Token(t.Context(), tAppID, tSecret); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Token(t.Context(), tAppID, tSecret) // same keep-alive connection, dropped after the request
+	if !OutcomeUnknown(err) || n.Load() != 2 {
+		t.Fatalf("Token = %v after %d requests; want an outcome-unknown error after exactly 2", err, n.Load())
 	}
 }

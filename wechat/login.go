@@ -58,7 +58,8 @@ func (c *Client) CheckSession(ctx context.Context, accessToken, openID, sessionK
 		query: url.Values{
 			"access_token": {accessToken}, "signature": {sig}, "openid": {openID}, "sig_method": {"hmac_sha256"},
 		},
-		secrets: []string{accessToken, sessionKey, sig},
+		secrets:  []string{accessToken, sessionKey, sig},
+		readOnly: true,
 	}, nil)
 }
 
@@ -219,8 +220,9 @@ func (c *Client) UserInfo(ctx context.Context, accessToken, openID string) (User
 	}
 	err := c.do(ctx, request{
 		api: APIUserInfo, method: http.MethodGet, path: "/sns/userinfo",
-		query:   url.Values{"access_token": {accessToken}, "openid": {openID}, "lang": {"zh_CN"}},
-		secrets: []string{accessToken},
+		query:    url.Values{"access_token": {accessToken}, "openid": {openID}, "lang": {"zh_CN"}},
+		secrets:  []string{accessToken},
+		readOnly: true,
 		check: func() error {
 			if a.OpenID == "" {
 				return errMissing("openid")
@@ -243,8 +245,9 @@ func (c *Client) UserInfo(ctx context.Context, accessToken, openID string) (User
 func (c *Client) OAuthCheck(ctx context.Context, accessToken, openID string) error {
 	return c.do(ctx, request{
 		api: APIOAuthCheck, method: http.MethodGet, path: "/sns/auth",
-		query:   url.Values{"access_token": {accessToken}, "openid": {openID}},
-		secrets: []string{accessToken},
+		query:    url.Values{"access_token": {accessToken}, "openid": {openID}},
+		secrets:  []string{accessToken},
+		readOnly: true,
 	}, nil)
 }
 

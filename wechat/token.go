@@ -301,11 +301,13 @@ func (c *Client) Call(ctx context.Context, method, path, accessToken string, bod
 		method = http.MethodGet
 	}
 	method = strings.ToUpper(method)
+	readOnly := method == http.MethodGet || method == http.MethodHead
 	return c.do(ctx, request{
 		api: APIGeneric, method: method, path: path,
-		query:   url.Values{"access_token": {accessToken}},
-		body:    body,
-		secrets: []string{accessToken},
-		once:    method != http.MethodGet && method != http.MethodHead,
+		query:    url.Values{"access_token": {accessToken}},
+		body:     body,
+		secrets:  []string{accessToken},
+		once:     !readOnly,
+		readOnly: readOnly,
 	}, out)
 }
