@@ -44,8 +44,16 @@ type Options struct {
 	Timeout time.Duration
 }
 
-// Client calls WeChat's server APIs. It is safe for concurrent use. It holds
-// no credentials: every call takes the AppSecret or token it needs.
+// Client calls WeChat's server APIs. Create it with New; the zero value is
+// not usable. It is safe for concurrent use and holds no credentials: every
+// call takes the AppSecret or token it needs.
+//
+// A Client never retries on its own beyond trying the fallback URLs after a
+// transport failure, and it keeps net/http from silently resending calls
+// with side effects, so every attempt WeChat may have processed is reported
+// (OutcomeUnknown). Calls that consume a single-use input (login, phone and
+// OAuth codes, clear_quota, a forced stable token, non-GET generic calls)
+// are not sent to a fallback once WeChat may have processed them.
 type Client struct {
 	http    *http.Client
 	bases   []*url.URL
