@@ -107,6 +107,7 @@ func (b *Broker) leaderInvalidate(ctx context.Context, t *term, it *item, failed
 		b.log.Warn("access token invalidated outside the broker: another process fetched a token with this appid",
 			append(itemFields(it), zapTok(failed), zap.Duration("expires_in", cur.ExpiresAt.Sub(now)))...)
 	}
+	began := time.Now()
 	var rec *record
 	var err error
 	if it.app.app.TokenMode == config.ModeClassic {
@@ -134,11 +135,14 @@ func (b *Broker) leaderInvalidate(ctx context.Context, t *term, it *item, failed
 		if errors.As(err, &we) {
 			k.pending = we.rec
 		}
-		if !errors.Is(err, ErrForceLimited) {
+		if !errors.Is(err, ErrForceLimited) && !errors.Is(err, errLeaseShort) && t.ctx.Err() == nil {
+			b.m.TokenRefresh.WithLabelValues(it.ns, it.appid, it.kind, metrics.ResultError).Inc()
 			b.log.Warn("conditional refresh failed", append(itemFields(it), zapErr(err))...)
 		}
 		return nil, err
 	}
+	b.m.TokenRefresh.WithLabelValues(it.ns, it.appid, it.kind, metrics.ResultSuccess).Inc()
+	b.m.TokenRefreshDuration.WithLabelValues(it.ns, it.kind).Observe(time.Since(began).Seconds())
 	b.recordStatus(t, it, &refreshStatus{LastRefresh: rec.FetchedAt})
 	return rec, nil
 }
