@@ -17,6 +17,11 @@ import (
 func (b *Broker) subscribe(ctx context.Context) {
 	ps := b.rdb.Subscribe(ctx, b.keys.events(), b.keys.inval(), b.keys.invalDone())
 	defer ps.Close()
+	// ReceiveTimeout does not always notice a cancelled ctx while it waits on
+	// the connection (miniredis in dev mode); closing the PubSub ends the wait
+	// so shutdown is prompt.
+	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	defer stop()
 	const minWait, maxWait = 50 * time.Millisecond, 2 * time.Second
 	wait := minWait
 	for ctx.Err() == nil {

@@ -8,6 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/wxbroker/wxbroker/wechat"
 )
 
 // Label values of the fixed sets.
@@ -107,14 +109,16 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 }
 
-// knownErrcodes is the allowlist of errcode label values; anything else is "other".
-var knownErrcodes = map[int]bool{
-	-2: true, -1: true, 40001: true, 40002: true, 40013: true, 40014: true, 40029: true, 40030: true,
-	40125: true, 40163: true, 40164: true, 40226: true, 40243: true, 41001: true, 41002: true,
-	41004: true, 42001: true, 42002: true, 42003: true, 42007: true, 45009: true, 45011: true,
-	48001: true, 50001: true, 50002: true, 61004: true, 61005: true, 61006: true, 61023: true,
-	87009: true, 89501: true, 89503: true, 89506: true, 89507: true,
-}
+// knownErrcodes is the allowlist of errcode label values: every code the
+// wechat package explains, plus -2 for transport errors. It is never
+// modified after package initialisation.
+var knownErrcodes = func() map[int]bool {
+	m := map[int]bool{-2: true}
+	for _, c := range wechat.KnownCodes() {
+		m[c] = true
+	}
+	return m
+}()
 
 // ErrcodeLabel maps a WeChat errcode to a bounded label value: the code itself
 // when it is known, "other" otherwise. Use -2 for transport errors.
