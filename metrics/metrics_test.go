@@ -3,8 +3,6 @@ package metrics_test
 import (
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/wxbroker/wxbroker/metrics"
 )
 
@@ -29,28 +27,7 @@ func TestErrcodeLabelIsBounded(t *testing.T) {
 }
 
 func TestNewRegistersEveryDesignMetric(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	m := metrics.New(reg)
-	// Vectors only appear once they have a child.
-	m.TokenRefresh.WithLabelValues("prod", "wx1", "access_token", metrics.ResultSuccess)
-	m.TokenRefreshDuration.WithLabelValues("prod", "access_token")
-	m.TokenExpiry.WithLabelValues("prod", "wx1", "access_token")
-	m.TokenLastRefreshSuccess.WithLabelValues("prod", "wx1", "access_token")
-	m.InvalidCredential.WithLabelValues("prod", "wx1", metrics.SourceClient)
-	m.ExternalInvalidation.WithLabelValues("prod", "wx1")
-	m.WeChatErrors.WithLabelValues("prod", "wx1", "token", "40001")
-	m.WeChatQuotaUsed.WithLabelValues("prod", "wx1", "token")
-	m.TokenRequests.WithLabelValues("prod", metrics.RequestOK)
-	m.Login.WithLabelValues(metrics.FlowMiniProgram, metrics.ResultSuccess)
-	m.HTTPRequestDuration.WithLabelValues("internal", "/healthz", "200")
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]bool{}
-	for _, mf := range mfs {
-		got[mf.GetName()] = true
-	}
+	got := registeredNames(t)
 	for _, name := range []string{
 		"wxbroker_leader", "wxbroker_leader_epoch", "wxbroker_leader_transitions_total",
 		"wxbroker_fenced_writes_rejected_total", "wxbroker_token_refresh_total",
