@@ -12,17 +12,14 @@ const readline = require('node:readline');
 const repo = path.resolve(__dirname, '..', '..');
 
 /**
- * startServer builds the server with `go build -o` and starts it. It uses
- * `wxbroker dev` when cmd/wxbroker/dev.go exists, else the login-only helper
- * broker/login/internal/logindev. Resolves {loginURL, simURL, appid, stop}.
+ * startServer builds wxbroker with `go build -o` and starts `wxbroker dev` on
+ * loopback ports it picks itself. Resolves {loginURL, simURL, appid, stop}.
  */
 async function startServer() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wxbroker-node-'));
-  const useDev = fs.existsSync(path.join(repo, 'cmd', 'wxbroker', 'dev.go')) && !process.env.WXBROKER_NODE_LOGINDEV;
-  const pkg = useDev ? './cmd/wxbroker' : './broker/login/internal/logindev';
-  const bin = path.join(dir, useDev ? 'wxbroker' : 'logindev');
-  execFileSync('go', ['build', '-o', bin, pkg], { cwd: repo, stdio: ['ignore', 'inherit', 'inherit'] });
-  const args = useDev ? ['dev', '--listen', '127.0.0.1:0', '--public-listen', '127.0.0.1:0'] : [];
+  const bin = path.join(dir, 'wxbroker');
+  execFileSync('go', ['build', '-o', bin, './cmd/wxbroker'], { cwd: repo, stdio: ['ignore', 'inherit', 'inherit'] });
+  const args = ['dev', '--listen', '127.0.0.1:0', '--public-listen', '127.0.0.1:0'];
   const child = spawn(bin, args, { cwd: dir, stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (b) => {
@@ -54,17 +51,10 @@ async function startServer() {
   };
 }
 
-// parseInfo reads what the server prints when ready: logindev's JSON line,
-// or the banner of `wxbroker dev` ("login endpoints   http://…",
-// "WeChat simulator  http://…", and the apps table, whose first prod
-// miniprogram app is the one login.miniprogram uses).
+// parseInfo reads the banner `wxbroker dev` prints when ready
+// ("login endpoints   http://…", "WeChat simulator  http://…", and the apps
+// table, whose first prod miniprogram app is the one login.miniprogram uses).
 function parseInfo(line, seen) {
-  try {
-    const v = JSON.parse(line);
-    if (v && v.login_url && v.sim_url && v.appid) return { loginURL: v.login_url, simURL: v.sim_url, appid: v.appid };
-  } catch (e) {
-    // a banner line
-  }
   let m;
   if ((m = /^login endpoints\s+(http\S+)/.exec(line))) seen.loginURL = m[1];
   if ((m = /^WeChat simulator\s+(http\S+)/.exec(line))) seen.simURL = m[1];
