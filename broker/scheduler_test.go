@@ -1,41 +1,23 @@
 package broker
 
 import (
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/wxbroker/wxbroker/config"
+	"github.com/wxbroker/wxbroker/internal/clocktest"
 	"github.com/wxbroker/wxbroker/wechat"
 	"github.com/wxbroker/wxbroker/wechat/wechattest"
 )
-
-// fakeClock is a clock the test moves by hand.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // TestInjectedClockLifetimes runs WeChat's real lifetimes (7200 s tokens, a
 // 300 s overlap and rotation window) and the default refresh settings on an
 // injected clock: one fetch per lifetime for classic and stable tokens, and
 // the served token is always valid.
 func TestInjectedClockLifetimes(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)}
+	clock := clocktest.New(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
 	classic, stable := classicApp(1), stableApp(2)
 	cfg := testConfig(t, classic, stable)
 	cfg.Refresh.BeforeExpiry = config.Portion{Fraction: 0.25}

@@ -6,10 +6,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/wxbroker/wxbroker/internal/clocktest"
 	"github.com/wxbroker/wxbroker/wechat"
 	"github.com/wxbroker/wxbroker/wechat/wechattest"
 )
@@ -23,27 +23,9 @@ const (
 	simSecret2 = "sim-secret-b2-0123456789abcdef"
 )
 
-// clock is a controllable time source for the simulator.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 type simEnv struct {
 	sim   *wechattest.Server
-	clock *clock
+	clock *clocktest.Clock
 	c     *wechat.Client
 }
 
@@ -51,7 +33,7 @@ type simEnv struct {
 // Each env has its own client, hence its own connections.
 func newSimEnv(t *testing.T, opts wechattest.Options) *simEnv {
 	t.Helper()
-	clk := &clock{now: time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)}
+	clk := clocktest.New(time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC))
 	opts.Now = clk.Now
 	srv := wechattest.NewServer(opts)
 	t.Cleanup(srv.Close)

@@ -25,6 +25,8 @@ import (
 
 	"github.com/wxbroker/wxbroker/broker"
 	"github.com/wxbroker/wxbroker/config"
+	"github.com/wxbroker/wxbroker/internal/clocktest"
+	"github.com/wxbroker/wxbroker/internal/logtest"
 	"github.com/wxbroker/wxbroker/internal/redistest"
 	"github.com/wxbroker/wxbroker/metrics"
 	"github.com/wxbroker/wxbroker/wechat"
@@ -38,46 +40,6 @@ const (
 	webSecret = "websecretccddeeff0011223344556677"
 	testNS    = "prod"
 )
-
-// clock is a controllable time source shared by the simulator and the server.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Now().Truncate(time.Second)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-// syncBuffer collects log output from concurrent handlers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) Sync() error { return nil }
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // fakeTokens stands in for the broker: it fetches classic tokens from the
 // simulator and records every Invalidate.
@@ -129,7 +91,7 @@ func (f *fakeTokens) Invalidations() []string {
 // the WeChat simulator.
 type env struct {
 	t       *testing.T
-	clock   *clock
+	clock   *clocktest.Clock // shared by the simulator and the server
 	sim     *wechattest.Server
 	redis   *redistest.Server
 	rdb     *redis.Client
@@ -137,7 +99,7 @@ type env struct {
 	wx      *wechat.Client
 	tokens  Tokens
 	fake    *fakeTokens
-	logs    *syncBuffer
+	logs    *logtest.Buffer // every log line of the servers, from debug up
 	signPEM string
 	aesKey  string
 
@@ -164,7 +126,7 @@ func withTokens(f func(e *env) Tokens) envOption {
 
 func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
-	e := &env{t: t, clock: newClock(), logs: &syncBuffer{}}
+	e := &env{t: t, clock: clocktest.New(time.Now().Truncate(time.Second)), logs: &logtest.Buffer{}}
 	e.sim = wechattest.NewServer(wechattest.Options{Now: e.clock.Now})
 	t.Cleanup(e.sim.Close)
 	e.sim.AddApp(mpAppID, mpSecret)

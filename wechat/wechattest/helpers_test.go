@@ -7,9 +7,10 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/wxbroker/wxbroker/internal/clocktest"
 )
 
 const (
@@ -19,29 +20,11 @@ const (
 	otherSec   = "secret-two"
 )
 
-// clock is a manual clock for Options.Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // newTest starts a simulator with a manual clock at 2025-03-10 12:00 UTC+8
 // and two apps.
-func newTest(t *testing.T, opts Options) (*Server, *clock) {
+func newTest(t *testing.T, opts Options) (*Server, *clocktest.Clock) {
 	t.Helper()
-	clk := &clock{t: time.Date(2025, 3, 10, 4, 0, 0, 0, time.UTC)}
+	clk := clocktest.New(time.Date(2025, 3, 10, 4, 0, 0, 0, time.UTC))
 	opts.Now = clk.Now
 	srv := NewServer(opts)
 	t.Cleanup(srv.Close)
