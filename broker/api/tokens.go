@@ -8,8 +8,12 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
+	"sync/atomic"
+	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wxbroker/wxbroker/broker"
 	"github.com/wxbroker/wxbroker/metrics"
@@ -57,6 +61,9 @@ func (a *API) authorize(c echo.Context, ns, appid string) (*client, error) {
 }
 
 // getAccessToken serves GET /v1/namespaces/:ns/apps/:appid/access_token.
+// It is the hot path of DESIGN §9: one map lookup finds the app's counter and
+// the memo of its current token (audit reference, quoted value, expires_at
+// text), so a read does no hashing, formatting or allocation of its own.
 func (a *API) getAccessToken(c echo.Context) error {
 	ns, appid := c.Param("ns"), c.Param("appid")
 	cl, err := a.authorize(c, ns, appid)
@@ -65,14 +72,72 @@ func (a *API) getAccessToken(c echo.Context) error {
 		return err
 	}
 	tok, err := a.tokens.AccessToken(ns, appid)
-	a.record(c, eventAccessToken, cl, ns, appid, err, tok.AccessToken)
-	if err != nil {
-		return err
+	ai := a.apps[appKey{ns, appid}]
+	if err != nil || ai == nil {
+		a.record(c, eventAccessToken, cl, ns, appid, err, tok.AccessToken)
+		if err != nil {
+			return err
+		}
+		buf := getBuf()
+		defer putBuf(buf)
+		*buf = appendTokenJSON(*buf, tok.AccessToken, tok.ExpiresAt, a.now(), tok.Generation)
+		return writeJSON(c, http.StatusOK, *buf)
 	}
+	m := ai.memoFor(tok)
+	ai.ok.Inc()
+	a.auditRef(c, eventAccessToken, cl, ns, appid, metrics.RequestOK, m.ref)
 	buf := getBuf()
 	defer putBuf(buf)
-	*buf = appendTokenJSON(*buf, tok.AccessToken, tok.ExpiresAt, a.now(), tok.Generation)
+	*buf = m.appendJSON(*buf, a.now(), tok.Generation)
 	return writeJSON(c, http.StatusOK, *buf)
+}
+
+// appInfo is what a token read needs about one configured app. Built by New;
+// only memo changes afterwards.
+type appInfo struct {
+	ns, appid string
+	ok        prometheus.Counter // wxbroker_token_requests_total{namespace, "ok"}
+	memo      atomic.Pointer[tokenMemo]
+}
+
+// tokenMemo holds what stays the same while a token is current.
+type tokenMemo struct {
+	token     string
+	expiresAt time.Time
+	ref       string // tokenRef(token)
+	quoted    []byte // token as a JSON string
+	expText   []byte // expiresAt, RFC 3339 UTC
+}
+
+// memoFor returns the memo of tok, building it when the token (or its
+// expiry) changed since the last read. Racing readers may each build one;
+// they are equal.
+func (ai *appInfo) memoFor(tok broker.Token) *tokenMemo {
+	if m := ai.memo.Load(); m != nil && m.token == tok.AccessToken && m.expiresAt.Equal(tok.ExpiresAt) {
+		return m
+	}
+	m := &tokenMemo{
+		token:     tok.AccessToken,
+		expiresAt: tok.ExpiresAt,
+		ref:       tokenRef(tok.AccessToken),
+		quoted:    appendString(nil, tok.AccessToken),
+		expText:   tok.ExpiresAt.UTC().AppendFormat(nil, time.RFC3339),
+	}
+	ai.memo.Store(m)
+	return m
+}
+
+// appendJSON encodes the token answer like appendTokenJSON.
+func (m *tokenMemo) appendJSON(dst []byte, now time.Time, generation int64) []byte {
+	dst = append(dst, `{"access_token":`...)
+	dst = append(dst, m.quoted...)
+	dst = append(dst, `,"expires_in":`...)
+	dst = strconv.AppendInt(dst, secondsLeft(m.expiresAt, now), 10)
+	dst = append(dst, `,"expires_at":"`...)
+	dst = append(dst, m.expText...)
+	dst = append(dst, `","generation":`...)
+	dst = strconv.AppendInt(dst, generation, 10)
+	return append(dst, '}')
 }
 
 type invalidateRequest struct {
