@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/wxbroker/wxbroker/broker"
 	"github.com/wxbroker/wxbroker/config"
+	"github.com/wxbroker/wxbroker/internal/brokertest"
 	"github.com/wxbroker/wxbroker/internal/redistest"
 	"github.com/wxbroker/wxbroker/metrics"
 	"github.com/wxbroker/wxbroker/wechat"
@@ -53,19 +53,7 @@ func TestWithRealBroker(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
 	log := zaptest.NewLogger(t)
-	b, err := broker.New(broker.Options{Config: cfg, Redis: rs.Client(t), WeChat: mustWeChat(t, sim.URL), Logger: log, Metrics: m})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	b := brokertest.Run(t, broker.Options{Config: cfg, Redis: rs.Client(t), WeChat: mustWeChat(t, sim.URL), Logger: log, Metrics: m})
 	a, err := New(Options{Tokens: b, Config: cfg, Logger: log, Metrics: m, Gatherer: reg, AuditWriter: io.Discard})
 	if err != nil {
 		t.Fatal(err)
@@ -74,17 +62,8 @@ func TestWithRealBroker(t *testing.T) {
 	srv := httptest.NewServer(a.Handler())
 	t.Cleanup(srv.Close)
 
-	deadline := time.Now().Add(20 * time.Second)
 	for _, k := range []appKey{{"prod", appA}, {"prod", appB}, {"staging", appC}} {
-		for {
-			if _, err := b.AccessToken(k.ns, k.appid); err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no token for %s/%s within 20s", k.ns, k.appid)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		brokertest.WaitToken(t, b, k.ns, k.appid, 20*time.Second)
 	}
 
 	// A read.

@@ -1,8 +1,6 @@
 package login
 
 import (
-	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -10,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wxbroker/wxbroker/broker"
+	"github.com/wxbroker/wxbroker/internal/brokertest"
 	"github.com/wxbroker/wxbroker/metrics"
 	"github.com/wxbroker/wxbroker/wechat/wechattest"
 )
@@ -19,28 +18,11 @@ import (
 func startBroker(e *env) (*broker.Broker, *prometheus.Registry) {
 	e.t.Helper()
 	reg := prometheus.NewRegistry()
-	b, err := broker.New(broker.Options{
+	b := brokertest.Run(e.t, broker.Options{
 		Config: e.cfg, Redis: e.rdb, WeChat: e.wx, Logger: zap.NewNop(), Metrics: metrics.New(reg),
 		InstanceID: "login-test",
 	})
-	if err != nil {
-		e.t.Fatalf("broker.New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = b.Run(ctx) })
-	e.t.Cleanup(func() {
-		cancel()
-		// Broker.subscribe blocks in PubSub.ReceiveTimeout, which does not
-		// watch ctx: end its connection so Run returns now, not after
-		// reconcileEvery (reported to the broker's owner).
-		_ = e.rdb.ClientKillByFilter(context.Background(), "TYPE", "pubsub").Err()
-		wg.Wait()
-	})
-	waitFor(e.t, "broker ready", 15*time.Second, func() bool {
-		_, err := b.AccessToken(testNS, mpAppID)
-		return err == nil
-	})
+	brokertest.WaitToken(e.t, b, testNS, mpAppID, 15*time.Second)
 	return b, reg
 }
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/wxbroker/wxbroker/broker"
 	"github.com/wxbroker/wxbroker/config"
+	"github.com/wxbroker/wxbroker/internal/brokertest"
 	"github.com/wxbroker/wxbroker/internal/redistest"
 	"github.com/wxbroker/wxbroker/metrics"
 	"github.com/wxbroker/wxbroker/wechat"
@@ -30,16 +30,8 @@ func runBroker(t *testing.T, cfg *config.Config) *broker.Broker {
 	}
 	rdb := newRedis(cfg.Redis)
 	t.Cleanup(func() { _ = rdb.Close() })
-	b, err := broker.New(broker.Options{Config: cfg, Redis: rdb, WeChat: wc, Logger: zap.NewNop(),
+	return brokertest.Run(t, broker.Options{Config: cfg, Redis: rdb, WeChat: wc, Logger: zap.NewNop(),
 		Metrics: metrics.New(prometheus.NewRegistry())})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = b.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return b
 }
 
 func doctorConfig(t *testing.T, redisAddr, baseURL string) (string, *config.Config) {
@@ -76,7 +68,7 @@ func TestDoctorLeaderAndApps(t *testing.T) {
 	}
 
 	b := runBroker(t, cfg)
-	waitFor(t, "a token", 10*time.Second, func() bool { _, err := b.AccessToken("prod", "wx04a7af67c8f47620"); return err == nil })
+	brokertest.WaitToken(t, b, "prod", "wx04a7af67c8f47620", 10*time.Second)
 	calls := sim.Calls(wechat.APIToken, "wx0000000000000000")
 	issued := sim.TokensIssued("wx04a7af67c8f47620")
 	code, stdout, _ = runCmd(t, "doctor", "--config", path)
