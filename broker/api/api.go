@@ -56,9 +56,10 @@ type Options struct {
 	Logger  *zap.Logger
 	Metrics *metrics.Metrics
 	// AuditLogger receives one line per credential read or invalidation. Nil:
-	// the API builds its own, encoded like Config.Log.Format, buffered
-	// (zapcore.BufferedWriteSyncer, flushed every second and by Close) and
-	// written to AuditWriter. A logger passed here should be buffered too.
+	// the API builds its own, encoded like zap's encoder for
+	// Config.Log.Format would, buffered (written out at least every second
+	// and by Close) and written to AuditWriter. A logger passed here should
+	// be buffered too.
 	AuditLogger *zap.Logger
 	// AuditWriter is where the default audit logger writes; nil: os.Stderr.
 	AuditWriter io.Writer

@@ -7,6 +7,7 @@
 // Reads are served from the broker's in-process cache. The read path is kept
 // cheap on purpose: client keys and allow patterns are compiled once in New,
 // responses are encoded without reflection, metrics children are cached, and
-// the per-read audit line goes through a buffered zap core, never one write
-// syscall per read.
+// the per-read audit line is appended to an in-memory buffer that one
+// goroutine writes out (at least every second), never one write syscall per
+// read.
 package api
