@@ -11,7 +11,7 @@ import (
 
 const (
 	doctorSynopsis = "--config FILE"
-	doctorSummary  = "check the configuration and print each problem with its fix"
+	doctorSummary  = "check the configuration, Redis, the leader, every app and WeChat; print each problem with its fix"
 )
 
 // severity grades a finding.
@@ -49,8 +49,9 @@ type check struct {
 	run  func(ctx context.Context) []finding
 }
 
-// doctorChecks returns the checks to run once the configuration loaded.
-// Checks of Redis, the leader and WeChat's reachability go here.
+// doctorChecks returns the checks to run once the configuration loaded: a
+// summary of the configuration, then brokerChecks (Redis, the leader, every
+// app's stored credentials, WeChat's reachability).
 func doctorChecks(cfg *config.Config) []check {
 	return append([]check{
 		{name: "config", run: func(context.Context) []finding { return configSummary(cfg) }},
