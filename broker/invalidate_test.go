@@ -214,19 +214,22 @@ func TestTicketFollowsToken(t *testing.T) {
 	n := e.start("a")
 	leader(t, 5*time.Second, n)
 	cur := token(t, n, app.AppID)
-	var first Ticket
+	var jsapi, card Ticket
 	waitFor(t, 5*time.Second, "both tickets", func() bool {
 		var err1, err2 error
-		first, err1 = n.b.Ticket(testNS, app.AppID, "jsapi")
-		_, err2 = n.b.Ticket(testNS, app.AppID, "wx_card")
+		jsapi, err1 = n.b.Ticket(testNS, app.AppID, "jsapi")
+		card, err2 = n.b.Ticket(testNS, app.AppID, "wx_card")
 		return err1 == nil && err2 == nil
 	})
 	if _, err := n.b.Invalidate(context.Background(), testNS, app.AppID, cur.AccessToken, metrics.SourceClient); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "a new jsapi ticket", func() bool {
-		tk, err := n.b.Ticket(testNS, app.AppID, "jsapi")
-		return err == nil && tk.Ticket != first.Ticket
+	// The two tickets are refreshed independently: wait for both before
+	// counting the calls.
+	waitFor(t, 5*time.Second, "new jsapi and wx_card tickets", func() bool {
+		j, err1 := n.b.Ticket(testNS, app.AppID, "jsapi")
+		c, err2 := n.b.Ticket(testNS, app.AppID, "wx_card")
+		return err1 == nil && err2 == nil && j.Ticket != jsapi.Ticket && c.Ticket != card.Ticket
 	})
 	if got := e.sim.Calls(wechat.APIGetTicket, app.AppID); got != 4 {
 		t.Errorf("getticket calls = %d; want 4 (two types, two tokens)", got)

@@ -2,7 +2,7 @@ package login
 
 import (
 	"context"
-	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,14 +12,13 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-const chromiumPath = "/usr/bin/chromium"
-
 // TestWebLoginInHeadlessChromium drives the website QR flow in a real
 // browser: /login → WeChat's (simulated) qrconnect page → confirm → back on
 // return_to, logged in; the same person on the mini program is the same user.
 func TestWebLoginInHeadlessChromium(t *testing.T) {
-	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Fatalf("%s not found: run make test, it installs chromium (apt-get install -y chromium chromium-driver)", chromiumPath)
+	chromiumPath, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatalf("chromium not found on PATH: run `make test`, it installs chromium (apt-get install -y chromium chromium-driver)")
 	}
 	e := newEnv(t)
 	e.sim.SetProfile("demo-user", "演示用户", "")
@@ -42,7 +41,7 @@ func TestWebLoginInHeadlessChromium(t *testing.T) {
 	ctx, cancel := context.WithTimeout(bctx, 90*time.Second)
 	defer cancel()
 
-	err := chromedp.Do(ctx,
+	err = chromedp.Do(ctx,
 		chromedp.Navigate(e.URL+routeLoginPage),
 		chromedp.WaitVisible(chromedp.CSS("#wechat-login")),
 		chromedp.Click(chromedp.CSS("#wechat-login")),

@@ -296,6 +296,14 @@ func (r *reader) readOnce(app string) {
 	}
 }
 
+// waitReads waits until r has made n more reads, so that the next step of a
+// test happens while reads are under way rather than after a guessed delay.
+func (r *reader) waitReads(t *testing.T, n int64) {
+	t.Helper()
+	from := r.reads.Load()
+	waitUntil(t, fmt.Sprintf("%d reads from %s", n, r.p.name), 20*time.Second, func() bool { return r.reads.Load() >= from+n })
+}
+
 func (r *reader) halt() []string {
 	close(r.stop)
 	<-r.done
@@ -308,7 +316,7 @@ func (r *reader) halt() []string {
 // one simulator, then kills, pauses and stops leaders while readers read.
 func TestServeFailover(t *testing.T) {
 	if testing.Short() {
-		t.Skip("process test")
+		t.Skip("process test: starts wxbroker serve processes; run without -short")
 	}
 	wxbrokerBinary(t)
 	rs := redistest.Start(t)
@@ -376,7 +384,9 @@ func TestServeFailover(t *testing.T) {
 	for _, p := range survivors {
 		readers[p] = startReader(p, sim)
 	}
-	time.Sleep(500 * time.Millisecond)
+	for _, r := range readers {
+		r.waitReads(t, 20)
+	}
 	leader.signal(t, syscall.SIGKILL)
 	var second *proc
 	took := waitUntil(t, "a new leader after SIGKILL", tLockTTL+5*time.Second, func() bool {
@@ -399,12 +409,16 @@ func TestServeFailover(t *testing.T) {
 	stoppedAt := time.Now()
 	took = waitUntil(t, third.name+" leads while "+second.name+" is stopped", tLockTTL+5*time.Second, func() bool { return isLeader(third) })
 	t.Logf("SIGSTOP %s: %s leads after %s", second.name, third.name, took.Round(time.Millisecond))
-	// Stay stopped long enough that a refresh fell due on the stopped leader's schedule.
+	// Stay stopped long enough that a refresh fell due on the stopped
+	// leader's schedule: this sleep is the pause the test is about.
 	time.Sleep(time.Until(stoppedAt.Add(2*tLockTTL + 2*time.Second)))
 	before := second.proxy.count()
 	second.signal(t, syscall.SIGCONT)
 	resumed := time.Now()
-	waitUntil(t, second.name+" steps down after SIGCONT", 3*time.Second, func() bool { return !isLeader(second) })
+	waitUntil(t, second.name+" steps down after SIGCONT", 10*time.Second, func() bool { return !isLeader(second) })
+	// Watch the resumed process for 2 s: an absence of calls can only be
+	// observed over a span of time, and a deposed leader's refresh would
+	// fire at once.
 	time.Sleep(time.Until(resumed.Add(2 * time.Second)))
 	if after := second.proxy.count(); after != before {
 		t.Errorf("%s made %d credential call(s) after SIGCONT; a deposed leader must make none", second.name, after-before)
@@ -415,7 +429,7 @@ func TestServeFailover(t *testing.T) {
 	readers[second] = startReader(second, sim)
 
 	// 3. SIGTERM the leader: it releases the lock, the other takes over well before lock_ttl.
-	time.Sleep(500 * time.Millisecond)
+	readers[second].waitReads(t, 20)
 	if errs := readers[third].halt(); len(errs) > 0 {
 		t.Errorf("reads from %s failed:\n%s", third.name, strings.Join(errs, "\n"))
 	}
@@ -440,7 +454,9 @@ func TestServeFailover(t *testing.T) {
 	case <-time.After(shutdownTimeout + 5*time.Second):
 		t.Errorf("%s did not exit after SIGTERM", third.name)
 	}
-	time.Sleep(time.Second)
+	for _, r := range readers {
+		r.waitReads(t, 20) // reads go on after the takeover
+	}
 	for p, r := range readers {
 		if errs := r.halt(); len(errs) > 0 {
 			t.Errorf("reads from %s failed:\n%s", p.name, strings.Join(errs, "\n"))
@@ -455,7 +471,7 @@ var curlToken = regexp.MustCompile(`^curl -sS -H 'Authorization: Bearer ([^']+)'
 // curl line through net/http.
 func TestDevPrintsWorkingCurl(t *testing.T) {
 	if testing.Short() {
-		t.Skip("process test")
+		t.Skip("process test: starts wxbroker dev; run without -short")
 	}
 	bin := wxbrokerBinary(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
