@@ -222,7 +222,9 @@ func isLeader(p *proc) bool {
 	return m != nil && string(m[1]) == "1"
 }
 
-func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() bool) time.Duration {
+// waitFor polls cond until it holds, fails the test if it does not within
+// timeout, and returns how long it waited.
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for !cond() {
@@ -301,7 +303,7 @@ func (r *reader) readOnce(app string) {
 func (r *reader) waitReads(t *testing.T, n int64) {
 	t.Helper()
 	from := r.reads.Load()
-	waitUntil(t, fmt.Sprintf("%d reads from %s", n, r.p.name), 20*time.Second, func() bool { return r.reads.Load() >= from+n })
+	waitFor(t, fmt.Sprintf("%d reads from %s", n, r.p.name), 20*time.Second, func() bool { return r.reads.Load() >= from+n })
 }
 
 func (r *reader) halt() []string {
@@ -341,13 +343,13 @@ func TestServeFailover(t *testing.T) {
 		procs[i] = p
 	}
 	for _, p := range procs {
-		waitUntil(t, p.name+" ready", 20*time.Second, func() bool {
+		waitFor(t, p.name+" ready", 20*time.Second, func() bool {
 			code, _, err := httpGet(p.base, "/readyz", "")
 			return err == nil && code == 200
 		})
 	}
 	var leader *proc
-	waitUntil(t, "a leader", 10*time.Second, func() bool {
+	waitFor(t, "a leader", 10*time.Second, func() bool {
 		for _, p := range procs {
 			if isLeader(p) {
 				leader = p
@@ -389,7 +391,7 @@ func TestServeFailover(t *testing.T) {
 	}
 	leader.signal(t, syscall.SIGKILL)
 	var second *proc
-	took := waitUntil(t, "a new leader after SIGKILL", tLockTTL+5*time.Second, func() bool {
+	took := waitFor(t, "a new leader after SIGKILL", tLockTTL+5*time.Second, func() bool {
 		second = leaderAmong(survivors)
 		return second != nil
 	})
@@ -407,7 +409,7 @@ func TestServeFailover(t *testing.T) {
 	delete(readers, second)
 	second.signal(t, syscall.SIGSTOP)
 	stoppedAt := time.Now()
-	took = waitUntil(t, third.name+" leads while "+second.name+" is stopped", tLockTTL+5*time.Second, func() bool { return isLeader(third) })
+	took = waitFor(t, third.name+" leads while "+second.name+" is stopped", tLockTTL+5*time.Second, func() bool { return isLeader(third) })
 	t.Logf("SIGSTOP %s: %s leads after %s", second.name, third.name, took.Round(time.Millisecond))
 	// Stay stopped long enough that a refresh fell due on the stopped
 	// leader's schedule: this sleep is the pause the test is about.
@@ -415,7 +417,7 @@ func TestServeFailover(t *testing.T) {
 	before := second.proxy.count()
 	second.signal(t, syscall.SIGCONT)
 	resumed := time.Now()
-	waitUntil(t, second.name+" steps down after SIGCONT", 10*time.Second, func() bool { return !isLeader(second) })
+	waitFor(t, second.name+" steps down after SIGCONT", 10*time.Second, func() bool { return !isLeader(second) })
 	// Watch the resumed process for 2 s: an absence of calls can only be
 	// observed over a span of time, and a deposed leader's refresh would
 	// fire at once.
@@ -436,7 +438,7 @@ func TestServeFailover(t *testing.T) {
 	delete(readers, third)
 	third.signal(t, syscall.SIGTERM)
 	termAt := time.Now()
-	took = waitUntil(t, second.name+" leads after SIGTERM", tLockTTL+5*time.Second, func() bool { return isLeader(second) })
+	took = waitFor(t, second.name+" leads after SIGTERM", tLockTTL+5*time.Second, func() bool { return isLeader(second) })
 	t.Logf("SIGTERM %s: %s leads after %s", third.name, second.name, took.Round(time.Millisecond))
 	if took >= tLockTTL {
 		t.Errorf("takeover after SIGTERM took %s; a released lock should be taken well before lock_ttl %s", took, tLockTTL)
