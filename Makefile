@@ -40,8 +40,8 @@ test: deps fmt-check vet ## deps, gofmt, go vet, every Go test under -race (fuzz
 
 test-race: test ## alias of test (the tests always run with -race)
 
-bench: ## run every benchmark (DESIGN.md §9 ratios)
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+bench: deps ## run every benchmark, one package at a time (DESIGN.md §9 targets; docs/BENCHMARKS.md)
+	$(GO) test -p 1 -run '^$$' -bench . -benchmem -timeout 20m ./...
 
 lint: fmt-check vet ## gofmt, go vet, and staticcheck when installed
 	@if command -v staticcheck >/dev/null 2>&1; then staticcheck ./...; \
