@@ -24,7 +24,9 @@ import (
 // with the servers it measures, and the Go HTTP client costs about as much
 // CPU per request as the server, which flattens every ratio towards 1.
 //
-// The generator is deliberately lean: keep-alive connections over loopback,
+// The generator is deliberately lean, and runs with GOMAXPROCS=1 (like wrk
+// with one thread) so that its scheduler does not spin for work on both
+// cores: keep-alive connections over loopback,
 // one request in flight per connection (no pipelining: services do not
 // pipeline either), a request written from a prepared byte slice and the
 // response parsed only as far as its status and Content-Length.
@@ -226,7 +228,7 @@ func runLoadProcess(b *testing.B, spec loadSpec) loadResult {
 	ctx, cancel := context.WithTimeout(context.Background(), spec.Warmup+spec.Duration+time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), loadgenEnv+"="+string(specJSON))
+	cmd.Env = append(os.Environ(), loadgenEnv+"="+string(specJSON), "GOMAXPROCS=1")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
