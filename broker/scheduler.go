@@ -211,6 +211,14 @@ func (s *scheduler) scheduledAt(it *item) time.Time {
 	return k.due
 }
 
+// refreshing reports whether a worker holds the item's task right now.
+func (s *scheduler) refreshing(it *item) bool {
+	k := s.tasks[it]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return k.running
+}
+
 // far is "not scheduled": an item waiting for something else (a ticket
 // waiting for its access token) or whose retries stopped.
 const far = 100 * 365 * 24 * time.Hour
@@ -256,9 +264,15 @@ func (s *scheduler) dueFor(k *task, now time.Time) time.Time {
 	}
 	before := r.BeforeExpiry.Of(life)
 	due := rec.ExpiresAt.Add(-before).Add(-time.Duration(k.jitter * float64(r.Jitter.Of(life))))
-	// When the token is replaced before this ticket needs refreshing anyway,
-	// the chained fetch makes this one unnecessary: wait for it.
+	// When the token is being refreshed right now, or is replaced before
+	// this ticket needs refreshing anyway, the chained fetch (a stored token
+	// kicks its tickets) makes this one unnecessary: wait for it, but no
+	// longer than fallback. Without the first check, a ticket falling due
+	// while its token's call is in flight is fetched twice.
 	fallback := rec.ExpiresAt.Add(-before / 2)
+	if s.refreshing(k.it.app.token) {
+		return fallback
+	}
 	if tokDue := s.scheduledAt(k.it.app.token); !tokDue.IsZero() && due.Before(tokDue) && tokDue.Before(fallback) {
 		return fallback
 	}

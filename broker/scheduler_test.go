@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"sync"
 	"testing"
 	"time"
 
@@ -92,5 +93,64 @@ func TestDayAndBackoff(t *testing.T) {
 	}
 	if got := b.backoff(1, time.Minute); got < time.Minute {
 		t.Errorf("backoff after 45011 = %s; want at least 60s", got)
+	}
+}
+
+// TestTicketWaitsForItsTokenInFlight: a ticket that falls due while its
+// access token's refresh is in flight waits for the new token (whose store
+// kicks it) instead of fetching once more with the old one, so there is one
+// getticket per access token. Without jitter, both fall due at once.
+func TestTicketWaitsForItsTokenInFlight(t *testing.T) {
+	clock := clocktest.New(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
+	app := classicApp(1, "jsapi")
+	cfg := testConfig(t, app)
+	cfg.Refresh.BeforeExpiry = config.Portion{Fraction: 0.25}
+	cfg.Refresh.Jitter = config.Portion{}
+	e := newEnv(t, wechattest.Options{Now: clock.Now}, cfg)
+	n := e.start("a", func(n *node, _ *redis.Options) {
+		n.setup = func(b *Broker) { b.now = clock.Now }
+	})
+	leader(t, 5*time.Second, n)
+	token(t, n, app.AppID)
+	tm := n.b.term.Load()
+	ticket := n.b.apps[testNS][app.AppID].tickets["jsapi"]
+	queued := func() bool { // the ticket waits for a later time
+		due := tm.sched.scheduledAt(ticket)
+		return !due.IsZero() && due.After(clock.Now())
+	}
+	var first Ticket
+	waitFor(t, 5*time.Second, "the first ticket, scheduled", func() bool {
+		var err error
+		first, err = n.b.Ticket(testNS, app.AppID, "jsapi")
+		return err == nil && queued()
+	})
+
+	// Hold the next token call until the ticket's task has run and been
+	// queued again (bounded well below the 400 ms WeChat timeout).
+	inFlight := make(chan struct{})
+	var once sync.Once
+	n.wx.mu.Lock()
+	n.wx.before = func(api string) {
+		if api != wechat.APIToken {
+			return
+		}
+		once.Do(func() { close(inFlight) })
+		for deadline := time.Now().Add(250 * time.Millisecond); !queued() && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	n.wx.mu.Unlock()
+	clock.Advance(6000 * time.Second) // past the refresh time of both (25% of 7200 s left)
+	select {
+	case <-inFlight:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no token refresh after the clock passed its due time")
+	}
+	waitFor(t, 5*time.Second, "a new ticket", func() bool {
+		tk, err := n.b.Ticket(testNS, app.AppID, "jsapi")
+		return err == nil && tk.Ticket != first.Ticket
+	})
+	if got := e.sim.Calls(wechat.APIGetTicket, app.AppID); got != 2 {
+		t.Errorf("getticket calls = %d; want 2, one per access token", got)
 	}
 }
