@@ -49,7 +49,7 @@ func startReader(t *testing.T, e *env, nodes []*node, appids []string, checkVali
 					}
 					r.reads.Add(1)
 				}
-				time.Sleep(time.Millisecond)
+				time.Sleep(time.Millisecond) // pace the reads; they run until stopped
 			}
 		})
 	}

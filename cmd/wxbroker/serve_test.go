@@ -262,7 +262,7 @@ func startReader(p *proc, sim *wechattest.Server) *reader {
 			for _, app := range []string{tAppStable, tAppClassic} {
 				r.readOnce(app)
 			}
-			time.Sleep(10 * time.Millisecond)
+			time.Sleep(10 * time.Millisecond) // pace the reads; they run until halted
 		}
 	}()
 	return r
