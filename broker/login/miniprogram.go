@@ -240,10 +240,10 @@ func (s *Server) wxDecrypt(c echo.Context) error {
 		return err
 	}
 	sk, err := s.secret(u, fieldSessionKey+s.mp.appid)
-	if err != nil {
+	if err != nil && !errors.Is(err, errUnseal) {
 		return err
 	}
-	if sk == "" {
+	if sk == "" { // none stored, or sealed under a rotated AES key: log in again
 		return errUnauthorized("没有 session_key，请重新登录 / no session_key for this user: log in with wx.login again")
 	}
 	plain, err := wechat.DecryptUserData(s.mp.appid, sk, req.EncryptedData, req.IV)
