@@ -62,6 +62,10 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) int {
 		return exitUsage
 	}
 	defer func() { _ = log.Sync() }()
+	// go-redis has only a process-wide logger, so the command sets it (never
+	// a library): its unstructured "failed to dial" lines would otherwise
+	// flood stderr during a Redis outage.
+	redis.SetLogger(redisLogger{log.Named("redis")})
 
 	rdb := newRedis(cfg.Redis)
 	defer func() { _ = rdb.Close() }()
@@ -271,5 +275,17 @@ func (l *listener) serve(t config.TLS) error {
 func (l *listener) close() {
 	if l.ln != nil {
 		_ = l.ln.Close()
+	}
+}
+
+// redisLogger routes go-redis's own messages (a dial failure on every retry
+// while Redis is down) into the structured log at debug level: the broker
+// already reports the outage once, at warn level, with what it means.
+type redisLogger struct{ log *zap.Logger }
+
+// Printf implements go-redis's internal.Logging.
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	if ce := l.log.Check(zap.DebugLevel, "go-redis"); ce != nil {
+		ce.Write(zap.String("detail", fmt.Sprintf(format, v...)))
 	}
 }
