@@ -6,11 +6,16 @@ export PATH := /usr/local/go/bin:$(PATH)
 GO       ?= go
 FUZZTIME ?= 30s
 
+# golangci-lint is built from the Go module proxy into GOPATH/bin when missing or
+# at another version (`make lint` installs it; .golangci.yml says what it checks).
+GOLANGCI_VERSION := v2.15.0
+GOLANGCI         := $(shell $(GO) env GOPATH)/bin/golangci-lint
+
 # binary:package pairs that `make deps` installs when the binary is missing.
 DEPS := redis-server:redis-server redis-sentinel:redis-sentinel chromium:chromium chromedriver:chromium-driver node:nodejs
 
 .DEFAULT_GOAL := help
-.PHONY: help build run deps test test-race bench lint fmt-check vet fuzz clean
+.PHONY: help build run deps test test-race bench lint lint-tools tidy-check fmt-check vet fuzz clean
 
 help: ## list the targets
 	@echo "Usage: make TARGET"
@@ -34,7 +39,7 @@ deps: ## install redis-server, redis-sentinel, chromium, chromium-driver, nodejs
 	$$sudo apt-get update -qq && \
 	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing
 
-test: deps fmt-check vet ## deps, gofmt, go vet, every Go test under -race (fuzz seeds included), node tests
+test: deps lint tidy-check ## deps, lint (gofmt, go vet, golangci-lint), go.mod tidy, every Go test under -race (fuzz seeds included), node tests
 	$(GO) test -race -count=1 -timeout 30m ./...
 	@if [ -f miniprogram/package.json ]; then echo "node --test (miniprogram)"; cd miniprogram && node --test; fi
 
@@ -43,9 +48,17 @@ test-race: test ## alias of test (the tests always run with -race)
 bench: deps ## run every benchmark, one package at a time (DESIGN.md §9 targets; docs/BENCHMARKS.md)
 	$(GO) test -p 1 -run '^$$' -bench . -benchmem -timeout 20m ./...
 
-lint: fmt-check vet ## gofmt, go vet, and staticcheck when installed
-	@if command -v staticcheck >/dev/null 2>&1; then staticcheck ./...; \
-	else echo "staticcheck not installed; skipped (go install honnef.co/go/tools/cmd/staticcheck@latest)"; fi
+lint: fmt-check vet lint-tools ## gofmt, go vet, golangci-lint (.golangci.yml: errorlint, revive, godot, staticcheck, ...)
+	$(GOLANGCI) run ./...
+
+lint-tools:
+	@if ! "$(GOLANGCI)" version 2>/dev/null | grep -q "version $(GOLANGCI_VERSION:v%=%) "; then \
+		echo "make lint: installing golangci-lint $(GOLANGCI_VERSION) (a few minutes, once)"; \
+		$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION); \
+	fi
+
+tidy-check: ## fail when go.mod/go.sum are not what `go mod tidy` makes them
+	@diff="$$($(GO) mod tidy -diff)" || { echo "go.mod/go.sum are not tidy; run go mod tidy:"; echo "$$diff"; exit 1; }
 
 fmt-check:
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt -w these files:"; echo "$$out"; exit 1; fi

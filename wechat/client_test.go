@@ -278,7 +278,7 @@ func checkRequest(tc apiCase, prefix string, r *http.Request, body []byte) error
 	}
 	var got map[string]any
 	if err := json.Unmarshal(body, &got); err != nil {
-		return fmt.Errorf("body %s: %v", body, err)
+		return fmt.Errorf("body %s: %w", body, err)
 	}
 	if !reflect.DeepEqual(got, tc.body) {
 		return fmt.Errorf("body %v; want %v", got, tc.body)

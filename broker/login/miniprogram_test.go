@@ -217,7 +217,7 @@ func TestAccessTokenVerifiesThroughJWKS(t *testing.T) {
 		t.Fatalf("verify through JWKS: %v", err)
 	}
 	if c.Subject != strconv.FormatInt(d.User.ID, 10) || c.ID == "" || c.IssuedAt == nil ||
-		!c.ExpiresAt.Time.Equal(e.clock.Now().Add(2*time.Hour)) {
+		!c.ExpiresAt.Equal(e.clock.Now().Add(2*time.Hour)) {
 		t.Fatalf("claims = %+v; want sub %d, a jti, iat and exp = now+2h", c, d.User.ID)
 	}
 }

@@ -2,6 +2,7 @@ package login
 
 import (
 	"bytes"
+	"errors"
 	"html/template"
 	"net/http"
 	"net/url"
@@ -121,7 +122,7 @@ func (s *Server) loginPage(c echo.Context) error {
 			}
 			return s.renderPage(c, http.StatusOK, page{Title: "已登录 / Logged in", User: s.view(u, appid)})
 		}
-		if err != errNoUser {
+		if !errors.Is(err, errNoUser) {
 			return err
 		}
 	}

@@ -167,7 +167,7 @@ func TestConcurrentUse(t *testing.T) {
 		err = json.NewDecoder(resp.Body).Decode(&tok)
 		resp.Body.Close()
 		if err != nil || tok.AccessToken == "" {
-			return fmt.Errorf("classic token: %v", err)
+			return fmt.Errorf("classic token: %w", err)
 		}
 		resp, err = http.Get(srv.URL + "/cgi-bin/menu/get?access_token=" + tok.AccessToken)
 		if err != nil {
