@@ -173,6 +173,27 @@ func TestAlertRules(t *testing.T) {
 	}
 }
 
+// TestRunbookMatchesRules keeps docs/RUNBOOK.md word for word with the
+// rules: every alert's section quotes its severity, its for: and its
+// expression exactly.
+func TestRunbookMatchesRules(t *testing.T) {
+	sections := runbookSections(t)
+	for _, a := range alerts(t) {
+		t.Run(a.Alert, func(t *testing.T) {
+			sec := sections[strings.ToLower(a.Alert)]
+			if sec == "" {
+				t.Fatalf("docs/RUNBOOK.md has no section ## %s", a.Alert)
+			}
+			if want := "Severity " + a.Labels["severity"] + ", `for: " + a.For + "`:"; !strings.Contains(sec, want) {
+				t.Errorf("section %s does not say %q", a.Alert, want)
+			}
+			if want := "```promql\n" + strings.TrimRight(a.Expr, "\n") + "\n```"; !strings.Contains(sec, want) {
+				t.Errorf("section %s does not quote the expression as the rule has it:\n%s", a.Alert, want)
+			}
+		})
+	}
+}
+
 // TestEveryAlertHasUnitTests checks that rules_test.yaml makes every alert
 // fire (a non-empty exp_alerts) and stay silent (an empty one) at least once.
 func TestEveryAlertHasUnitTests(t *testing.T) {
