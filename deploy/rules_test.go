@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"testing"
 
@@ -189,6 +190,47 @@ func TestRunbookMatchesRules(t *testing.T) {
 			}
 			if want := "```promql\n" + strings.TrimRight(a.Expr, "\n") + "\n```"; !strings.Contains(sec, want) {
 				t.Errorf("section %s does not quote the expression as the rule has it:\n%s", a.Alert, want)
+			}
+		})
+	}
+}
+
+// TestMetricsReference checks docs/METRICS.md: every metric the code
+// registers has a row with its type and exactly its labels.
+func TestMetricsReference(t *testing.T) {
+	data, err := os.ReadFile("../docs/METRICS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string][]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		cells := strings.Split(line, "|")
+		if len(cells) < 5 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "`wxbroker_") {
+			continue
+		}
+		rows[strings.Trim(strings.TrimSpace(cells[1]), "`")] = cells[2:4]
+	}
+	for name, info := range registered(t) {
+		if info.typ == "series" {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			row, ok := rows[name]
+			if !ok {
+				t.Fatalf("docs/METRICS.md has no row for %s", name)
+			}
+			if got := strings.TrimSpace(row[0]); got != info.typ {
+				t.Errorf("type %q; the code registers a %s", got, info.typ)
+			}
+			var labels []string
+			for _, l := range strings.Split(row[1], ",") {
+				if l = strings.Trim(strings.TrimSpace(l), "`"); l != "" && l != "—" {
+					labels = append(labels, l)
+				}
+			}
+			sort.Strings(labels)
+			if strings.Join(labels, ",") != strings.Join(info.labels, ",") {
+				t.Errorf("labels %v; the code uses %v", labels, info.labels)
 			}
 		})
 	}
