@@ -130,4 +130,3 @@ func startDev(t *testing.T) string {
 	}
 	return ""
 }
-
