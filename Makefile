@@ -12,10 +12,14 @@ GOLANGCI_VERSION := v2.15.0
 GOLANGCI         := $(shell $(GO) env GOPATH)/bin/golangci-lint
 
 # binary:package pairs that `make deps` installs when the binary is missing.
-DEPS := redis-server:redis-server redis-sentinel:redis-sentinel chromium:chromium chromedriver:chromium-driver node:nodejs
+DEPS := redis-server:redis-server redis-sentinel:redis-sentinel chromium:chromium chromedriver:chromium-driver node:nodejs promtool:prometheus
+
+# The Prometheus rules and their promtool unit tests (docs/RUNBOOK.md).
+RULES      := deploy/prometheus/rules.yaml
+RULES_TEST := deploy/prometheus/rules_test.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help build run deps test test-race bench lint lint-tools tidy-check fmt-check vet fuzz clean
+.PHONY: help build run deps test test-race rules bench lint lint-tools tidy-check fmt-check vet fuzz clean
 
 help: ## list the targets
 	@echo "Usage: make TARGET"
@@ -28,7 +32,10 @@ build: ## build bin/wxbroker
 run: ## start everything in one process: embedded Redis, WeChat simulator, demo config (wxbroker dev)
 	$(GO) run ./cmd/wxbroker dev
 
-deps: ## install redis-server, redis-sentinel, chromium, chromium-driver, nodejs when missing (apt-get)
+# The Debian package prometheus (for promtool) would start a Prometheus
+# server on install: a temporary policy-rc.d forbids starting services during
+# the install, and the service is disabled afterwards. Only promtool is used.
+deps: ## install redis-server, redis-sentinel, chromium, chromium-driver, nodejs, promtool (prometheus) when missing (apt-get)
 	@missing=""; \
 	for d in $(DEPS); do command -v "$${d%%:*}" >/dev/null 2>&1 || missing="$$missing $${d#*:}"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
@@ -36,14 +43,28 @@ deps: ## install redis-server, redis-sentinel, chromium, chromium-driver, nodejs
 	elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; \
 	else echo "make deps: need root or sudo to install:$$missing" >&2; exit 1; fi; \
 	echo "make deps: installing$$missing"; \
+	policy=""; \
+	if [ ! -e /usr/sbin/policy-rc.d ]; then \
+		printf '#!/bin/sh\nexit 101\n' | $$sudo tee /usr/sbin/policy-rc.d >/dev/null && $$sudo chmod 755 /usr/sbin/policy-rc.d && policy=1; \
+	fi; \
 	$$sudo apt-get update -qq && \
-	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; rc=$$?; \
+	if [ -n "$$policy" ]; then $$sudo rm -f /usr/sbin/policy-rc.d; fi; \
+	case "$$missing" in *prometheus*) \
+		if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then \
+			$$sudo systemctl disable --now prometheus >/dev/null 2>&1 || true; fi;; \
+	esac; \
+	exit $$rc
 
-test: deps lint tidy-check ## deps, lint (gofmt, go vet, golangci-lint), go.mod tidy, every Go test under -race (fuzz seeds included), node tests
+test: deps lint tidy-check rules ## deps, lint (gofmt, go vet, golangci-lint), go.mod tidy, promtool rule checks and unit tests, every Go test under -race (fuzz seeds included), node tests
 	$(GO) test -race -count=1 -timeout 30m ./...
 	@if [ -f miniprogram/package.json ]; then echo "node --test (miniprogram)"; cd miniprogram && node --test; fi
 
 test-race: test ## alias of test (the tests always run with -race)
+
+rules: deps ## promtool check rules and promtool test rules on deploy/prometheus
+	promtool check rules $(RULES)
+	promtool test rules $(RULES_TEST)
 
 bench: deps ## run every benchmark, one package at a time (DESIGN.md §9 targets; docs/BENCHMARKS.md)
 	$(GO) test -p 1 -run '^$$' -bench . -benchmem -timeout 20m ./...

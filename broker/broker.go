@@ -197,6 +197,7 @@ func New(opts Options) (*Broker, error) {
 			b.apps[nsName][a.AppID] = e
 		}
 	}
+	b.seedMetrics(now())
 	return b, nil
 }
 
@@ -226,6 +227,7 @@ func (b *Broker) Run(ctx context.Context) error {
 	wg.Go(func() { b.subscribe(ctx) })
 	wg.Go(func() { b.reconcileLoop(ctx) })
 	wg.Go(func() { b.elect(ctx) })
+	wg.Go(func() { b.dayMetricsLoop(ctx) })
 	wg.Wait()
 	b.log.Info("broker stopped", zap.String("instance_id", b.id))
 	return nil

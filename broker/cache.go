@@ -76,6 +76,7 @@ func (b *Broker) apply(it *item, r *record) bool {
 	close(it.changed)
 	it.changed = make(chan struct{})
 	b.m.TokenExpiry.WithLabelValues(it.ns, it.appid, it.kind).Set(float64(r.ExpiresAt.UnixMilli()) / 1e3)
+	b.exportDeadline(it, r)
 	if !r.FetchedAt.IsZero() {
 		b.m.TokenLastRefreshSuccess.WithLabelValues(it.ns, it.appid, it.kind).Set(float64(r.FetchedAt.UnixMilli()) / 1e3)
 	}

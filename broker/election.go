@@ -158,6 +158,7 @@ func (b *Broker) lead(ctx context.Context, t *term) {
 	b.term.CompareAndSwap(t, nil)
 	b.m.Leader.Set(0)
 	wg.Wait()
+	b.resetLeaderMetrics()
 
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	err := t.lock.Release(rctx)

@@ -68,6 +68,9 @@ func (b *Broker) preCall(ctx context.Context, f fence, it *item, api, mode strin
 	if mode != callForceCheck {
 		b.m.WeChatQuotaUsed.WithLabelValues(it.ns, it.appid, api).Set(float64(out[1]))
 	}
+	if mode != callPlain {
+		b.m.ForcedRefreshUsed.WithLabelValues(it.ns, it.appid).Set(float64(out[2]))
+	}
 	return out[1], nil
 }
 
@@ -90,6 +93,7 @@ func (b *Broker) loadQuotaGauges(ctx context.Context) {
 		for api, n := range snap.quota[it.ns+"/"+it.appid] {
 			b.m.WeChatQuotaUsed.WithLabelValues(it.ns, it.appid, api).Set(float64(n))
 		}
+		b.m.ForcedRefreshUsed.WithLabelValues(it.ns, it.appid).Set(float64(snap.forced[it.ns+"/"+it.appid]))
 	}
 }
 

@@ -208,6 +208,7 @@ func (b *Broker) refreshTask(t *term, k *task) (time.Time, bool) {
 		b.m.TokenRefresh.WithLabelValues(it.ns, it.appid, it.kind, metrics.ResultSuccess).Inc()
 		b.m.TokenRefreshDuration.WithLabelValues(it.ns, it.kind).Observe(time.Since(began).Seconds())
 		b.recordStatus(t, it, &refreshStatus{LastRefresh: rec.FetchedAt})
+		b.clearStopped(it)
 		next := t.sched.dueFor(k, now)
 		if next.After(now) {
 			k.failures = 0
@@ -237,6 +238,7 @@ func (b *Broker) refreshTask(t *term, k *task) (time.Time, bool) {
 			append(itemFields(it), zap.String("api", ae.API), zap.Int("errcode", ae.Code), zap.String("rid", ae.RID),
 				zap.String("hint", h.Title), zap.String("fix", h.FixEN), zap.String("fix_zh", h.FixZH), zapErr(err))...)
 		b.recordStatus(t, it, &refreshStatus{LastError: info, RetriesStopped: true, NextAttempt: until})
+		b.markStopped(it, ae.Code)
 		return until, true
 	}
 	k.failures++

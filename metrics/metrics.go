@@ -41,24 +41,32 @@ type Metrics struct {
 	LeaderEpoch             prometheus.Gauge
 	LeaderTransitions       prometheus.Counter
 	FencedWritesRejected    prometheus.Counter
-	TokenRefresh            *prometheus.CounterVec   // namespace, appid, kind, result
-	TokenRefreshDuration    *prometheus.HistogramVec // namespace, kind
-	TokenExpiry             *prometheus.GaugeVec     // namespace, appid, kind
-	TokenLastRefreshSuccess *prometheus.GaugeVec     // namespace, appid, kind
-	InvalidCredential       *prometheus.CounterVec   // namespace, appid, source
-	ExternalInvalidation    *prometheus.CounterVec   // namespace, appid
-	WeChatErrors            *prometheus.CounterVec   // namespace, appid, api, errcode
-	WeChatQuotaUsed         *prometheus.GaugeVec     // namespace, appid, api
-	TokenRequests           *prometheus.CounterVec   // namespace, result
+	TokenRefresh            *prometheus.CounterVec   // wx_namespace, appid, kind, result
+	TokenRefreshDuration    *prometheus.HistogramVec // wx_namespace, kind
+	TokenExpiry             *prometheus.GaugeVec     // wx_namespace, appid, kind
+	TokenLastRefreshSuccess *prometheus.GaugeVec     // wx_namespace, appid, kind
+	InvalidCredential       *prometheus.CounterVec   // wx_namespace, appid, source
+	ExternalInvalidation    *prometheus.CounterVec   // wx_namespace, appid
+	WeChatErrors            *prometheus.CounterVec   // wx_namespace, appid, api, errcode
+	WeChatQuotaUsed         *prometheus.GaugeVec     // wx_namespace, appid, api
+	TokenRequests           *prometheus.CounterVec   // wx_namespace, appid, result
 	Login                   *prometheus.CounterVec   // flow, result
 	HTTPRequestDuration     *prometheus.HistogramVec // listener, route, code
+
+	// Refresh state and budgets (see health.go).
+	RefreshDue         *prometheus.GaugeVec // wx_namespace, appid, kind
+	RefreshStopped     *prometheus.GaugeVec // wx_namespace, appid, kind, errcode
+	WeChatQuotaLimit   *prometheus.GaugeVec // api
+	ForcedRefreshUsed  *prometheus.GaugeVec // wx_namespace, appid
+	ForcedRefreshLimit prometheus.Gauge
+	BuildInfo          *prometheus.GaugeVec // version, revision, goversion
 }
 
 // New registers every collector on reg and returns them. It panics, as
 // promauto does, if a collector is already registered on reg.
 func New(reg prometheus.Registerer) *Metrics {
 	f := promauto.With(reg)
-	return &Metrics{
+	m := &Metrics{
 		Leader: f.NewGauge(prometheus.GaugeOpts{
 			Name: "wxbroker_leader", Help: "1 while this replica is the leader, 0 otherwise.",
 		}),
@@ -73,32 +81,32 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 		TokenRefresh: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "wxbroker_token_refresh_total", Help: "Token and ticket refresh attempts by result.",
-		}, []string{"namespace", "appid", "kind", "result"}),
+		}, []string{"wx_namespace", "appid", "kind", "result"}),
 		TokenRefreshDuration: f.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "wxbroker_token_refresh_duration_seconds", Help: "Duration of token and ticket refreshes, WeChat call and fenced write included.",
 			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
-		}, []string{"namespace", "kind"}),
+		}, []string{"wx_namespace", "kind"}),
 		TokenExpiry: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "wxbroker_token_expiry_timestamp_seconds", Help: "Unix time at which the current token or ticket expires.",
-		}, []string{"namespace", "appid", "kind"}),
+		}, []string{"wx_namespace", "appid", "kind"}),
 		TokenLastRefreshSuccess: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "wxbroker_token_last_refresh_success_timestamp_seconds", Help: "Unix time of the last successful refresh.",
-		}, []string{"namespace", "appid", "kind"}),
+		}, []string{"wx_namespace", "appid", "kind"}),
 		InvalidCredential: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "wxbroker_invalid_credential_total", Help: "Errcodes 40001/42001/40014 met or reported, by who met them.",
-		}, []string{"namespace", "appid", "source"}),
+		}, []string{"wx_namespace", "appid", "source"}),
 		ExternalInvalidation: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "wxbroker_external_invalidation_total", Help: "Current tokens invalidated by a fetch outside the broker.",
-		}, []string{"namespace", "appid"}),
+		}, []string{"wx_namespace", "appid"}),
 		WeChatErrors: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "wxbroker_wechat_errors_total", Help: "Errors answered by WeChat, by API and errcode (known codes, else other; transport errors as -2).",
-		}, []string{"namespace", "appid", "api", "errcode"}),
+		}, []string{"wx_namespace", "appid", "api", "errcode"}),
 		WeChatQuotaUsed: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "wxbroker_wechat_quota_used", Help: "Credential calls made today (UTC+8 day, when WeChat resets quotas).",
-		}, []string{"namespace", "appid", "api"}),
+		}, []string{"wx_namespace", "appid", "api"}),
 		TokenRequests: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "wxbroker_token_requests_total", Help: "Token and ticket reads by result.",
-		}, []string{"namespace", "result"}),
+			Name: "wxbroker_token_requests_total", Help: "Token and ticket reads by app and result (appid \"unknown\" for apps that are not configured).",
+		}, []string{"wx_namespace", "appid", "result"}),
 		Login: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "wxbroker_login_total", Help: "User-login operations by flow and result.",
 		}, []string{"flow", "result"}),
@@ -107,6 +115,8 @@ func New(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"listener", "route", "code"}),
 	}
+	m.newHealth(f)
+	return m
 }
 
 // knownErrcodes is the allowlist of errcode label values: every code the

@@ -82,7 +82,7 @@ type API struct {
 	keys     *keyring
 	nsOfApp  map[string]string // appid → the one namespace configuring it
 	apps     map[appKey]*appInfo
-	requests map[string]map[string]prometheus.Counter
+	nsKnown  map[string]bool // configured namespaces
 	routes   map[string]bool
 	observed sync.Map // routeCode → prometheus.Observer
 	echo     *echo.Echo
@@ -90,14 +90,12 @@ type API struct {
 	stopErr  error
 }
 
-// unknownNamespace labels requests naming a namespace that is not
-// configured: a label value must never come from the request.
-const unknownNamespace = "unknown"
-
-var requestResults = []string{
-	metrics.RequestOK, codeUnauthorized, codeForbidden, codeNotFound, codeUnavailable,
-	codeTooManyRequests, codeBadRequest, codePayloadTooLarge, codeMethodNotAllowed, codeInternal,
-}
+// unknownNamespace and unknownApp label requests naming a namespace or an
+// app that is not configured: a label value must never come from the request.
+const (
+	unknownNamespace = "unknown"
+	unknownApp       = "unknown"
+)
 
 // New builds the API and compiles the client keys and allow patterns. It
 // returns an error naming the missing option or the bad client entry.
@@ -127,7 +125,7 @@ func New(opts Options) (*API, error) {
 		keys:     keys,
 		nsOfApp:  map[string]string{},
 		apps:     map[appKey]*appInfo{},
-		requests: map[string]map[string]prometheus.Counter{},
+		nsKnown:  map[string]bool{},
 		routes:   map[string]bool{},
 	}
 	if a.now == nil {
@@ -141,17 +139,17 @@ func New(opts Options) (*API, error) {
 		a.audit.log = newAuditLog(w, opts.Config.Log.Format)
 		a.stop = a.audit.log.stop
 	}
-	for _, ns := range append(opts.Config.NamespaceNames(), unknownNamespace) {
-		byResult := make(map[string]prometheus.Counter, len(requestResults))
-		for _, r := range requestResults {
-			byResult[r] = opts.Metrics.TokenRequests.WithLabelValues(ns, r)
-		}
-		a.requests[ns] = byResult
+	for _, ns := range opts.Config.NamespaceNames() {
+		a.nsKnown[ns] = true
 	}
+	// The ok and unavailable series of every app exist from start-up, so the
+	// first 503 of an app shows as an increase (WxbrokerAppUnavailable).
 	for _, ref := range opts.Config.Apps() {
 		a.nsOfApp[ref.App.AppID] = ref.Namespace
 		a.apps[appKey{ref.Namespace, ref.App.AppID}] = &appInfo{
-			ns: ref.Namespace, appid: ref.App.AppID, ok: a.requests[ref.Namespace][metrics.RequestOK],
+			ns: ref.Namespace, appid: ref.App.AppID,
+			ok:          opts.Metrics.TokenRequests.WithLabelValues(ref.Namespace, ref.App.AppID, metrics.RequestOK),
+			unavailable: opts.Metrics.TokenRequests.WithLabelValues(ref.Namespace, ref.App.AppID, codeUnavailable),
 		}
 	}
 	a.echo = a.newEcho()
@@ -290,18 +288,28 @@ func (a *API) record(c echo.Context, event string, cl *client, ns, appid string,
 	if err != nil {
 		result = classify(err).code
 	}
-	a.count(ns, result)
+	a.count(ns, appid, result)
 	a.auditLine(c, event, cl, ns, appid, result, token)
 }
 
-func (a *API) count(ns, result string) {
-	byResult, ok := a.requests[ns]
-	if !ok {
-		byResult = a.requests[unknownNamespace]
+// count counts a credential request of ns/appid by result. Only configured
+// namespaces and apps become label values; the rest count as "unknown".
+func (a *API) count(ns, appid, result string) {
+	if ai := a.apps[appKey{ns, appid}]; ai != nil {
+		switch result {
+		case metrics.RequestOK:
+			ai.ok.Inc()
+		case codeUnavailable:
+			ai.unavailable.Inc()
+		default:
+			a.m.TokenRequests.WithLabelValues(ns, appid, result).Inc()
+		}
+		return
 	}
-	if ctr, ok := byResult[result]; ok {
-		ctr.Inc()
+	if !a.nsKnown[ns] {
+		ns = unknownNamespace
 	}
+	a.m.TokenRequests.WithLabelValues(ns, unknownApp, result).Inc()
 }
 
 func (a *API) auditLine(c echo.Context, event string, cl *client, ns, appid, result, token string) {

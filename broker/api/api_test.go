@@ -508,15 +508,16 @@ func TestHealthReadyMetrics(t *testing.T) {
 	h.do(t, "GET", tokenPath("prod", appA), "", nil)
 	h.do(t, "GET", tokenPath("prod", appB), keyOrder, nil)
 	h.do(t, "GET", tokenPath("evil-"+strings.Repeat("x", 10), appB), keySRE, nil)
-	counts := map[[2]string]float64{
-		{"prod", "ok"}:           2,
-		{"prod", "unauthorized"}: 1,
-		{"prod", "forbidden"}:    1,
-		{"unknown", "not_found"}: 1,
+	counts := map[[3]string]float64{
+		{"prod", appA, "ok"}:                2,
+		{"prod", appA, "unauthorized"}:      1,
+		{"prod", appA, "unavailable"}:       0, // seeded: the first 503 is an increase
+		{"prod", appB, "forbidden"}:         1,
+		{"unknown", "unknown", "not_found"}: 1,
 	}
 	for k, want := range counts {
-		if got := testutil.ToFloat64(h.m.TokenRequests.WithLabelValues(k[0], k[1])); got != want {
-			t.Errorf("token_requests_total{namespace=%q,result=%q} = %v; want %v", k[0], k[1], got, want)
+		if got := testutil.ToFloat64(h.m.TokenRequests.WithLabelValues(k[0], k[1], k[2])); got != want {
+			t.Errorf("token_requests_total{wx_namespace=%q,appid=%q,result=%q} = %v; want %v", k[0], k[1], k[2], got, want)
 		}
 	}
 
@@ -527,7 +528,8 @@ func TestHealthReadyMetrics(t *testing.T) {
 	for _, want := range []string{
 		`wxbroker_http_request_duration_seconds_count{code="200",listener="internal",route="/v1/namespaces/:ns/apps/:appid/access_token"} 2`,
 		`wxbroker_http_request_duration_seconds_count{code="401",listener="internal",route="/v1/namespaces/:ns/apps/:appid/access_token"} 1`,
-		`wxbroker_token_requests_total{namespace="prod",result="ok"} 2`,
+		`wxbroker_token_requests_total{appid="` + appA + `",result="ok",wx_namespace="prod"} 2`,
+		`wxbroker_token_requests_total{appid="` + appB + `",result="unavailable",wx_namespace="prod"} 0`,
 	} {
 		if !bytes.Contains(r.body, []byte(want)) {
 			t.Errorf("/metrics lacks %s", want)

@@ -74,14 +74,14 @@ func (a *API) cgiToken(c echo.Context) error {
 	appid := c.QueryParam("appid")
 	cl, ns, werr := a.cgiTokenCheck(c, appid)
 	if werr != nil {
-		a.count(ns, werr.result)
+		a.count(ns, appid, werr.result)
 		a.auditLine(c, eventCGIToken, cl, ns, appid, werr.result, "")
 		return writeWeChatError(c, werr)
 	}
 	tok, err := a.tokens.AccessToken(ns, appid)
 	if err != nil {
 		werr = a.wxFromBroker(err, wxUnknownApp)
-		a.count(ns, werr.result)
+		a.count(ns, appid, werr.result)
 		a.auditLine(c, eventCGIToken, cl, ns, appid, werr.result, "")
 		return writeWeChatError(c, werr)
 	}
@@ -126,14 +126,14 @@ func (a *API) cgiTokenCheck(c echo.Context, appid string) (*client, string, *wxE
 func (a *API) cgiGetTicket(c echo.Context) error {
 	ns, appid, ok := a.tokens.AppByToken(c.QueryParam("access_token"))
 	if !ok {
-		a.count(unknownNamespace, wxBadToken.result)
+		a.count(unknownNamespace, unknownApp, wxBadToken.result)
 		a.auditLine(c, eventCGIGetTicket, nil, "", "", wxBadToken.result, "")
 		return writeWeChatError(c, wxBadToken)
 	}
 	t, err := a.tokens.Ticket(ns, appid, c.QueryParam("type"))
 	if err != nil {
 		werr := a.wxFromBroker(err, wxBadToken)
-		a.count(ns, werr.result)
+		a.count(ns, appid, werr.result)
 		a.auditLine(c, eventCGIGetTicket, nil, ns, appid, werr.result, "")
 		return writeWeChatError(c, werr)
 	}

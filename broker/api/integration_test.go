@@ -131,7 +131,7 @@ func TestWithRealBroker(t *testing.T) {
 		{"wechat_quota_used{appA, stable_token}", testutil.ToFloat64(m.WeChatQuotaUsed.WithLabelValues("prod", appA, wechat.APIStableToken)), 2, 4},
 		{"token_expiry_timestamp_seconds{appA}", testutil.ToFloat64(m.TokenExpiry.WithLabelValues("prod", appA, broker.KindAccessToken)), now + 7000, now + 7201},
 		{"token_last_refresh_success_timestamp_seconds{appA}", testutil.ToFloat64(m.TokenLastRefreshSuccess.WithLabelValues("prod", appA, broker.KindAccessToken)), now - 30, now + 1},
-		{"token_requests_total{prod, ok}", testutil.ToFloat64(m.TokenRequests.WithLabelValues("prod", metrics.RequestOK)), 3, 3},
+		{"token_requests_total{prod, ok}", testutil.ToFloat64(m.TokenRequests.WithLabelValues("prod", appA, metrics.RequestOK)), 3, 3},
 	}
 	for _, c := range checks {
 		if c.got < c.min || c.got > c.max {
@@ -141,7 +141,7 @@ func TestWithRealBroker(t *testing.T) {
 	for _, want := range []string{
 		`wxbroker_http_request_duration_seconds_count{code="200",listener="internal",route="/v1/namespaces/:ns/apps/:appid/access_token"} 1`,
 		`wxbroker_http_request_duration_seconds_count{code="200",listener="internal",route="/v1/namespaces/:ns/apps/:appid/access_token/invalidate"} 1`,
-		`wxbroker_token_refresh_duration_seconds_count{kind="access_token",namespace="prod"}`,
+		`wxbroker_token_refresh_duration_seconds_count{kind="access_token",wx_namespace="prod"}`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %s", want)

@@ -95,9 +95,10 @@ func (a *API) getAccessToken(c echo.Context) error {
 // appInfo is what a token read needs about one configured app. Built by New;
 // only memo changes afterwards.
 type appInfo struct {
-	ns, appid string
-	ok        prometheus.Counter // wxbroker_token_requests_total{namespace, "ok"}
-	memo      atomic.Pointer[tokenMemo]
+	ns, appid   string
+	ok          prometheus.Counter // wxbroker_token_requests_total{wx_namespace, appid, "ok"}
+	unavailable prometheus.Counter // wxbroker_token_requests_total{wx_namespace, appid, "unavailable"}
+	memo        atomic.Pointer[tokenMemo]
 }
 
 // tokenMemo holds what stays the same while a token is current.

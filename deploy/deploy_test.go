@@ -1,4 +1,4 @@
-package metrics_test
+package deploy_test
 
 import (
 	"bytes"
@@ -32,11 +32,26 @@ import (
 // Kubernetes manifests and the systemd unit agree with the configuration
 // they ship with.
 
-const deployDir = "../deploy"
+const deployDir = "."
 
-// TestDeployYAMLParses checks that every YAML file under deploy/ parses,
-// every document of it.
-func TestDeployYAMLParses(t *testing.T) {
+// TestDeploy runs the checks of deploy/, one named case per artefact.
+func TestDeploy(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		fn   func(*testing.T)
+	}{
+		{"every YAML file parses", testYAMLParses},
+		{"grafana dashboard", testGrafanaDashboard},
+		{"kubernetes manifests", testKubernetesManifests},
+		{"systemd unit", testSystemdUnit},
+	} {
+		t.Run(tc.name, tc.fn)
+	}
+}
+
+// testYAMLParses checks that every YAML file under deploy/ parses, every
+// document of it.
+func testYAMLParses(t *testing.T) {
 	n := 0
 	err := filepath.WalkDir(deployDir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || (!strings.HasSuffix(p, ".yaml") && !strings.HasSuffix(p, ".yml")) {
@@ -85,11 +100,11 @@ func yamlDocs(t *testing.T, p string) []*yaml.Node {
 	}
 }
 
-// TestGrafanaDashboard checks deploy/grafana/wxbroker-dashboard.json: every
+// testGrafanaDashboard checks deploy/grafana/wxbroker-dashboard.json: every
 // wxbroker_* series its queries use is registered by metrics.New, every
 // metric metrics.New registers is shown, and the data source and the
 // namespace and appid variables are there.
-func TestGrafanaDashboard(t *testing.T) {
+func testGrafanaDashboard(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join(deployDir, "grafana", "wxbroker-dashboard.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +130,9 @@ func TestGrafanaDashboard(t *testing.T) {
 	for _, v := range dash.Templating.List {
 		vars[v.Name] = v.Type
 	}
-	for name, typ := range map[string]string{"datasource": "datasource", "namespace": "query", "appid": "query"} {
+	// namespace is the deployment (the Kubernetes namespace target label),
+	// wx_namespace wxbroker's own namespace.
+	for name, typ := range map[string]string{"datasource": "datasource", "job": "query", "namespace": "query", "wx_namespace": "query", "appid": "query"} {
 		if vars[name] != typ {
 			t.Errorf("template variable %q: type %q, want %q", name, vars[name], typ)
 		}
@@ -196,8 +213,9 @@ type k8sObject struct {
 	APIVersion string `yaml:"apiVersion"`
 	Kind       string `yaml:"kind"`
 	Metadata   struct {
-		Name      string `yaml:"name"`
-		Namespace string `yaml:"namespace"`
+		Name      string            `yaml:"name"`
+		Namespace string            `yaml:"namespace"`
+		Labels    map[string]string `yaml:"labels"`
 	} `yaml:"metadata"`
 	Spec       yaml.Node         `yaml:"spec"`
 	StringData map[string]string `yaml:"stringData"`
@@ -309,11 +327,11 @@ func decodeSpec[T any](t *testing.T, o *k8sObject) *T {
 	return v
 }
 
-// TestKubernetesManifests loads the sample config.yaml the way the pod sees
+// testKubernetesManifests loads the sample config.yaml the way the pod sees
 // it (the ConfigMap and the Secret's key files projected into one
 // directory, the Secret's values in the environment) and checks that the
 // Deployment, the Services and the ServiceMonitor agree with it.
-func TestKubernetesManifests(t *testing.T) {
+func testKubernetesManifests(t *testing.T) {
 	var kust struct {
 		Resources          []string `yaml:"resources"`
 		ConfigMapGenerator []struct {
@@ -461,13 +479,15 @@ func TestKubernetesManifests(t *testing.T) {
 		{"livenessProbe", c.LivenessProbe, "/healthz"},
 		{"readinessProbe", c.ReadinessProbe, "/readyz"},
 	} {
-		switch {
-		case pr.p == nil:
-			t.Errorf("container has no %s", pr.name)
-		case pr.p.HTTPGet.Path != pr.path || pr.p.HTTPGet.Port != "http":
-			t.Errorf("%s: GET %s on port %q, want %s on port http (the internal listener)",
-				pr.name, pr.p.HTTPGet.Path, pr.p.HTTPGet.Port, pr.path)
-		}
+		t.Run(pr.name, func(t *testing.T) {
+			switch {
+			case pr.p == nil:
+				t.Errorf("container has no %s", pr.name)
+			case pr.p.HTTPGet.Path != pr.path || pr.p.HTTPGet.Port != "http":
+				t.Errorf("%s: GET %s on port %q, want %s on port http (the internal listener)",
+					pr.name, pr.p.HTTPGet.Path, pr.p.HTTPGet.Port, pr.path)
+			}
+		})
 	}
 
 	// Hardening and sizing.
@@ -534,10 +554,28 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 	smSpec := decodeSpec[struct {
 		Endpoints []struct {
-			Port string `yaml:"port"`
-			Path string `yaml:"path"`
+			Port        string           `yaml:"port"`
+			Path        string           `yaml:"path"`
+			Relabelings []map[string]any `yaml:"relabelings"`
 		} `yaml:"endpoints"`
 	}](t, sm)
+	for _, ep := range smSpec.Endpoints {
+		if len(ep.Relabelings) > 0 {
+			t.Errorf("ServiceMonitor relabels %v: wxbroker's label is wx_namespace, the Kubernetes namespace label must stay as it is", ep.Relabelings)
+		}
+	}
+	// kube-prometheus-stack selects ServiceMonitors and PrometheusRules by
+	// its Helm release label (docs/OPERATIONS.md, Monitoring).
+	for _, key := range []string{"ServiceMonitor/wxbroker", "PrometheusRule/wxbroker"} {
+		o, ok := objs[key]
+		if !ok {
+			t.Errorf("no %s in the kustomization's resources", key)
+			continue
+		}
+		if o.Metadata.Labels["release"] == "" {
+			t.Errorf("%s has no release label (kube-prometheus-stack's default selector)", key)
+		}
+	}
 	if len(smSpec.Endpoints) != 1 || !servicePorts[smSpec.Endpoints[0].Port] || ports[smSpec.Endpoints[0].Port] != ports["http"] ||
 		smSpec.Endpoints[0].Path != "/metrics" {
 		t.Errorf("ServiceMonitor endpoints %+v: want /metrics on the Service port of the internal listener", smSpec.Endpoints)
@@ -547,10 +585,10 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 }
 
-// TestSystemdUnit loads deploy/systemd/config.yaml the way the unit runs it
+// testSystemdUnit loads deploy/systemd/config.yaml the way the unit runs it
 // (credentials in $CREDENTIALS_DIRECTORY, the environment file's variables
 // set) and checks the unit's command line and credentials against it.
-func TestSystemdUnit(t *testing.T) {
+func testSystemdUnit(t *testing.T) {
 	unit, err := os.ReadFile(filepath.Join(deployDir, "systemd", "wxbroker.service"))
 	if err != nil {
 		t.Fatal(err)
