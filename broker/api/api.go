@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -88,6 +89,8 @@ type API struct {
 	echo     *echo.Echo
 	stopOnce sync.Once
 	stopErr  error
+	// lastNotReady is the last /readyz failure logged (readyz.go).
+	lastNotReady atomic.Pointer[string]
 }
 
 // unknownNamespace labels requests naming a namespace that is not
@@ -324,7 +327,8 @@ func (a *API) healthz(c echo.Context) error {
 func (a *API) readyz(c echo.Context) error {
 	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
 	if err := a.tokens.Ready(); err != nil {
-		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": err.Error()})
+		a.notReady(err)
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": notReadyReason})
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 }
