@@ -76,9 +76,9 @@ func newKeyring(cfg *config.Config) (*keyring, error) {
 			admin:      cc.Admin,
 			invalidate: cc.MayInvalidate(),
 			reports:    newReportLimiter(cc.InvalidateRate()),
-			anyApp: map[string]struct{}{},
-			anyNS:  map[string]struct{}{},
-			exact:  map[appKey]struct{}{},
+			anyApp:     map[string]struct{}{},
+			anyNS:      map[string]struct{}{},
+			exact:      map[appKey]struct{}{},
 		}
 		copy(c.digest[:], raw)
 		for _, pat := range cc.Allow {
