@@ -116,17 +116,22 @@ func (v *validator) security(c *Config) {
 }
 
 // RedactURL returns raw with any userinfo password masked (url.URL.Redacted),
-// for printing a configured URL. A value that does not parse as a URL but
-// carries userinfo ("@") is not shown at all.
+// for printing a configured URL. A value with an "@" that does not parse as
+// userinfo (a malformed URL) has everything before its last "@" masked.
 func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil {
-		if strings.Contains(raw, "@") {
-			return "<not shown: unparsable URL with credentials>"
-		}
+	switch {
+	case err == nil && u.User != nil:
+		return u.Redacted()
+	case !strings.Contains(raw, "@"):
 		return raw
 	}
-	return u.Redacted()
+	i := strings.LastIndexByte(raw, '@')
+	prefix := ""
+	if j := strings.Index(raw, "://"); j >= 0 && j < i {
+		prefix = raw[:j+3]
+	}
+	return prefix + "xxxxx" + raw[i:]
 }
 
 // redactAddr masks what precedes an "@" in a host:port value (a password
