@@ -330,5 +330,8 @@ func (a *API) readyz(c echo.Context) error {
 		a.notReady(err)
 		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": notReadyReason})
 	}
+	if a.lastNotReady.Load() != nil {
+		a.lastNotReady.Store(nil) // log the next failure again, even with the same cause
+	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 }

@@ -99,6 +99,15 @@ func TestReadyzHidesCause(t *testing.T) {
 	if l := logs.All(); len(l) == 0 || !strings.Contains(l[0].ContextMap()["error"].(string), "10.1.2.3") {
 		t.Errorf("log lacks the cause: %v", l)
 	}
+	// Ready again, then the same cause again: logged again.
+	fake.ready = nil
+	rec := httptest.NewRecorder()
+	a.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+	fake.ready = errors.New("broker: no valid access token cached, redis unavailable: dial tcp 10.1.2.3:6379: connect: connection refused")
+	a.Handler().ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/readyz", nil))
+	if rec.Code != 200 || logs.FilterMessage("not ready").Len() != 2 {
+		t.Errorf("after a ready probe, a new outage logged %d lines in all; want 2", logs.FilterMessage("not ready").Len())
+	}
 }
 
 // TestInvalidatePermissionAndRateLimit (finding 9): a client with

@@ -69,6 +69,10 @@ func fileModeFindings(path string, cfg *config.Config) []finding {
 		p.Fix = ""
 		out = append(out, finding{Severity: sevWarn, Check: "files", Message: p.String(), Fix: fix})
 	}
+	if len(out) == 0 {
+		out = append(out, finding{Severity: sevOK, Check: "files",
+			Message: "no secret file (nor the configuration, if it holds secrets) is readable by other users"})
+	}
 	return out
 }
 
