@@ -24,7 +24,7 @@ const (
 )
 
 var errMiniProgramOff = &apiError{status: http.StatusNotFound,
-	message: "小程序登录未配置 / mini-program login is not configured (login.miniprogram)"}
+	message: "小程序登录未启用 / mini-program login is not enabled on this server"}
 
 // validCode accepts what wx.login and getPhoneNumber hand out: short printable ASCII.
 func validCode(code string) bool {

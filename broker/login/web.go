@@ -286,8 +286,8 @@ func (s *Server) webLogout(c echo.Context) error {
 }
 
 func (s *Server) webOff(c echo.Context) error {
-	return s.htmlError(c, http.StatusNotFound, "网站扫码登录未配置", "Website login is not configured",
-		"请在配置文件中设置 login.web。", "Set login.web in the configuration.")
+	return s.htmlError(c, http.StatusNotFound, "网站扫码登录未启用", "Website login is not enabled",
+		"本站未启用微信扫码登录。", "This site does not offer WeChat QR login.")
 }
 
 // loginURL is the login page that leads back to returnTo.
