@@ -146,3 +146,47 @@ namespaces: {prod: {apps: [{appid: wx04a7af67c8f47620, %s, kind: miniprogram}]}}
 		})
 	}
 }
+
+// TestSecuritySettingsValidated checks the new keys' validation and defaults.
+func TestSecuritySettingsValidated(t *testing.T) {
+	c, err := parse([]byte(`
+redis: {addrs: ["127.0.0.1:6379"]}
+namespaces: {prod: {apps: [{appid: wx04a7af67c8f47620, secret: s3cr3t-prod, kind: miniprogram}]}}
+clients: [{name: svc, key_sha256: "`+HashKey("k")+`", allow: ["prod/*"]}]
+`), "", lookupTestEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := c.Login
+	if l.RateLimit != (LoginRateLimit{60, 20}) || l.JWT.RefreshReuseWindow.String() != "2s" ||
+		l.JWT.AccessRefreshLeeway.String() != "5m0s" || len(l.TrustedProxies) != 0 ||
+		!c.Clients[0].MayInvalidate() || c.Clients[0].InvalidateRate() != 60 {
+		t.Fatalf("defaults = %+v, client %+v", l, c.Clients[0])
+	}
+	_, err = parse([]byte(`
+redis: {addrs: ["127.0.0.1:6379"]}
+namespaces: {prod: {apps: [{appid: wx04a7af67c8f47620, secret: s3cr3t-prod, kind: miniprogram}]}}
+clients: [{name: svc, key_sha256: "`+HashKey("k")+`", allow: ["prod/*"], invalidate: false, invalidate_per_minute: -1}]
+login:
+  trusted_proxies: ["10.0.0.0/8", "192.0.2.1", "0.0.0.0/0", "not-an-ip"]
+  rate_limit: {per_minute: -1}
+  jwt: {refresh_reuse_window: 2m, access_refresh_leeway: 1000h}
+`), "", lookupTestEnv)
+	for _, want := range []string{
+		"login.trusted_proxies[2]", "trusts every address", "login.trusted_proxies[3]",
+		"login.rate_limit.per_minute", "login.jwt.refresh_reuse_window", "login.jwt.access_refresh_leeway",
+		"clients[0].invalidate_per_minute",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	if err != nil && (strings.Contains(err.Error(), "trusted_proxies[0]") || strings.Contains(err.Error(), "trusted_proxies[1]")) {
+		t.Errorf("valid proxies reported:\n%v", err)
+	}
+	var lg Login
+	lg.TrustedProxies = []string{"10.0.0.0/8", "192.0.2.1", "2001:db8::/32"}
+	if got := len(lg.TrustedProxyNets()); got != 3 {
+		t.Errorf("TrustedProxyNets = %d nets; want 3", got)
+	}
+}
