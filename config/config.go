@@ -19,6 +19,9 @@ type Config struct {
 	Namespaces   map[string]*Namespace `yaml:"namespaces"`
 	Clients      []Client              `yaml:"clients"`
 	Login        Login                 `yaml:"login"`
+
+	// inlineSecrets lists the secrets written literally in the file (set by Parse).
+	inlineSecrets []string
 }
 
 // TLS optionally enables TLS on both listeners.
@@ -118,6 +121,12 @@ type Client struct {
 	KeySHA256 string   `yaml:"key_sha256"` // hex sha256 of the client's key
 	Allow     []string `yaml:"allow"`      // "namespace/appid" patterns, "*" allowed in either part
 	Admin     bool     `yaml:"admin"`
+	// Invalidate lets the client report a failed token (the invalidate
+	// route), which may spend the app's forced-refresh budget. Nil: true.
+	Invalidate *bool `yaml:"invalidate"`
+	// InvalidatePerMinute bounds the client's reports per minute (all apps
+	// together); the burst is the same number. 0: DefaultInvalidatePerMinute.
+	InvalidatePerMinute int `yaml:"invalidate_per_minute"`
 }
 
 // Login configures the user-login endpoints on public_listen.
@@ -127,6 +136,19 @@ type Login struct {
 	SessionKeyEncryptionKeyFile string   `yaml:"session_key_encryption_key_file"`
 	MiniProgram                 LoginApp `yaml:"miniprogram"`
 	Web                         WebLogin `yaml:"web"`
+	// TrustedProxies lists the CIDRs (or single IPs) of reverse proxies
+	// whose X-Forwarded-For header names the client. Empty (the default):
+	// the client is the TCP peer, and X-Forwarded-For is ignored.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// RateLimit bounds the anonymous and WeChat-calling login routes per
+	// client IP.
+	RateLimit LoginRateLimit `yaml:"rate_limit"`
+}
+
+// LoginRateLimit is a token bucket per client IP and route.
+type LoginRateLimit struct {
+	PerMinute int `yaml:"per_minute"` // refill rate; 0 turns the limit off
+	Burst     int `yaml:"burst"`      // bucket size
 }
 
 // JWT configures access tokens and refresh tokens.
@@ -136,6 +158,15 @@ type JWT struct {
 	SigningKeyFile string        `yaml:"signing_key_file"`
 	AccessTTL      time.Duration `yaml:"access_ttl"`
 	RefreshTTL     time.Duration `yaml:"refresh_ttl"`
+	// RefreshReuseWindow is how long after a rotation the previous refresh
+	// token still answers the new pair (a client retrying a lost answer);
+	// later reuse revokes the session.
+	RefreshReuseWindow time.Duration `yaml:"refresh_reuse_window"`
+	// AccessRefreshLeeway is how long after its expiry an access token may
+	// still be exchanged for a new pair on /api/v1/auth/refresh (Bearer);
+	// 0: only an unexpired access token. A refresh token in the body works
+	// for refresh_ttl regardless.
+	AccessRefreshLeeway time.Duration `yaml:"access_refresh_leeway"`
 }
 
 // LoginApp names the app a login flow uses.

@@ -340,7 +340,7 @@ func TestExpandEnv(t *testing.T) {
 		{"${OPEN", "${OPEN", 1},
 	}
 	for _, tt := range tests {
-		got, errs := expandEnv(tt.in, lookupTestEnv)
+		got, errs := expandEnv(tt.in, lookupTestEnv, false)
 		if got != tt.want || len(errs) != tt.errs {
 			t.Errorf("expandEnv(%q) = %q, %d errors; want %q, %d errors", tt.in, got, len(errs), tt.want, tt.errs)
 		}

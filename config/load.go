@@ -41,8 +41,10 @@ func Default() *Config {
 			StableRotationWindow: 5 * time.Minute,
 		},
 		Login: Login{
-			JWT: JWT{Issuer: "wxbroker", AccessTTL: 2 * time.Hour, RefreshTTL: 720 * time.Hour},
-			Web: WebLogin{QRConnectURL: "https://open.weixin.qq.com/connect/qrconnect", CookieSecure: &secure},
+			JWT: JWT{Issuer: "wxbroker", AccessTTL: 2 * time.Hour, RefreshTTL: 720 * time.Hour,
+				RefreshReuseWindow: DefaultRefreshReuseWindow, AccessRefreshLeeway: DefaultAccessRefreshLeeway},
+			Web:       WebLogin{QRConnectURL: "https://open.weixin.qq.com/connect/qrconnect", CookieSecure: &secure},
+			RateLimit: LoginRateLimit{PerMinute: DefaultLoginPerMinute, Burst: DefaultLoginBurst},
 		},
 	}
 }
@@ -131,6 +133,7 @@ func parse(data []byte, baseDir string, lookup func(string) (string, bool)) (*Co
 		}
 	}
 	c.ApplyDefaults()
+	c.inlineSecrets = w.inline
 	l := fileLoader{baseDir: baseDir}
 	l.secret("redis.password", &c.Redis.Password, &c.Redis.PasswordFile)
 	for _, name := range c.NamespaceNames() {
@@ -188,6 +191,9 @@ type walker struct {
 	// unset notes, per key path, the unset variables a value expanded from,
 	// so that "is empty" from Validate can say why.
 	unset map[string]unsetVar
+	// inline lists the key paths of secrets written in the file itself
+	// (not only ${VAR} references).
+	inline []string
 }
 
 type unsetVar struct {
@@ -216,6 +222,9 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 	case yaml.ScalarNode:
 		if _, ok := w.paths[n.Line]; !ok {
 			w.paths[n.Line] = path
+		}
+		if t == secretType && n.Value != "" && !strings.Contains(n.Value, "${") {
+			w.inline = append(w.inline, path)
 		}
 		w.expand(n, t, path)
 	case yaml.MappingNode:
@@ -283,7 +292,7 @@ func (w *walker) expand(n *yaml.Node, t reflect.Type, path string) {
 	if !strings.Contains(n.Value, "$") {
 		return
 	}
-	out, errs := expandEnv(n.Value, w.lookup)
+	out, errs := expandEnv(n.Value, w.lookup, t == secretType)
 	if out == "" {
 		for _, name := range unsetNames(n.Value, w.lookup) {
 			if w.unset == nil {
@@ -322,8 +331,12 @@ func unsetNames(s string, lookup func(string) (string, bool)) []string {
 
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
+var secretType = reflect.TypeFor[Secret]()
+
 // expandEnv implements the ${VAR}, ${VAR:-default} and $$ syntax of Parse.
-func expandEnv(s string, lookup func(string) (string, bool)) (string, []expandError) {
+// For a secret, its messages never quote any part of the value: a secret
+// that happens to contain "${" must not leak through its error.
+func expandEnv(s string, lookup func(string) (string, bool), secret bool) (string, []expandError) {
 	var b strings.Builder
 	var errs []expandError
 	for i := 0; i < len(s); i++ {
@@ -346,6 +359,9 @@ func expandEnv(s string, lookup func(string) (string, bool)) (string, []expandEr
 			name, def, hasDef := strings.Cut(ref, ":-")
 			name, required := strings.CutSuffix(name, ":?")
 			switch v, ok := lookup(name); {
+			case !envName.MatchString(name) && secret:
+				errs = append(errs, expandError{"invalid environment variable name in a ${...} reference (value not shown: it is a secret)",
+					"use letters, digits and _ (e.g. ${WX_SECRET_PROD}), or write $$ for a literal $ in the secret"})
 			case !envName.MatchString(name):
 				errs = append(errs, expandError{fmt.Sprintf("invalid environment variable name %q in ${%s}", name, ref),
 					"use letters, digits and _ (e.g. ${WX_SECRET_PROD}), or write $$ for a literal $"})

@@ -95,6 +95,7 @@ func (c *Config) Validate() error {
 	v.namespaces(c)
 	v.clients(c)
 	v.login(c)
+	v.security(c)
 	if len(v.problems) == 0 {
 		return nil
 	}
@@ -109,14 +110,14 @@ func (v *validator) hostPort(key, addr string, required bool) {
 		return
 	}
 	if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
-		v.add(key, addr, "is not a host:port address", `write it as host:port, e.g. "127.0.0.1:8080" or ":8080"`)
+		v.add(key, redactAddr(addr), "is not a host:port address", `write it as host:port, e.g. "127.0.0.1:8080" or ":8080"`)
 	}
 }
 
 func (v *validator) absURL(key, raw string, fix string) {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		v.add(key, raw, "is not an absolute http(s) URL", fix)
+		v.add(key, RedactURL(raw), "is not an absolute http(s) URL", fix)
 	}
 }
 
@@ -334,8 +335,9 @@ func (v *validator) clients(c *Config) {
 			v.add(key+".key_sha256", "", "is empty",
 				"set the hex SHA-256 of the client's key: printf %s \"$KEY\" | sha256sum")
 		case !sha256Pattern.MatchString(cl.KeySHA256):
-			v.add(key+".key_sha256", cl.KeySHA256, "is not 64 hex digits",
-				"set the hex SHA-256 of the client's key: printf %s \"$KEY\" | sha256sum")
+			// Never echo it: what is pasted here by mistake is often the raw key.
+			v.add(key+".key_sha256", "", "is not a 64-hex-digit sha256; looks like a raw key? (value not shown)",
+				"set the hex SHA-256 of the client's key, not the key: printf %s \"$KEY\" | sha256sum")
 		case keys[strings.ToLower(cl.KeySHA256)] != "":
 			v.add(key+".key_sha256", cl.KeySHA256, "is the same key as "+keys[strings.ToLower(cl.KeySHA256)],
 				"give each client its own key")

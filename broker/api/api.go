@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -88,6 +89,8 @@ type API struct {
 	echo     *echo.Echo
 	stopOnce sync.Once
 	stopErr  error
+	// lastNotReady is the last /readyz failure logged (readyz.go).
+	lastNotReady atomic.Pointer[string]
 }
 
 // unknownNamespace and unknownApp label requests naming a namespace or an
@@ -332,7 +335,11 @@ func (a *API) healthz(c echo.Context) error {
 func (a *API) readyz(c echo.Context) error {
 	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
 	if err := a.tokens.Ready(); err != nil {
-		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": err.Error()})
+		a.notReady(err)
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": notReadyReason})
+	}
+	if a.lastNotReady.Load() != nil {
+		a.lastNotReady.Store(nil) // log the next failure again, even with the same cause
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 }

@@ -498,8 +498,8 @@ func TestHealthReadyMetrics(t *testing.T) {
 	}
 	h.fake.ready = errors.New("no valid token for prod/" + appA)
 	r := h.do(t, "GET", "/readyz", "", nil)
-	if r.status != 503 || !bytes.Contains(r.body, []byte("no valid token")) {
-		t.Errorf("/readyz = %d %s; want 503 with the reason", r.status, r.body)
+	if r.status != 503 || !bytes.Contains(r.body, []byte(notReadyReason)) {
+		t.Errorf("/readyz = %d %s; want 503 with the generic reason", r.status, r.body)
 	}
 	h.fake.ready = nil
 

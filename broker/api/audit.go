@@ -140,7 +140,8 @@ func (l *auditLog) stop() error {
 	return l.err
 }
 
-// line appends one audit line.
+// line appends one audit line. ns, appid and remote come from the request
+// and are bounded (appendBounded); event, client, result and ref do not.
 func (l *auditLog) line(now time.Time, event, client, ns, appid, result, ref, remote string) {
 	l.mu.Lock()
 	for !l.stopped && len(l.buf) >= auditBufferMax {
@@ -153,15 +154,15 @@ func (l *auditLog) line(now time.Time, event, client, ns, appid, result, ref, re
 		b = append(b, `, "client": `...)
 		b = appendString(b, client)
 		b = append(b, `, "namespace": `...)
-		b = appendString(b, ns)
+		b = appendBounded(b, ns)
 		b = append(b, `, "appid": `...)
-		b = appendString(b, appid)
+		b = appendBounded(b, appid)
 		b = append(b, `, "result": `...)
 		b = appendString(b, result)
 		b = append(b, `, "token_sha256": `...)
 		b = appendString(b, ref)
 		b = append(b, `, "remote": `...)
-		b = appendString(b, remote)
+		b = appendBounded(b, remote)
 		b = append(b, "}\n"...)
 	} else {
 		b = append(b, `","logger":"audit","msg":"`+auditMessage+`","event":`...)
@@ -169,15 +170,15 @@ func (l *auditLog) line(now time.Time, event, client, ns, appid, result, ref, re
 		b = append(b, `,"client":`...)
 		b = appendString(b, client)
 		b = append(b, `,"namespace":`...)
-		b = appendString(b, ns)
+		b = appendBounded(b, ns)
 		b = append(b, `,"appid":`...)
-		b = appendString(b, appid)
+		b = appendBounded(b, appid)
 		b = append(b, `,"result":`...)
 		b = appendString(b, result)
 		b = append(b, `,"token_sha256":`...)
 		b = appendString(b, ref)
 		b = append(b, `,"remote":`...)
-		b = appendString(b, remote)
+		b = appendBounded(b, remote)
 		b = append(b, "}\n"...)
 	}
 	l.buf = b
@@ -228,11 +229,11 @@ func (a auditor) line(now time.Time, event, client, ns, appid, result, ref, remo
 	a.zap.Info(auditMessage,
 		zap.String("event", event),
 		zap.String("client", client),
-		zap.String("namespace", ns),
-		zap.String("appid", appid),
+		zap.String("namespace", bounded(ns)),
+		zap.String("appid", bounded(appid)),
 		zap.String("result", result),
 		zap.String("token_sha256", ref),
-		zap.String("remote", remote),
+		zap.String("remote", bounded(remote)),
 	)
 }
 

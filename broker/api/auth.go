@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 
+	"golang.org/x/time/rate"
+
 	"github.com/wxbroker/wxbroker/config"
 )
 
@@ -22,6 +24,11 @@ type client struct {
 	exact   map[appKey]struct{} // "ns/appid"
 	onlyNS  string              // the client's only namespace, "" when it has several
 	nsCount int
+
+	// invalidate is clients[].invalidate; reports bounds its reports
+	// (clients[].invalidate_per_minute). See invalidate_guard.go.
+	invalidate bool
+	reports    *rate.Limiter
 }
 
 // appKey names one app; a comparable struct so map lookups do not allocate.
@@ -65,11 +72,13 @@ func newKeyring(cfg *config.Config) (*keyring, error) {
 			return nil, fmt.Errorf("api: clients[%d] (%s): key_sha256 is not 64 hex digits", i, cc.Name)
 		}
 		c := &client{
-			name:   cc.Name,
-			admin:  cc.Admin,
-			anyApp: map[string]struct{}{},
-			anyNS:  map[string]struct{}{},
-			exact:  map[appKey]struct{}{},
+			name:       cc.Name,
+			admin:      cc.Admin,
+			invalidate: cc.MayInvalidate(),
+			reports:    newReportLimiter(cc.InvalidateRate()),
+			anyApp:     map[string]struct{}{},
+			anyNS:      map[string]struct{}{},
+			exact:      map[appKey]struct{}{},
 		}
 		copy(c.digest[:], raw)
 		for _, pat := range cc.Allow {

@@ -164,6 +164,9 @@ func (a *API) doInvalidate(c echo.Context, ns, appid string) (*client, broker.To
 	if err != nil {
 		return cl, broker.Token{}, err
 	}
+	if err := cl.mayReport(); err != nil {
+		return cl, broker.Token{}, err
+	}
 	var req invalidateRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return cl, broker.Token{}, err

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -44,6 +45,11 @@ func (s *Server) authenticate(c echo.Context) (*claims, error) {
 // decodeBody decodes an optional JSON body into v; an empty body is fine.
 func decodeBody(c echo.Context, v any) error {
 	body, err := io.ReadAll(c.Request().Body)
+	var he *echo.HTTPError
+	if errors.As(err, &he) && he.Code == http.StatusRequestEntityTooLarge {
+		// A body without Content-Length (chunked) that runs past the limit.
+		return &apiError{status: http.StatusRequestEntityTooLarge, message: "请求体过大 / request body too large"}
+	}
 	if err != nil {
 		return errBadRequest("请求体无法读取 / request body unreadable")
 	}
@@ -59,8 +65,11 @@ func decodeBody(c echo.Context, v any) error {
 func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
 
 // refresh serves POST /api/v1/auth/refresh: the body's refresh_token, or
-// the Bearer access token (as the seed front end sends, possibly expired),
-// is exchanged for a new pair.
+// the Bearer access token (as the seed front end sends), is exchanged for a
+// new pair. An access token may have expired at most
+// login.jwt.access_refresh_leeway ago: access tokens travel to every
+// downstream service and end up in their logs, so an old one must not work
+// as a refresh credential for refresh_ttl.
 func (s *Server) refresh(c echo.Context) error {
 	ctx := c.Request().Context()
 	var req struct {
@@ -79,7 +88,7 @@ func (s *Server) refresh(c echo.Context) error {
 		}
 		fid, kind, value = f, credRefresh, digest(req.RefreshToken)
 	case bearer(c) != "":
-		cl, err := s.signer.verify(bearer(c), s.now(), s.signer.refreshTTL)
+		cl, err := s.signer.verify(bearer(c), s.now(), s.accessLeeway)
 		if err != nil {
 			s.count(metrics.FlowRefresh, resultUnauthorized)
 			return errUnauthorized("访问令牌无效 / access token invalid")
@@ -92,15 +101,24 @@ func (s *Server) refresh(c echo.Context) error {
 		s.count(metrics.FlowRefresh, resultInvalid)
 		return errBadRequest("缺少 refresh_token 或 Bearer 访问令牌 / send {\"refresh_token\"} or Authorization: Bearer")
 	}
-	p, uid, err := s.rotate(ctx, fid, kind, value)
+	r, err := s.rotate(ctx, fid, kind, value)
 	if err != nil {
 		if errors.Is(err, errFamilyReuse) {
-			s.log.Warn("rotated refresh credential reused, session revoked", zap.String("user_id", uid))
+			s.log.Warn("rotated refresh credential reused, session revoked", zap.String("user_id", r.uid))
 		}
 		return s.refreshFailed(err)
 	}
-	s.count(metrics.FlowRefresh, metrics.ResultSuccess)
-	return s.ok(c, "success", s.tokenData(p, nil))
+	if r.replayed {
+		// Metered: a client retrying a lost answer is normal now and then;
+		// a steady rate means clients racing their own refreshes.
+		s.count(metrics.FlowRefresh, resultReplayed)
+		if ce := s.log.Check(zap.InfoLevel, "previous refresh credential presented again within the reuse window"); ce != nil {
+			ce.Write(zap.String("user_id", r.uid), zap.Duration("reuse_window", s.reuseWindow))
+		}
+	} else {
+		s.count(metrics.FlowRefresh, metrics.ResultSuccess)
+	}
+	return s.ok(c, "success", s.tokenData(r.pair, nil))
 }
 
 func (s *Server) refreshFailed(err error) error {
@@ -163,7 +181,7 @@ func (s *Server) logout(c echo.Context) error {
 	}
 	s.count(metrics.FlowLogout, metrics.ResultSuccess)
 	if ce := s.log.Check(zap.DebugLevel, "user logged out"); ce != nil {
-		ce.Write(zap.String("user_id", cl.Subject))
+		ce.Write(zap.String("user_id", cl.uid))
 	}
 	return s.ok(c, "退出成功", map[string]string{"message": "退出成功"})
 }
@@ -177,7 +195,7 @@ func (s *Server) currentUser(c echo.Context) (*user, error) {
 		if err != nil {
 			return nil, err
 		}
-		uid = cl.Subject
+		uid = cl.uid
 	} else {
 		id, err := s.sessionUser(c)
 		if err != nil {

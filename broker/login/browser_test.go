@@ -3,7 +3,6 @@ package login
 import (
 	"context"
 	"os/exec"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -80,8 +79,8 @@ func TestWebLoginInHeadlessChromium(t *testing.T) {
 	}
 
 	d := e.miniLogin("demo-user", "", "")
-	if strconv.FormatInt(d.User.ID, 10) != strings.TrimSpace(userID) {
-		t.Fatalf("mini-program user id %d; want the website user's %s (same unionid)", d.User.ID, userID)
+	if d.User.ID != strings.TrimSpace(userID) {
+		t.Fatalf("mini-program user id %s; want the website user's %s (same unionid)", d.User.ID, userID)
 	}
 
 	// Logging out from the page ends the session.

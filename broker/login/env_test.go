@@ -178,6 +178,9 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 		AllowedReturnURLs: []string{e.URL + "/login"},
 		CookieSecure:      &insecure,
 	}
+	// The per-IP limit is off here: every test client is 127.0.0.1. The
+	// tests of the limits turn it on.
+	cfg.Login.RateLimit.PerMinute = 0
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("test config invalid: %v", err)
@@ -305,7 +308,7 @@ type loginData struct {
 	ExpiresIn    int64  `json:"expires_in"`
 	RefreshToken string `json:"refresh_token"`
 	User         struct {
-		ID        int64  `json:"id"`
+		ID        string `json:"id"`
 		OpenID    string `json:"openid"`
 		Nickname  string `json:"nickname"`
 		Avatar    string `json:"avatar"`
@@ -336,7 +339,7 @@ func (e *env) miniLogin(person, nickname, avatar string) loginData {
 
 // profileView is the data of a profile reply.
 type profileView struct {
-	ID          int64  `json:"id"`
+	ID          string `json:"id"`
 	OpenID      string `json:"openid"`
 	Nickname    string `json:"nickname"`
 	Avatar      string `json:"avatar"`
@@ -404,4 +407,18 @@ func (e *env) webLogin(person string) *http.Cookie {
 		e.t.Fatal("callback set no session cookie")
 	}
 	return sess
+}
+
+// uid returns the internal id of the user with public id pub.
+func (e *env) uid(pub string) string {
+	e.t.Helper()
+	ctx := context.Background()
+	iter := e.rdb.Scan(ctx, 0, e.srv.keys.user("*"), 100).Iterator()
+	for iter.Next(ctx) {
+		if v, _ := e.rdb.HGet(ctx, iter.Val(), fieldPublicID).Result(); v == pub {
+			return strings.TrimPrefix(iter.Val(), e.srv.keys.user(""))
+		}
+	}
+	e.t.Fatalf("no user has public id %q", pub)
+	return ""
 }

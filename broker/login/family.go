@@ -40,17 +40,18 @@ func (s *Server) tokenData(p pair, u *userView) tokenData {
 	return tokenData{AccessToken: p.AccessToken, TokenType: "Bearer", ExpiresIn: in, RefreshToken: p.RefreshToken, User: u}
 }
 
-// issue starts a new family for user uid and returns its first pair.
-func (s *Server) issue(ctx context.Context, uid, flow string) (pair, error) {
+// issue starts a new family for user u and returns its first pair.
+func (s *Server) issue(ctx context.Context, u *user, flow string) (pair, error) {
 	now := s.now()
+	uid, sub := u.id, u.fields[fieldPublicID]
 	fid, rt, jti := randomToken(16), randomToken(32), randomToken(16)
-	at, exp, err := s.signer.sign(uid, fid, jti, now)
+	at, exp, err := s.signer.sign(sub, fid, jti, now)
 	if err != nil {
 		return pair{}, err
 	}
 	ttl := s.signer.refreshTTL
 	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, s.keys.family(fid), "user", uid, "flow", flow, "cur_rt", digest(rt), "cur_jti", jti,
+		p.HSet(ctx, s.keys.family(fid), "user", uid, "sub", sub, "flow", flow, "cur_rt", digest(rt), "cur_jti", jti,
 			"rotated_at", 0, "exp", now.Add(ttl).UnixMilli(), "revoked", "0")
 		p.PExpire(ctx, s.keys.family(fid), ttl)
 		p.Set(ctx, s.keys.refresh(digest(rt)), fid, ttl)
@@ -106,56 +107,75 @@ const (
 	credJTI     = "jti"
 )
 
+// rotation is the outcome of rotate.
+type rotation struct {
+	pair
+	uid string
+	// replayed: the credential was the previous one, presented again within
+	// the reuse window; the pair is the one its first use got.
+	replayed bool
+}
+
 // rotate exchanges a credential of family fid for a new pair.
-func (s *Server) rotate(ctx context.Context, fid, kind, value string) (pair, string, error) {
-	uid, err := s.rdb.HGet(ctx, s.keys.family(fid), "user").Result()
-	if errors.Is(err, redis.Nil) {
-		return pair{}, "", errFamilyGone
-	}
+func (s *Server) rotate(ctx context.Context, fid, kind, value string) (rotation, error) {
+	vals, err := s.rdb.HMGet(ctx, s.keys.family(fid), "user", "sub").Result()
 	if err != nil {
-		return pair{}, "", fmt.Errorf("login: read refresh family: %w", err)
+		return rotation{}, fmt.Errorf("login: read refresh family: %w", err)
+	}
+	uid, _ := vals[0].(string)
+	sub, _ := vals[1].(string)
+	if uid == "" {
+		return rotation{}, errFamilyGone
+	}
+	if sub == "" { // a family from before public ids
+		if sub, err = s.publicIDOf(ctx, uid); err != nil {
+			if errors.Is(err, errNoUser) {
+				return rotation{uid: uid}, errFamilyGone
+			}
+			return rotation{uid: uid}, err
+		}
 	}
 	now := s.now()
 	rt, jti := randomToken(32), randomToken(16)
-	at, exp, err := s.signer.sign(uid, fid, jti, now)
+	at, exp, err := s.signer.sign(sub, fid, jti, now)
 	if err != nil {
-		return pair{}, "", err
+		return rotation{uid: uid}, err
 	}
 	next := pair{AccessToken: at, RefreshToken: rt, ExpiresAt: exp}
 	blob, err := json.Marshal(next)
 	if err != nil {
-		return pair{}, "", fmt.Errorf("login: encode pair: %w", err)
+		return rotation{uid: uid}, fmt.Errorf("login: encode pair: %w", err)
 	}
 	ttl := s.signer.refreshTTL
 	res, err := rotateScript.Run(ctx, s.rdb, []string{s.keys.family(fid), s.keys.refresh(digest(rt))},
-		kind, value, now.UnixMilli(), refreshReuseGrace.Milliseconds(), digest(rt), jti,
+		kind, value, now.UnixMilli(), s.reuseWindow.Milliseconds(), digest(rt), jti,
 		s.seal.Seal(string(blob), "refresh-next|"+fid), now.Add(ttl).UnixMilli(), ttl.Milliseconds(), fid,
 	).StringSlice()
 	if err != nil {
-		return pair{}, "", fmt.Errorf("login: rotate refresh family: %w", err)
+		return rotation{uid: uid}, fmt.Errorf("login: rotate refresh family: %w", err)
 	}
 	switch res[0] {
 	case "rotated":
-		return next, uid, nil
+		return rotation{pair: next, uid: uid}, nil
 	case "replay":
 		if len(res) < 2 {
-			return pair{}, "", errFamilyGone
+			return rotation{uid: uid}, errFamilyGone
 		}
 		plain, err := s.seal.Open(res[1], "refresh-next|"+fid)
 		if err != nil {
-			return pair{}, "", err
+			return rotation{uid: uid}, err
 		}
 		var p pair
 		if err := json.Unmarshal([]byte(plain), &p); err != nil {
-			return pair{}, "", fmt.Errorf("login: decode pair: %w", err)
+			return rotation{uid: uid}, fmt.Errorf("login: decode pair: %w", err)
 		}
-		return p, uid, nil
+		return rotation{pair: p, uid: uid, replayed: true}, nil
 	case "revoked":
-		return pair{}, uid, errFamilyRevoked
+		return rotation{uid: uid}, errFamilyRevoked
 	case "reuse":
-		return pair{}, uid, errFamilyReuse
+		return rotation{uid: uid}, errFamilyReuse
 	default: // missing, expired
-		return pair{}, uid, errFamilyGone
+		return rotation{uid: uid}, errFamilyGone
 	}
 }
 
@@ -199,13 +219,14 @@ func (s *Server) revoke(ctx context.Context, fid, jti string, exp time.Time) err
 	return nil
 }
 
-// checkRevoked fails when the access token was logged out or its family revoked.
+// checkRevoked fails when the access token was logged out or its family
+// revoked; otherwise it sets c.uid to the family's (internal) user id.
 func (s *Server) checkRevoked(ctx context.Context, c *claims) error {
 	var denied *redis.IntCmd
-	var revoked *redis.StringCmd
+	var fam *redis.SliceCmd
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		denied = p.Exists(ctx, s.keys.deny(c.ID))
-		revoked = p.HGet(ctx, s.keys.family(c.SID), "revoked")
+		fam = p.HMGet(ctx, s.keys.family(c.SID), "revoked", "user")
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
@@ -214,8 +235,15 @@ func (s *Server) checkRevoked(ctx context.Context, c *claims) error {
 	if denied.Val() > 0 {
 		return errFamilyRevoked
 	}
-	if v, err := revoked.Result(); errors.Is(err, redis.Nil) || v != "0" {
+	vals := fam.Val()
+	if len(vals) != 2 {
 		return errFamilyRevoked
 	}
+	revoked, _ := vals[0].(string)
+	uid, _ := vals[1].(string)
+	if revoked != "0" || uid == "" {
+		return errFamilyRevoked
+	}
+	c.uid = uid
 	return nil
 }

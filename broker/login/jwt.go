@@ -13,11 +13,15 @@ import (
 	"github.com/labstack/echo/v4"
 )
 
-// claims are the claims of an access JWT: sub is the user id, sid the
-// refresh family the token belongs to (revoked together on logout).
+// claims are the claims of an access JWT: sub is the user's public id, sid
+// the refresh family the token belongs to (revoked together on logout).
 type claims struct {
 	jwt.RegisteredClaims
 	SID string `json:"sid"`
+
+	// uid is the internal user id, from the refresh family (checkRevoked);
+	// never part of the token.
+	uid string
 }
 
 // signer issues and verifies access JWTs with one Ed25519 key.
@@ -45,13 +49,13 @@ func newSigner(priv ed25519.PrivateKey, issuer string, accessTTL, refreshTTL tim
 	}
 }
 
-// sign issues an access token for user uid in family sid.
-func (g *signer) sign(uid, sid, jti string, now time.Time) (string, time.Time, error) {
+// sign issues an access token for the user with public id sub in family sid.
+func (g *signer) sign(sub, sid, jti string, now time.Time) (string, time.Time, error) {
 	exp := now.Add(g.accessTTL)
 	c := claims{
 		RegisteredClaims: jwt.RegisteredClaims{
 			Issuer:    g.issuer,
-			Subject:   uid,
+			Subject:   sub,
 			Audience:  jwt.ClaimStrings{g.audience},
 			ExpiresAt: jwt.NewNumericDate(exp),
 			IssuedAt:  jwt.NewNumericDate(now),

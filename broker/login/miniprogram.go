@@ -24,7 +24,7 @@ const (
 )
 
 var errMiniProgramOff = &apiError{status: http.StatusNotFound,
-	message: "小程序登录未配置 / mini-program login is not configured (login.miniprogram)"}
+	message: "小程序登录未启用 / mini-program login is not enabled on this server"}
 
 // validCode accepts what wx.login and getPhoneNumber hand out: short printable ASCII.
 func validCode(code string) bool {
@@ -99,6 +99,9 @@ func (s *Server) wxLogin(c echo.Context) error {
 		case errors.As(err, &apiErr) && apiErr.ConfigError():
 			log.Error("jscode2session refused the app's credentials", zap.Int("errcode", apiErr.Code), zap.String("rid", apiErr.RID))
 			s.count(metrics.FlowMiniProgram, metrics.ResultError)
+		case errors.As(err, &apiErr) && !userErrcode(apiErr.Code):
+			log.Warn("jscode2session failed", zap.Int("errcode", apiErr.Code), zap.String("rid", apiErr.RID))
+			s.count(metrics.FlowMiniProgram, metrics.ResultError)
 		case errors.As(err, &apiErr):
 			log.Debug("jscode2session refused the code", zap.Int("errcode", apiErr.Code), zap.String("rid", apiErr.RID))
 			s.count(metrics.FlowMiniProgram, resultRejected)
@@ -117,7 +120,7 @@ func (s *Server) wxLogin(c echo.Context) error {
 		s.count(metrics.FlowMiniProgram, metrics.ResultError)
 		return err
 	}
-	p, err := s.issue(ctx, u.id, metrics.FlowMiniProgram)
+	p, err := s.issue(ctx, u, metrics.FlowMiniProgram)
 	if err != nil {
 		s.count(metrics.FlowMiniProgram, metrics.ResultError)
 		return err
@@ -185,7 +188,13 @@ func (s *Server) wxPhone(c echo.Context) error {
 	if err != nil {
 		s.count(metrics.FlowPhone, metrics.ResultError)
 		if errors.As(err, &apiErr) {
-			log.Debug("getuserphonenumber failed", zap.Int("errcode", apiErr.Code), zap.String("rid", apiErr.RID))
+			lvl := zap.DebugLevel
+			if !userErrcode(apiErr.Code) {
+				lvl = zap.ErrorLevel // the operator's business: the user only sees generic text
+			}
+			if ce := log.Check(lvl, "getuserphonenumber failed"); ce != nil {
+				ce.Write(zap.Int("errcode", apiErr.Code), zap.String("rid", apiErr.RID))
+			}
 			if apiErr.InvalidCredential() {
 				return unavailable
 			}
@@ -197,14 +206,14 @@ func (s *Server) wxPhone(c echo.Context) error {
 	if info.Watermark.AppID != "" && info.Watermark.AppID != s.mp.appid {
 		log.Error("getuserphonenumber answered for another appid", zap.String("watermark_appid", info.Watermark.AppID))
 		s.count(metrics.FlowPhone, metrics.ResultError)
-		return &apiError{status: http.StatusBadGateway, message: "获取手机号失败: watermark appid mismatch"}
+		return &apiError{status: http.StatusBadGateway, message: "获取手机号失败，请稍后再试 / could not get the phone number, try again later"}
 	}
 	pv := phoneView{PhoneNumber: info.PhoneNumber, PurePhoneNumber: info.PurePhoneNumber, CountryCode: info.CountryCode}
 	b, err := json.Marshal(pv)
 	if err != nil {
 		return err
 	}
-	if err := s.setSecret(ctx, cl.Subject, fieldPhone, string(b)); err != nil {
+	if err := s.setSecret(ctx, cl.uid, fieldPhone, string(b)); err != nil {
 		s.count(metrics.FlowPhone, metrics.ResultError)
 		return err
 	}
@@ -232,7 +241,7 @@ func (s *Server) wxDecrypt(c echo.Context) error {
 	if req.EncryptedData == "" || req.IV == "" || len(req.EncryptedData) > maxCipherLen || len(req.IV) > 64 {
 		return errBadRequest("需要 encryptedData 和 iv / encryptedData and iv are required")
 	}
-	u, err := s.loadUser(c.Request().Context(), cl.Subject)
+	u, err := s.loadUser(c.Request().Context(), cl.uid)
 	if errors.Is(err, errNoUser) {
 		return errUnauthorized("用户不存在 / user no longer exists")
 	}

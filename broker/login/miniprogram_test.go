@@ -9,7 +9,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,7 +28,7 @@ func TestMiniProgramLoginNewAndReturningUser(t *testing.T) {
 		t.Fatalf("login data = %+v; want Bearer tokens expiring in 7200 s", first)
 	}
 	u := first.User
-	if u.ID == 0 || u.OpenID != e.sim.OpenID(mpAppID, "alice") || u.Nickname != "张三" ||
+	if u.ID == "" || u.OpenID != e.sim.OpenID(mpAppID, "alice") || u.Nickname != "张三" ||
 		u.Avatar != "https://thirdwx.qlogo.cn/a.png" {
 		t.Fatalf("user = %+v; want alice's openid, nickname and avatar", u)
 	}
@@ -41,25 +40,25 @@ func TestMiniProgramLoginNewAndReturningUser(t *testing.T) {
 	again := e.miniLogin("alice", "李四", "https://thirdwx.qlogo.cn/b.png")
 	if again.User.ID != u.ID || again.User.Nickname != "李四" || again.User.Avatar != "https://thirdwx.qlogo.cn/b.png" ||
 		again.User.CreatedAt != u.CreatedAt {
-		t.Fatalf("returning user = %+v; want id %d, updated nickname/avatar, created_at %s", again.User, u.ID, u.CreatedAt)
+		t.Fatalf("returning user = %+v; want id %s, updated nickname/avatar, created_at %s", again.User, u.ID, u.CreatedAt)
 	}
 	other := e.miniLogin("bob", "", "")
 	if other.User.ID == u.ID {
-		t.Fatalf("bob got alice's id %d", u.ID)
+		t.Fatalf("bob got alice's id %s", u.ID)
 	}
 
 	// The envelope matches the seed front end.
 	r := e.call(http.MethodGet, e.URL, routeProfile, again.AccessToken, nil)
 	p := decodeData[profileView](t, r)
 	if p.ID != u.ID || p.Nickname != "李四" || r.Message != "success" {
-		t.Fatalf("profile = %+v (%q); want id %d, nickname 李四", p, r.Message, u.ID)
+		t.Fatalf("profile = %+v (%q); want id %s, nickname 李四", p, r.Message, u.ID)
 	}
 	if now := e.clock.Now().UnixMilli(); r.Timestamp != now {
 		t.Errorf("timestamp = %d; want %d (ms)", r.Timestamp, now)
 	}
 
 	// session_key is stored, sealed: no Redis value holds it in clear.
-	usr, err := e.srv.loadUser(t.Context(), strconv.FormatInt(u.ID, 10))
+	usr, err := e.srv.loadUser(t.Context(), e.uid(u.ID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,9 +215,9 @@ func TestAccessTokenVerifiesThroughJWKS(t *testing.T) {
 	if err != nil || !tok.Valid {
 		t.Fatalf("verify through JWKS: %v", err)
 	}
-	if c.Subject != strconv.FormatInt(d.User.ID, 10) || c.ID == "" || c.IssuedAt == nil ||
+	if c.Subject != d.User.ID || c.ID == "" || c.IssuedAt == nil ||
 		!c.ExpiresAt.Equal(e.clock.Now().Add(2*time.Hour)) {
-		t.Fatalf("claims = %+v; want sub %d, a jti, iat and exp = now+2h", c, d.User.ID)
+		t.Fatalf("claims = %+v; want sub %s, a jti, iat and exp = now+2h", c, d.User.ID)
 	}
 }
 
@@ -292,7 +291,7 @@ func encryptUserData(t *testing.T, sessionKey string, plain []byte) (string, str
 func TestDecryptWithStoredSessionKey(t *testing.T) {
 	e := newEnv(t)
 	d := e.miniLogin("frank", "Frank", "")
-	usr, err := e.srv.loadUser(context.Background(), strconv.FormatInt(d.User.ID, 10))
+	usr, err := e.srv.loadUser(context.Background(), e.uid(d.User.ID))
 	if err != nil {
 		t.Fatal(err)
 	}

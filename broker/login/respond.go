@@ -81,11 +81,34 @@ func (s *Server) handleError(err error, c echo.Context) {
 	_ = c.JSON(ae.status, env)
 }
 
+// userErrcode reports the errcodes that are about the end user's own code
+// or account (expired or reused code, risky user, per-user frequency
+// limit): these are shown with their hint. Every other errcode (a wrong
+// AppSecret, an IP whitelist, a quota, WeChat busy) is the operator's
+// business: the end user sees generic text, while the errcode, hint and rid
+// go to the log (and wxbroker explain).
+func userErrcode(code int) bool {
+	switch code {
+	case 40029, 40163, 40226, 45011:
+		return true
+	}
+	return false
+}
+
+// errLoginUnavailable is the generic public answer to a WeChat failure that
+// is not the end user's.
+var errLoginUnavailable = &apiError{status: http.StatusServiceUnavailable,
+	message: "登录服务暂不可用，请稍后再试 / login is temporarily unavailable, try again later"}
+
 // wechatError turns a failed WeChat call into an error envelope: an errcode
-// becomes status (401 for login codes) with the errcode, a bilingual hint
-// and the rid; a transport failure becomes 502.
+// about the user's code becomes status (401 for login codes) with the
+// errcode, a bilingual hint and the rid; any other errcode becomes a generic
+// 503 (the caller logs the details); a transport failure becomes 502.
 func wechatError(err error, status int, prefix string) *apiError {
 	var apiErr *wechat.APIError
+	if errors.As(err, &apiErr) && !userErrcode(apiErr.Code) {
+		return errLoginUnavailable
+	}
 	if errors.As(err, &apiErr) {
 		msg := stripRID(apiErr.Msg)
 		if msg == "" {

@@ -51,6 +51,27 @@ func (s *sealer) Open(sealed, ad string) (string, error) {
 	return string(pt), nil
 }
 
+// SealURL is Seal with base64url, for cookie values.
+func (s *sealer) SealURL(plaintext, ad string) string {
+	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plaintext)+s.aead.Overhead())
+	_, _ = rand.Read(nonce) // crypto/rand.Read never fails (Go 1.24+)
+	return base64.RawURLEncoding.EncodeToString(s.aead.Seal(nonce, nonce, []byte(plaintext), []byte(ad)))
+}
+
+// OpenURL reverses SealURL.
+func (s *sealer) OpenURL(sealed, ad string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(sealed)
+	if err != nil || len(b) < s.aead.NonceSize() {
+		return "", errUnseal
+	}
+	n := s.aead.NonceSize()
+	pt, err := s.aead.Open(nil, b[:n], b[n:], []byte(ad))
+	if err != nil {
+		return "", errUnseal
+	}
+	return string(pt), nil
+}
+
 // randomToken returns n random bytes, base64url without padding.
 func randomToken(n int) string {
 	b := make([]byte, n)
@@ -77,4 +98,5 @@ func (k keys) family(fid string) string           { return k.p + "family:" + fid
 func (k keys) refresh(hash string) string         { return k.p + "rt:" + hash }
 func (k keys) deny(jti string) string             { return k.p + "deny:" + jti }
 func (k keys) state(hash string) string           { return k.p + "state:" + hash }
+func (k keys) stateUsed(hash string) string       { return k.p + "state-used:" + hash }
 func (k keys) session(hash string) string         { return k.p + "session:" + hash }

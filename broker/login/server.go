@@ -66,6 +66,11 @@ type Server struct {
 	callbackRate  rate.Limit
 	callbackBurst int
 
+	// reuseWindow is login.jwt.refresh_reuse_window; accessLeeway is
+	// login.jwt.access_refresh_leeway.
+	reuseWindow  time.Duration
+	accessLeeway time.Duration
+
 	echo *echo.Echo
 }
 
@@ -78,9 +83,8 @@ type flowApp struct {
 
 // Fixed parameters of the login flows.
 const (
-	stateTTL          = 10 * time.Minute // website OAuth state lifetime
-	refreshReuseGrace = 10 * time.Second // concurrent retries of a rotated refresh token get the same new pair
-	listenerLabel     = "public"
+	stateTTL      = 10 * time.Minute // website OAuth state lifetime
+	listenerLabel = "public"
 )
 
 // New builds a Server from validated configuration. It parses the Ed25519
@@ -136,6 +140,8 @@ func New(opts Options) (*Server, error) {
 		seal:          seal,
 		callbackRate:  rate.Limit(10.0 / 60), // 10 per minute, as WeChat's own guide suggests
 		callbackBurst: 10,
+		reuseWindow:   l.JWT.RefreshReuseWindow,
+		accessLeeway:  l.JWT.AccessRefreshLeeway,
 	}
 	if a := l.MiniProgram; a.AppID != "" {
 		app, ok := cfg.App(a.Namespace, a.AppID)
@@ -198,33 +204,26 @@ func (s *Server) routes() *echo.Echo {
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
-	// Trust X-Forwarded-For only from loopback and private-network proxies,
-	// so a client cannot pick its own rate-limit identity.
-	e.IPExtractor = echo.ExtractIPFromXFFHeader()
+	// X-Forwarded-For names the client only when the peer is one of
+	// login.trusted_proxies: a client cannot pick its own rate-limit identity.
+	e.IPExtractor = ipExtractor(&s.cfg.Login)
 	e.HTTPErrorHandler = s.handleError
 	e.Use(s.observe, middleware.BodyLimit("64K"))
 
-	e.POST(routeWxLogin, s.wxLogin)
-	e.POST(routeRefresh, s.refresh)
-	e.POST(routeLogout, s.logout)
+	// Every route that is anonymous or makes the broker call WeChat is
+	// limited per client IP (login.rate_limit); the callback has its own,
+	// stricter limit.
+	rl := s.cfg.Login.RateLimit
+	e.POST(routeWxLogin, s.wxLogin, s.jsonLimit(metrics.FlowMiniProgram)...)
+	e.POST(routeRefresh, s.refresh, s.jsonLimit(metrics.FlowRefresh)...)
+	e.POST(routeLogout, s.logout, s.jsonLimit(metrics.FlowLogout)...)
 	e.GET(routeProfile, s.profile)
-	e.POST(routeWxPhone, s.wxPhone)
+	e.POST(routeWxPhone, s.wxPhone, s.jsonLimit(metrics.FlowPhone)...)
 	e.POST(routeWxDecrypt, s.wxDecrypt)
 	e.GET(routeJWKS, s.jwks)
 	e.GET(routeLoginPage, s.loginPage)
-	e.GET(routeWebAuthorize, s.webAuthorize)
-	limiter := middleware.RateLimiterWithConfig(middleware.RateLimiterConfig{
-		Store: middleware.NewRateLimiterMemoryStoreWithConfig(middleware.RateLimiterMemoryStoreConfig{
-			Rate: s.callbackRate, Burst: s.callbackBurst, ExpiresIn: 3 * time.Minute,
-		}),
-		IdentifierExtractor: func(c echo.Context) (string, error) { return c.RealIP(), nil },
-		DenyHandler: func(c echo.Context, _ string, _ error) error {
-			s.count(metrics.FlowWeb, resultRateLimited)
-			return s.htmlError(c, http.StatusTooManyRequests, "请求过于频繁", "Too many login attempts",
-				"请稍等一分钟后再试。", "Wait a minute and try again.")
-		},
-	})
-	e.GET(routeWebCallback, s.webCallback, limiter)
+	e.GET(routeWebAuthorize, s.webAuthorize, s.htmlLimit(rl.PerMinute, rl.Burst, metrics.FlowWeb)...)
+	e.GET(routeWebCallback, s.webCallback, s.htmlLimit(int(float64(s.callbackRate)*60+0.5), s.callbackBurst, metrics.FlowWeb)...)
 	e.POST(routeWebLogout, s.webLogout)
 	return e
 }
@@ -272,6 +271,7 @@ const (
 	resultDeclined     = "declined"     // the user declined on WeChat's page
 	resultStateInvalid = "state_invalid"
 	resultRateLimited  = "rate_limited"
+	resultReplayed     = "replayed" // the previous refresh token again, within the reuse window
 )
 
 func (s *Server) count(flow, result string) {

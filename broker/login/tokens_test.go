@@ -34,7 +34,7 @@ func TestRefreshRotatesAndDetectsReuse(t *testing.T) {
 		t.Fatalf("refresh = %+v; want a new Bearer pair", p1)
 	}
 	// A retry of the same (now rotated) token within the grace window gets the same pair.
-	e.clock.Advance(3 * time.Second)
+	e.clock.Advance(time.Second)
 	retry := decodeData[loginData](t, e.refreshWith(d.RefreshToken))
 	if retry.RefreshToken != p1.RefreshToken || retry.AccessToken != p1.AccessToken {
 		t.Fatalf("retry within the window = %+v; want the pair of the first refresh", retry)
@@ -45,7 +45,7 @@ func TestRefreshRotatesAndDetectsReuse(t *testing.T) {
 	}
 
 	// Reuse of the rotated p1 after the window: the whole family is revoked.
-	e.clock.Advance(refreshReuseGrace + time.Second)
+	e.clock.Advance(e.cfg.Login.JWT.RefreshReuseWindow + time.Second)
 	if r := e.refreshWith(p1.RefreshToken); r.Status != 401 || !strings.Contains(r.Message, "reused") {
 		t.Fatalf("reuse: status %d %q; want 401 naming the reuse", r.Status, r.Message)
 	}
@@ -99,7 +99,7 @@ func TestConcurrentRefreshGetsOnePair(t *testing.T) {
 func TestRefreshWithExpiredBearer(t *testing.T) {
 	e := newEnv(t)
 	d := e.miniLogin("ivan", "Ivan", "")
-	e.clock.Advance(3 * time.Hour) // past access_ttl
+	e.clock.Advance(e.cfg.Login.JWT.AccessTTL + time.Minute) // expired, within access_refresh_leeway
 	if s := e.profileStatus(e.URL, d.AccessToken); s != 401 {
 		t.Fatalf("expired access token: status %d; want 401", s)
 	}
@@ -110,7 +110,7 @@ func TestRefreshWithExpiredBearer(t *testing.T) {
 	}
 	// The refresh token of the new pair works too; the old access token is spent.
 	decodeData[loginData](t, e.refreshWith(p.RefreshToken))
-	e.clock.Advance(refreshReuseGrace + time.Second)
+	e.clock.Advance(e.cfg.Login.JWT.RefreshReuseWindow + time.Second)
 	if r := e.post(routeRefresh, d.AccessToken, nil); r.Status != 401 {
 		t.Fatalf("reusing a spent access token for refresh: status %d; want 401", r.Status)
 	}

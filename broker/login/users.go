@@ -12,7 +12,7 @@ import (
 
 // A user is a Redis hash at login:user:<id> with the fields
 //
-//	id, unionid, nickname, avatar, created_at, updated_at, last_login_at (unix ms),
+//	id, public_id (see publicid.go), unionid, nickname, avatar, created_at, updated_at, last_login_at (unix ms),
 //	openid:<appid>  the user's openid in each app,
 //	sk:<appid>      the mini program's session_key (sealed),
 //	oauth:<appid>   the website OAuth tokens (sealed JSON),
@@ -89,6 +89,7 @@ func (s *Server) upsertUser(ctx context.Context, id identity) (*user, bool, erro
 	var all *redis.MapStringStringCmd
 	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSetNX(ctx, key, "created_at", now)
+		p.HSetNX(ctx, key, fieldPublicID, newPublicID())
 		p.HSet(ctx, key, fields...)
 		all = p.HGetAll(ctx, key)
 		return nil
@@ -109,7 +110,11 @@ func (s *Server) loadUser(ctx context.Context, uid string) (*user, error) {
 	if len(m) == 0 {
 		return nil, errNoUser
 	}
-	return &user{id: uid, fields: m}, nil
+	u := &user{id: uid, fields: m}
+	if err := s.ensurePublicID(ctx, u); err != nil {
+		return nil, err
+	}
+	return u, nil
 }
 
 // setSecret stores one sealed field of a user.
@@ -132,7 +137,7 @@ func (s *Server) secret(u *user, field string) (string, error) {
 
 // userView is the user as the API shows it: never a secret.
 type userView struct {
-	ID          int64  `json:"id"`
+	ID          string `json:"id"` // the public id: opaque, not sequential
 	OpenID      string `json:"openid"`
 	Nickname    string `json:"nickname"`
 	Avatar      string `json:"avatar"`
@@ -144,7 +149,6 @@ type userView struct {
 
 // view shows u with its openid in appid (else in the other login app).
 func (s *Server) view(u *user, appid string) *userView {
-	id, _ := strconv.ParseInt(u.id, 10, 64)
 	openid := u.fields["openid:"+appid]
 	for _, a := range []*flowApp{s.mp, s.web} {
 		if openid == "" && a != nil {
@@ -152,7 +156,7 @@ func (s *Server) view(u *user, appid string) *userView {
 		}
 	}
 	v := &userView{
-		ID: id, OpenID: openid, Nickname: u.fields["nickname"], Avatar: u.fields["avatar"],
+		ID: u.fields[fieldPublicID], OpenID: openid, Nickname: u.fields["nickname"], Avatar: u.fields["avatar"],
 		CreatedAt: msTime(u.fields["created_at"]), UpdatedAt: msTime(u.fields["updated_at"]),
 		LastLoginAt: msTime(u.fields["last_login_at"]),
 	}

@@ -1,7 +1,6 @@
 package login
 
 import (
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -26,12 +25,6 @@ const (
 	stateCookie   = "wxbroker_state"
 	sessionCookie = "wxbroker_session"
 )
-
-// stateRecord is what an OAuth state stands for, stored until the callback.
-type stateRecord struct {
-	ReturnTo  string `json:"return_to"`
-	CreatedMS int64  `json:"created_ms"`
-}
 
 // oauthRecord is what the user's OAuth tokens are stored as (sealed).
 type oauthRecord struct {
@@ -122,17 +115,11 @@ func (s *Server) webAuthorize(c echo.Context) error {
 			"登录后只能跳转到本站配置的地址（login.web.allowed_return_urls）。",
 			"After login you can only return to a URL listed in login.web.allowed_return_urls.")
 	}
-	state := randomToken(32)
-	rec, err := json.Marshal(stateRecord{ReturnTo: returnTo, CreatedMS: s.now().UnixMilli()})
+	state, cookie, err := s.newState(returnTo)
 	if err != nil {
 		return err
 	}
-	if err := s.rdb.Set(c.Request().Context(), s.keys.state(digest(state)), rec, stateTTL).Err(); err != nil {
-		s.log.Warn("store oauth state failed", zap.Error(err))
-		return s.htmlError(c, http.StatusServiceUnavailable, "服务暂不可用", "Service unavailable",
-			"请稍后再试。", "Please try again in a moment.")
-	}
-	s.setCookie(c, stateCookie, state, s.stateCookiePath(), int(stateTTL/time.Second))
+	s.setCookie(c, stateCookie, cookie, s.stateCookiePath(), int(stateTTL/time.Second))
 	return c.Redirect(http.StatusFound,
 		wechat.QRConnectURL(s.cfg.Login.Web.QRConnectURL, s.web.appid, s.cfg.Login.Web.RedirectURI, state))
 }
@@ -152,26 +139,29 @@ func (s *Server) webCallback(c echo.Context) error {
 		s.count(metrics.FlowWeb, resultStateInvalid)
 		return s.htmlError(c, http.StatusBadRequest, "缺少 state 参数", "Missing state", retry, retryEN)
 	}
-	if cookie == nil || subtle.ConstantTimeCompare([]byte(cookie.Value), []byte(state)) != 1 {
+	if cookie == nil || cookie.Value == "" {
 		s.count(metrics.FlowWeb, resultStateInvalid)
 		return s.htmlError(c, http.StatusForbidden, "state 校验失败", "State does not match this browser",
 			"这个登录回调不是由本浏览器发起的（可能是 CSRF 攻击，或 Cookie 被禁用）。"+retry,
 			"This login callback was not started from this browser (possible CSRF, or cookies are blocked). "+retryEN)
 	}
-	raw, err := s.rdb.GetDel(ctx, s.keys.state(digest(state))).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		s.log.Warn("consume oauth state failed", zap.Error(err))
-		return s.htmlError(c, http.StatusServiceUnavailable, "服务暂不可用", "Service unavailable", retry, retryEN)
-	}
-	var rec stateRecord
-	if errors.Is(err, redis.Nil) || json.Unmarshal([]byte(raw), &rec) != nil {
+	rec, err := s.consumeState(ctx, state, cookie.Value)
+	switch {
+	case errors.Is(err, errStateMismatch):
+		s.count(metrics.FlowWeb, resultStateInvalid)
+		return s.htmlError(c, http.StatusForbidden, "state 校验失败", "State does not match this browser",
+			"这个登录回调不是由本浏览器发起的（可能是 CSRF 攻击，或 Cookie 被禁用）。"+retry,
+			"This login callback was not started from this browser (possible CSRF, or cookies are blocked). "+retryEN)
+	case errors.Is(err, errStateUsed):
 		s.count(metrics.FlowWeb, resultStateInvalid)
 		return s.htmlError(c, http.StatusForbidden, "登录链接已使用或已过期", "This login link was already used or has expired", retry, retryEN)
-	}
-	if s.now().Sub(time.UnixMilli(rec.CreatedMS)) > stateTTL {
+	case errors.Is(err, errStateExpired):
 		s.count(metrics.FlowWeb, resultStateInvalid)
 		return s.htmlError(c, http.StatusForbidden, "登录链接已过期", "This login link has expired",
 			"二维码登录需在 10 分钟内完成。"+retry, "A QR login must finish within 10 minutes. "+retryEN)
+	case err != nil:
+		s.log.Warn("consume oauth state failed", zap.Error(err))
+		return s.htmlError(c, http.StatusServiceUnavailable, "服务暂不可用", "Service unavailable", retry, retryEN)
 	}
 	if code == "" {
 		s.count(metrics.FlowWeb, resultDeclined)
@@ -237,9 +227,17 @@ func (s *Server) webWeChatFailed(c echo.Context, log *zap.Logger, err error, api
 		if apiErr.ConfigError() {
 			log.Error("wechat refused the website app's credentials", zap.String("api", api), zap.Int("errcode", apiErr.Code), zap.String("rid", apiErr.RID))
 			s.count(metrics.FlowWeb, metrics.ResultError)
+		} else if !userErrcode(apiErr.Code) {
+			log.Warn("wechat refused the website login", zap.String("api", api), zap.Int("errcode", apiErr.Code), zap.String("rid", apiErr.RID))
+			s.count(metrics.FlowWeb, metrics.ResultError)
 		} else {
 			log.Debug("wechat refused the website login", zap.String("api", api), zap.Int("errcode", apiErr.Code), zap.String("rid", apiErr.RID))
 			s.count(metrics.FlowWeb, resultRejected)
+		}
+		if !userErrcode(apiErr.Code) {
+			// The operator's business (logged above): generic text only.
+			return s.htmlError(c, http.StatusServiceUnavailable, "微信登录失败", "WeChat login failed",
+				"登录服务暂不可用，请稍后再试。", "Login is temporarily unavailable; try again later.")
 		}
 		detail = "错误码 " + strconv.Itoa(apiErr.Code) + "。"
 		detailEN = "errcode " + strconv.Itoa(apiErr.Code) + ". "
@@ -288,8 +286,8 @@ func (s *Server) webLogout(c echo.Context) error {
 }
 
 func (s *Server) webOff(c echo.Context) error {
-	return s.htmlError(c, http.StatusNotFound, "网站扫码登录未配置", "Website login is not configured",
-		"请在配置文件中设置 login.web。", "Set login.web in the configuration.")
+	return s.htmlError(c, http.StatusNotFound, "网站扫码登录未启用", "Website login is not enabled",
+		"本站未启用微信扫码登录。", "This site does not offer WeChat QR login.")
 }
 
 // loginURL is the login page that leads back to returnTo.

@@ -49,13 +49,31 @@ type check struct {
 	run  func(ctx context.Context) []finding
 }
 
-// doctorChecks returns the checks to run once the configuration loaded: a
-// summary of the configuration, then brokerChecks (Redis, the leader, every
-// app's stored credentials, WeChat's reachability).
-func doctorChecks(cfg *config.Config) []check {
+// doctorChecks returns the checks to run once the configuration at path
+// loaded: a summary of the configuration, the modes of the files holding
+// secrets, then brokerChecks (Redis, the leader, every app's stored
+// credentials, WeChat's reachability).
+func doctorChecks(path string, cfg *config.Config) []check {
 	return append([]check{
 		{name: "config", run: func(context.Context) []finding { return configSummary(cfg) }},
+		{name: "files", run: func(context.Context) []finding { return fileModeFindings(path, cfg) }},
 	}, brokerChecks(cfg)...)
+}
+
+// fileModeFindings warns about secret files (and a configuration file with
+// inline secrets) that other users may read.
+func fileModeFindings(path string, cfg *config.Config) []finding {
+	var out []finding
+	for _, p := range config.FileModeProblems(path, cfg) {
+		fix := p.Fix
+		p.Fix = ""
+		out = append(out, finding{Severity: sevWarn, Check: "files", Message: p.String(), Fix: fix})
+	}
+	if len(out) == 0 {
+		out = append(out, finding{Severity: sevOK, Check: "files",
+			Message: "no secret file (nor the configuration, if it holds secrets) is readable by other users"})
+	}
+	return out
 }
 
 func doctorCommand() command {
@@ -80,7 +98,7 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return exitFailure
 	}
 	failed := 0
-	for _, c := range doctorChecks(cfg) {
+	for _, c := range doctorChecks(*path, cfg) {
 		if ctx.Err() != nil {
 			return exitFailure
 		}

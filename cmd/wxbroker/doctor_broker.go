@@ -71,8 +71,10 @@ func checkWeChat(ctx context.Context, cfg *config.Config) []finding {
 // probeWeChat asks base for a token of an AppID that does not exist. A JSON
 // errcode answer proves reachability; nothing is fetched, no token of a real
 // app is touched and no quota is used.
-func probeWeChat(ctx context.Context, base string, timeout time.Duration) finding {
-	c, err := wechat.New(wechat.Options{BaseURL: base, Timeout: timeout})
+func probeWeChat(ctx context.Context, rawBase string, timeout time.Duration) finding {
+	c, err := wechat.New(wechat.Options{BaseURL: rawBase, Timeout: timeout})
+	// Every message shows the URL redacted: it may carry proxy credentials.
+	base := config.RedactURL(rawBase)
 	if err != nil {
 		return finding{Severity: sevFail, Check: "wechat", Message: fmt.Sprintf("%s: %v", base, err), Fix: "fix wechat.base_url / fallback_urls"}
 	}

@@ -71,6 +71,10 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) int {
 	defer func() { _ = rdb.Close() }()
 	log.Info("config loaded", zap.String("instance_id", cfg.InstanceID),
 		zap.Int("namespaces", len(cfg.Namespaces)), zap.Int("apps", len(cfg.Apps())))
+	for _, p := range config.FileModeProblems(*path, cfg) {
+		log.Warn("secret readable by other users", zap.String("key", p.Key), zap.String("file", p.Value),
+			zap.String("problem", p.Message), zap.String("fix", p.Fix))
+	}
 	err = runSystem(ctx, system{Config: cfg, Redis: rdb, Logger: log, AuditWriter: stderr})
 	if err != nil {
 		log.Error("wxbroker stopped", zap.Error(err))

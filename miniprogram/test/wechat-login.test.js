@@ -29,7 +29,7 @@ test('wechatLogin stores tokens and the user', async () => {
   assert.equal(auth.getLocalToken(), token);
   assert.equal(user.nickname, 'Node 用户');
   assert.equal(user.avatar, 'https://thirdwx.qlogo.cn/node.png');
-  assert.ok(user.id > 0);
+  assert.ok(typeof user.id === 'string' && user.id.startsWith('u_'), 'opaque user id');
   assert.deepEqual(auth.getLocalUserInfo(), user);
   assert.equal(auth.checkLoginStatus(), true);
   assert.ok(wxStub.storage.get('refresh_token'), 'refresh token stored');

@@ -1,0 +1,51 @@
+package login
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Users have two ids. The internal id (a Redis counter) keys their records
+// and is never shown; the public id, random and opaque ("u_" and 16
+// base64url characters), is what answers and access tokens (sub) carry, so
+// they reveal neither how many users there are nor who signed up after whom.
+// A user created before public ids existed gets one on first use; access
+// tokens issued before then carry the internal id as sub and keep working
+// until they expire, because a request's user is found through its refresh
+// family (sid), never through sub.
+
+// fieldPublicID is the user field holding the public id.
+const fieldPublicID = "public_id"
+
+func newPublicID() string { return "u_" + randomToken(12) }
+
+// ensurePublicID makes sure u has a public id, giving it one (first writer
+// wins across replicas) when it has none.
+func (s *Server) ensurePublicID(ctx context.Context, u *user) error {
+	if u.fields[fieldPublicID] != "" {
+		return nil
+	}
+	key := s.keys.user(u.id)
+	var got *redis.StringCmd
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSetNX(ctx, key, fieldPublicID, newPublicID())
+		got = p.HGet(ctx, key, fieldPublicID)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("login: assign public user id: %w", err)
+	}
+	u.fields[fieldPublicID] = got.Val()
+	return nil
+}
+
+// publicIDOf returns the public id of the user with internal id uid.
+func (s *Server) publicIDOf(ctx context.Context, uid string) (string, error) {
+	u, err := s.loadUser(ctx, uid)
+	if err != nil {
+		return "", err
+	}
+	return u.fields[fieldPublicID], nil
+}
