@@ -52,6 +52,7 @@ type Metrics struct {
 	TokenRequests           *prometheus.CounterVec   // namespace, result
 	Login                   *prometheus.CounterVec   // flow, result
 	HTTPRequestDuration     *prometheus.HistogramVec // listener, route, code
+	Gateway                 Gateway                  // the WeChat API gateway (gateway.go)
 }
 
 // New registers every collector on reg and returns them. It panics, as
@@ -59,6 +60,7 @@ type Metrics struct {
 func New(reg prometheus.Registerer) *Metrics {
 	f := promauto.With(reg)
 	return &Metrics{
+		Gateway: newGateway(f),
 		Leader: f.NewGauge(prometheus.GaugeOpts{
 			Name: "wxbroker_leader", Help: "1 while this replica is the leader, 0 otherwise.",
 		}),
