@@ -29,7 +29,7 @@ end
 // KEYS[3] token hash, KEYS[4] revision key; ARGV[3] namespace, ARGV[4] field,
 // ARGV[5] generation known to the leader, ARGV[6] "1" when the value is
 // unchanged, ARGV[7] "value\texp\tat\tsrc", ARGV[8] events channel.
-// Access tokens also pass KEYS[5] {p}:issued:<hash>, ARGV[9] its TTL in ms
+// Access tokens also pass KEYS[5] {p}:ns:<ns>:issued:<hash>, ARGV[9] its TTL in ms
 // ("0": none) and ARGV[10] the expiry in unix ms (see issued.go).
 const writeRecordLua = fenceLua + `
 local gen = tonumber(ARGV[5])
@@ -123,7 +123,7 @@ func (b *Broker) writeRecord(ctx context.Context, f fence, it *item, value strin
 	keys := []string{b.keys.lock(), b.keys.epoch(), b.keys.tok(it.ns), b.keys.rev()}
 	args := []any{it.ns, it.field, curGen, same, recordTail(value, exp, at, src), b.keys.events()}
 	if it.kind == KindAccessToken {
-		keys = append(keys, b.keys.issued(value))
+		keys = append(keys, b.keys.issued(it.ns, value))
 		args = append(args, issuedTTL(exp, b.now()), strconv.FormatInt(exp.UnixMilli(), 10))
 	}
 	out, err := b.runFenced(ctx, b.scripts.writeRecord, f, keys, args...)

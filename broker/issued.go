@@ -20,11 +20,13 @@ import (
 // exactly what an SDK with a stale cache sends. Every replica must recognise
 // every such token, including ones stored before it started or whose pub/sub
 // message it missed. So the leader's fenced write also stores, per access
-// token, {p}:issued:<sha256 of the token> = "namespace\tfield" with the
-// token's lifetime as TTL (Redis forgets it when it expires), and each
+// token, {p}:ns:<namespace>:issued:<sha256 of the token> =
+// "namespace\tfield\texpiry" with the token's lifetime as TTL (Redis forgets
+// it soon after it expires), and each
 // replica keeps the tokens it has applied in an in-process map. A lookup of a
-// known token costs no Redis round trip; an unknown one costs one GET (shared
-// by concurrent lookups of the same value), and a token Redis does not know
+// known token costs no Redis round trip; an unknown one costs one pipelined
+// GET per namespace (one round trip, shared by concurrent lookups of the same
+// value: the token does not say its namespace), and a token Redis does not know
 // is remembered as unknown, so that garbage does not cost a round trip per
 // request.
 
@@ -39,9 +41,9 @@ const (
 // answer for a token this replica does not know.
 var ErrTokenLookup = errors.New("broker: token lookup in redis failed")
 
-func (k keys) issued(token string) string {
+func (k keys) issued(ns, token string) string {
 	sum := sha256.Sum256([]byte(token))
-	return k.p + ":issued:" + hex.EncodeToString(sum[:])
+	return k.p + ":ns:" + ns + ":issued:" + hex.EncodeToString(sum[:])
 }
 
 type issuedEntry struct {
@@ -135,15 +137,30 @@ func (b *Broker) IssuedTokenApp(ctx context.Context, tok string) (ns, appid stri
 func (b *Broker) lookupIssued(ctx context.Context, tok string) (issuedEntry, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.WeChat.Timeout)
 	defer cancel()
-	key := b.keys.issued(tok)
-	raw, err := b.rdb.Get(ctx, key).Result()
-	if errors.Is(err, redis.Nil) {
+	pipe := b.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, 0, len(b.apps))
+	for ns := range b.apps {
+		cmds = append(cmds, pipe.Get(ctx, b.keys.issued(ns, tok)))
+	}
+	_, _ = pipe.Exec(ctx) // each command's own error is looked at below
+	raw := ""
+	var lookupErr error
+	for _, c := range cmds {
+		v, err := c.Result()
+		switch {
+		case err == nil:
+			raw = v
+		case !errors.Is(err, redis.Nil):
+			lookupErr = err
+		}
+	}
+	if raw == "" && lookupErr != nil {
+		b.setRedis(lookupErr)
+		return issuedEntry{}, fmt.Errorf("%w: %w", ErrTokenLookup, lookupErr)
+	}
+	if raw == "" {
 		b.issued.markUnknown(tok)
 		return issuedEntry{}, nil
-	}
-	b.setRedis(err)
-	if err != nil {
-		return issuedEntry{}, fmt.Errorf("%w: %w", ErrTokenLookup, err)
 	}
 	ns, rest, _ := strings.Cut(raw, "\t")
 	field, expText, _ := strings.Cut(rest, "\t")

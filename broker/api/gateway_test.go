@@ -77,8 +77,8 @@ type recorder struct {
 
 type recorded struct {
 	method, path, query string
-	header             http.Header
-	body               []byte
+	header              http.Header
+	body                []byte
 }
 
 func (r *recorder) add(req *http.Request, body []byte) {
