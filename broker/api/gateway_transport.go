@@ -117,12 +117,27 @@ func tokenError(code int) bool { return code == 40001 || code == 42001 || code =
 // of the request was written.
 func (t *gatewayTransport) send(req *http.Request, c *gwCall) (*http.Response, error) {
 	var lastErr error
-	for _, base := range t.bases {
+	for i, base := range t.bases {
 		var wrote atomic.Bool
 		ctx := httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
 			WroteHeaders: func() { wrote.Store(true) },
 		})
 		out := req.WithContext(ctx)
+		// The transport closes the body it was given, even on a failed
+		// dial; every attempt gets one that is still readable: a re-sent
+		// request's GetBody, else the caller's body (whose Close does
+		// nothing; the ReverseProxy's wrapper around it refuses reads
+		// after its Close).
+		switch {
+		case i > 0 && req.GetBody != nil:
+			body, err := req.GetBody()
+			if err != nil {
+				return nil, err
+			}
+			out.Body = body
+		case req.GetBody == nil && c.body != nil:
+			out.Body = c.body
+		}
 		u := *base
 		u.Path = base.Path + req.URL.Path
 		u.RawPath = ""
