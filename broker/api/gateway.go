@@ -126,6 +126,28 @@ type gateway struct {
 	retryMem  atomic.Int64                   // bytes left for re-send buffers
 	secrets   map[appKey]string              // AppSecrets, by app; never logged
 	durations map[string]prometheus.Observer // api label → histogram child
+
+	countersMu sync.RWMutex
+	counters   map[requestLabels]prometheus.Counter // children of Gateway.Requests
+}
+
+// requestLabels are the labels of one wxbroker_gateway_requests_total child.
+type requestLabels struct{ ns, appid, api, result, errcode string }
+
+// counter returns the child for l, created once: WithLabelValues hashes
+// five labels on every call.
+func (g *gateway) counter(l requestLabels) prometheus.Counter {
+	g.countersMu.RLock()
+	ctr, ok := g.counters[l]
+	g.countersMu.RUnlock()
+	if ok {
+		return ctr
+	}
+	ctr = g.a.m.Gateway.Requests.WithLabelValues(l.ns, l.appid, l.api, l.result, l.errcode)
+	g.countersMu.Lock()
+	g.counters[l] = ctr
+	g.countersMu.Unlock()
+	return ctr
 }
 
 // newGateway builds the gateway of a. bases are wechat.base_url and the
@@ -137,6 +159,7 @@ func newGateway(a *API, cfg config.Gateway, bases []*url.URL) *gateway {
 		sem:       make(chan struct{}, cfg.MaxConcurrent),
 		secrets:   map[appKey]string{},
 		durations: map[string]prometheus.Observer{},
+		counters:  map[requestLabels]prometheus.Counter{},
 	}
 	g.retryMem.Store(cfg.RetryMemoryBytes)
 	for _, ref := range a.cfg.Apps() {
@@ -168,6 +191,7 @@ type gwCall struct {
 	secretKey string // its query parameter
 	user      bool   // a /sns/ API taking the user's own token: passed as is
 	body      *replayBody
+	query     url.Values // the caller's query, parsed once
 
 	errcode int    // the errcode WeChat answered (0: none, or not JSON)
 	result  string // metrics result label
@@ -223,6 +247,9 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		c.token = tok.AccessToken
+		if ai := g.a.apps[appKey{c.ns, c.appid}]; ai != nil {
+			ai.memoFor(tok)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), callKey{}, c), g.cfg.Timeout)
 	defer cancel()
@@ -244,6 +271,7 @@ func (g *gateway) admit(r *http.Request, p string, c *gwCall) *wxError {
 		return gwCredential
 	}
 	q := r.URL.Query()
+	c.query = q
 	secretKey := secretParams[p]
 	if key := bearer(r.Header.Get("Authorization")); key != "" {
 		cl := g.a.keys.lookup(key)
@@ -332,7 +360,7 @@ func (g *gateway) useApp(c *gwCall, ns, appid string) *wxError {
 func (g *gateway) rewrite(pr *httputil.ProxyRequest) {
 	c := callFrom(pr.In.Context())
 	out := pr.Out
-	q := pr.In.URL.Query()
+	q := c.query
 	switch {
 	case c.secret != "":
 		q.Set(c.secretKey, c.secret)
@@ -417,7 +445,7 @@ func (g *gateway) finish(r *http.Request, c *gwCall, start time.Time) {
 		}
 	}
 	g.durations[c.api].Observe(time.Since(start).Seconds())
-	g.a.m.Gateway.Requests.WithLabelValues(c.ns, c.appid, c.api, c.result, metrics.ErrcodeLabel(c.errcode)).Inc()
+	g.counter(requestLabels{c.ns, c.appid, c.api, c.result, metrics.ErrcodeLabel(c.errcode)}).Inc()
 	if c.retry != "" {
 		g.a.m.Gateway.Retries.WithLabelValues(c.ns, c.appid, c.retry).Inc()
 	}
@@ -429,7 +457,18 @@ func (g *gateway) finish(r *http.Request, c *gwCall, start time.Time) {
 	if ref == "" {
 		ref = c.token
 	}
-	g.a.audit.line(time.Now(), eventGateway, name, c.ns, c.appid, c.result, tokenRef(ref), r.RemoteAddr)
+	g.a.audit.line(time.Now(), eventGateway, name, c.ns, c.appid, c.result, g.tokenRef(c, ref), r.RemoteAddr)
+}
+
+// tokenRef is the audit reference of tok, from the app's memo when tok is
+// its current token (no hashing per request).
+func (g *gateway) tokenRef(c *gwCall, tok string) string {
+	if ai := g.a.apps[appKey{c.ns, c.appid}]; ai != nil {
+		if m := ai.memo.Load(); m != nil && m.token == tok {
+			return m.ref
+		}
+	}
+	return tokenRef(tok)
 }
 
 // scrubError hides the call's credentials in err's text.

@@ -119,10 +119,17 @@ func (t *gatewayTransport) send(req *http.Request, c *gwCall) (*http.Response, e
 	var lastErr error
 	for i, base := range t.bases {
 		var wrote atomic.Bool
-		ctx := httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
-			WroteHeaders: func() { wrote.Store(true) },
-		})
-		out := req.WithContext(ctx)
+		out := req
+		if len(t.bases) > 1 && i < len(t.bases)-1 {
+			// Only an attempt that may be followed by a fallback needs to
+			// know whether it was written.
+			out = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+				WroteHeaders: func() { wrote.Store(true) },
+			}))
+		} else {
+			cp := *req // shallow: only URL, Host and Body are replaced
+			out = &cp
+		}
 		// The transport closes the body it was given, even on a failed
 		// dial; every attempt gets one that is still readable: a re-sent
 		// request's GetBody, else the caller's body (whose Close does
@@ -261,9 +268,9 @@ func (g *gateway) newReplayBody(w http.ResponseWriter, r *http.Request) *replayB
 	}
 	b.reserved = want
 	b.keep = true
-	if r.ContentLength > 0 {
-		b.buf = make([]byte, 0, r.ContentLength)
-	}
+	// The copy grows as the body arrives: a slow upload holds only what
+	// it has sent so far.
+	b.buf = make([]byte, 0, min(want, 32<<10))
 	return b
 }
 
