@@ -135,7 +135,9 @@ func (b *Broker) IssuedTokenApp(ctx context.Context, tok string) (ns, appid stri
 
 // lookupIssued asks Redis about a token this replica does not know.
 func (b *Broker) lookupIssued(ctx context.Context, tok string) (issuedEntry, error) {
-	ctx, cancel := context.WithTimeout(ctx, b.cfg.WeChat.Timeout)
+	// Concurrent lookups share this one: the first caller going away must
+	// not fail the others.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.WeChat.Timeout)
 	defer cancel()
 	pipe := b.rdb.Pipeline()
 	cmds := make([]*redis.StringCmd, 0, len(b.apps))

@@ -268,9 +268,14 @@ func (g *gateway) newReplayBody(w http.ResponseWriter, r *http.Request) *replayB
 	}
 	b.reserved = want
 	b.keep = true
-	// The copy grows as the body arrives: a slow upload holds only what
-	// it has sent so far.
-	b.buf = make([]byte, 0, min(want, 32<<10))
+	// A declared size is allocated once (it is reserved from the budget
+	// anyway; growing by doubling would leave garbage behind); a chunked
+	// body's copy grows as it arrives.
+	if r.ContentLength > 0 {
+		b.buf = make([]byte, 0, r.ContentLength)
+	} else {
+		b.buf = make([]byte, 0, min(want, 32<<10))
+	}
 	return b
 }
 
