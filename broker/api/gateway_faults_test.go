@@ -96,8 +96,15 @@ func closedURL(t *testing.T) string {
 }
 
 func TestGatewayFallbackOnConnectionFailure(t *testing.T) {
-	up := newUpstream(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) { answerJSON(w, `{"errcode":0,"errmsg":"ok"}`) })
-	gw, _, _ := gatewayHarness(t, nil, closedURL(t), up.URL)
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		if r.URL.Path != "/wx/cgi-bin/message/custom/send" {
+			answerJSON(w, `{"errcode":404,"errmsg":"path `+r.URL.Path+`"}`)
+			return
+		}
+		answerJSON(w, `{"errcode":0,"errmsg":"ok"}`)
+	})
+	// The fallback carries a path prefix: it is kept.
+	gw, _, _ := gatewayHarness(t, nil, closedURL(t), up.URL+"/wx/")
 	st, b := gwPost(t, gw+"/cgi-bin/message/custom/send?access_token="+tokenA, strings.NewReader(`{"touser":"o"}`), 0)
 	if st != 200 || !strings.Contains(string(b), `"errcode":0`) || up.n.Load() != 1 {
 		t.Fatalf("via the fallback = %d %s, fallback saw %d; want the fallback's answer", st, b, up.n.Load())
