@@ -234,3 +234,19 @@ func TestGatewayStreamsNonJSONUntouched(t *testing.T) {
 		t.Errorf("image = %d %q, %d sends, reports %v; want the bytes untouched, one send, no report", st, b, up.n.Load(), fake.invalidated)
 	}
 }
+
+func TestGatewayPassesOnHTTPErrors(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusBadGateway)
+		_, _ = io.WriteString(w, "<html>502</html>")
+	})
+	gw, _, m := gatewayHarness(t, nil, up.URL)
+	st, b := gwPost(t, gw+"/cgi-bin/menu/get?access_token="+tokenA, nil, 0)
+	if st != http.StatusBadGateway || string(b) != "<html>502</html>" {
+		t.Errorf("answer = %d %q; want WeChat's 502 passed on", st, b)
+	}
+	if got := testutil.ToFloat64(m.Gateway.Requests.WithLabelValues("prod", appA, "/cgi-bin/menu/get", metrics.GatewayHTTPError, "0")); got != 1 {
+		t.Errorf(`requests{result="http_error"} = %v; want 1`, got)
+	}
+}
