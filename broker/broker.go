@@ -103,6 +103,8 @@ type Broker struct {
 	maxEpoch atomic.Int64           // highest epoch seen (epoch.go)
 	redisErr atomic.Pointer[redisState]
 	running  atomic.Bool
+	// lastReload is when a cluster slot map reload was last logged (unix ns).
+	lastReload atomic.Int64
 
 	waitMu  sync.Mutex
 	waiters map[string][]chan string // invalidation outcomes by ns\tappid\tfailed
@@ -338,6 +340,9 @@ func (b *Broker) Ready() error {
 func (b *Broker) setRedis(err error) {
 	if err != nil && (errors.Is(err, context.Canceled) || errors.Is(err, redis.Nil)) {
 		return
+	}
+	if err != nil {
+		b.reloadClusterState("redis error")
 	}
 	cur := b.redisErr.Load()
 	if err == nil && (cur == nil || cur.err == nil) {

@@ -154,6 +154,11 @@ func (b *Broker) lead(ctx context.Context, t *term) {
 	wg.Go(func() { b.watchdog(t) })
 	wg.Go(func() { t.sched.run() })
 	<-t.ctx.Done()
+	if ctx.Err() == nil && !errors.Is(context.Cause(t.ctx), errShutdown) {
+		// The lock may live on a master that failed over: route the
+		// release and the next campaign by a fresh slot map.
+		b.reloadClusterState("lost leadership")
+	}
 	b.term.CompareAndSwap(t, nil)
 	b.m.Leader.Set(0)
 	wg.Wait()

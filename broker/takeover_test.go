@@ -306,3 +306,39 @@ func TestEpochNeverGoesBackwards(t *testing.T) {
 		t.Error("no warning about the epoch moved past the known one")
 	}
 }
+
+// reloadingClient is a Redis client that counts slot map reload requests,
+// as *redis.ClusterClient receives them.
+type reloadingClient struct {
+	*redis.Client
+	reloads atomic.Int64
+}
+
+func (c *reloadingClient) ReloadState(context.Context) { c.reloads.Add(1) }
+
+// TestClusterStateReloaded (§4.8): on Redis errors and on a lost lease the
+// broker asks a Cluster client to reload its slot map at once, instead of
+// routing the broker's slot to a dead master until the client's own periodic
+// reload.
+func TestClusterStateReloaded(t *testing.T) {
+	app := classicApp(1)
+	cfg := testConfig(t, app)
+	e := newEnv(t, wechattest.Options{}, cfg)
+	part := &partition{}
+	var rc *reloadingClient
+	n := e.start("a", func(n *node, _ *redis.Options) {
+		n.hook = part
+		n.setup = func(b *Broker) {
+			rc = &reloadingClient{Client: n.rdb}
+			b.rdb = rc
+		}
+	})
+	leader(t, 5*time.Second, n)
+	token(t, n, app.AppID)
+	before := rc.reloads.Load()
+	part.on.Store(true)
+	waitFor(t, cfg.Leader.LockTTL+5*time.Second, "the leader to lose its lease", func() bool { return !n.b.IsLeader() })
+	waitFor(t, 5*time.Second, "a slot map reload", func() bool { return rc.reloads.Load() > before })
+	part.on.Store(false)
+	leader(t, cfg.Leader.LockTTL+5*time.Second, n)
+}
