@@ -109,6 +109,7 @@ func registeredNames(t *testing.T) map[string]bool {
 	m.TokenRequests.WithLabelValues("n", "r")
 	m.Login.WithLabelValues("f", "r")
 	m.HTTPRequestDuration.WithLabelValues("l", "r", "c")
+	m.FalseReports.WithLabelValues("n", "a", "s")
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -184,6 +184,9 @@ func (s *Sim) route(path string) (route, bool) {
 	case "/cgi-bin/openapi/rid/get":
 		return route{apiRidGet, http.MethodPost, (*Sim).ridGet}, true
 	}
+	if rt, ok := extraRoute(path); ok {
+		return rt, true
+	}
 	for _, p := range []string{"/cgi-bin/", "/wxa/", "/sns/"} {
 		if strings.HasPrefix(path, p) && len(path) > len(p) {
 			return route{apiGeneric, "", (*Sim).generic}, true
