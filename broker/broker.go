@@ -106,6 +106,7 @@ type Broker struct {
 	tick           time.Duration // longest scheduler sleep (the clock may be injected)
 	reconcileEvery time.Duration
 	pollEvery      time.Duration // follower invalidation: Redis poll and request re-send
+	verdictReuse   time.Duration // see verdictReuseDefault
 	hooks          hooks
 }
 
@@ -170,6 +171,7 @@ func New(opts Options) (*Broker, error) {
 		tick:           time.Second,
 		reconcileEvery: cfg.Leader.LockTTL,
 		pollEvery:      250 * time.Millisecond,
+		verdictReuse:   verdictReuseDefault,
 	}
 	b.index.m = map[string]*item{}
 	for _, nsName := range sortedNamespaces(cfg) {

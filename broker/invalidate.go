@@ -61,7 +61,7 @@ func (b *Broker) report(ctx context.Context, ns, appid, failedToken, source stri
 		source = metrics.SourceClient
 	}
 	it := e.token
-	tok, accepted, err := b.conditionalRefresh(ctx, it, failedToken, verify)
+	tok, accepted, err := b.conditionalRefresh(ctx, it, failedToken, verify, time.Now())
 	if accepted {
 		b.m.FalseReports.WithLabelValues(ns, appid, source).Inc()
 	} else {
@@ -73,12 +73,17 @@ func (b *Broker) report(ctx context.Context, ns, appid, failedToken, source stri
 // conditionalRefresh replaces failed if it is still current (after checking
 // it with WeChat when verify is set) and returns the token to use next.
 // accepted reports that WeChat still accepted failed: tok is then the
-// current token, failed itself unless it was replaced meanwhile.
-func (b *Broker) conditionalRefresh(ctx context.Context, it *item, failed string, verify bool) (tok Token, accepted bool, err error) {
+// current token, failed itself unless it was replaced meanwhile. since is
+// when the report was made (time.Now).
+func (b *Broker) conditionalRefresh(ctx context.Context, it *item, failed string, verify bool, since time.Time) (tok Token, accepted bool, err error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, b.invalidateWait())
 		defer cancel()
+	}
+	if verify && b.stillAccepted(it, failed, since) {
+		tok, err = b.current(it)
+		return tok, true, err
 	}
 	if cur := it.cur.Load(); cur != nil && cur.Value != failed {
 		// A stale report, or one about a token newer than this replica has
@@ -90,7 +95,7 @@ func (b *Broker) conditionalRefresh(ctx context.Context, it *item, failed string
 		return tok, false, err
 	}
 	if t := b.term.Load(); t != nil && t.ctx.Err() == nil {
-		_, err := b.leaderInvalidate(ctx, t, it, failed, verify)
+		_, err := b.leaderInvalidate(ctx, t, it, failed, verify, since)
 		switch {
 		case err == nil:
 			tok, err = b.currentExcept(it, failed)
@@ -105,7 +110,7 @@ func (b *Broker) conditionalRefresh(ctx context.Context, it *item, failed string
 		}
 		// The term ended under us: wait for the next leader like a follower.
 	}
-	return b.followInvalidate(ctx, it, failed, verify)
+	return b.followInvalidate(ctx, it, failed, verify, since)
 }
 
 // invalidateWait bounds a follower's wait when the caller set no deadline:
@@ -135,10 +140,10 @@ func (b *Broker) currentExcept(it *item, failed string) (Token, error) {
 // leaderInvalidate performs the conditional refresh on the leader: only if
 // failed is still the current token, one refresh at a time per app. With
 // verify, it first checks failed with WeChat (errStillAccepted when WeChat
-// accepts it). Classic mode counts the fetch against the force budget;
+// accepts it; a verdict reached after since answers without a new check). Classic mode counts the fetch against the force budget;
 // stable mode first makes a normal-mode call and forces only if WeChat hands
 // back the failed token.
-func (b *Broker) leaderInvalidate(ctx context.Context, t *term, it *item, failed string, verify bool) (*record, error) {
+func (b *Broker) leaderInvalidate(ctx context.Context, t *term, it *item, failed string, verify bool, since time.Time) (*record, error) {
 	k := t.sched.tasks[it]
 	if !k.acquire(ctx) {
 		return nil, fmt.Errorf("wait for the refresh in progress: %w", context.Cause(ctx))
@@ -149,7 +154,7 @@ func (b *Broker) leaderInvalidate(ctx context.Context, t *term, it *item, failed
 		return cur, nil // already replaced: nothing to do
 	}
 	if verify {
-		if err := b.verifyReport(ctx, k, failed); err != nil {
+		if err := b.verifyReport(ctx, k, failed, since); err != nil {
 			return nil, err
 		}
 	}
@@ -205,11 +210,16 @@ func (b *Broker) leaderInvalidate(ctx context.Context, t *term, it *item, failed
 // followInvalidate hands a report to the leader through Redis and waits until
 // this replica's cache holds a token other than failed, or the leader
 // answers that WeChat still accepts failed (accepted).
-func (b *Broker) followInvalidate(ctx context.Context, it *item, failed string, verify bool) (Token, bool, error) {
+func (b *Broker) followInvalidate(ctx context.Context, it *item, failed string, verify bool, since time.Time) (Token, bool, error) {
 	payload := invalPayload(it, failed, verify)
-	done := b.addWaiter(payload)
+	done, first := b.addWaiter(payload)
 	defer b.removeWaiter(payload, done)
-	b.forward(ctx, payload)
+	if first {
+		// Later reports of the same token on this replica wait for this
+		// forward's outcome (it wakes every waiter of the payload), so a
+		// burst costs the leader one report per replica.
+		b.forward(ctx, payload)
+	}
 	tk := time.NewTicker(b.pollEvery)
 	defer tk.Stop()
 	polls := 0
@@ -237,6 +247,12 @@ func (b *Broker) followInvalidate(ctx context.Context, it *item, failed string, 
 				_ = b.refreshItem(ctx, it)
 			}
 		case <-tk.C:
+			if verify && b.stillAccepted(it, failed, since) {
+				// Another waiter's outcome, published before this one
+				// registered, answered for this report too.
+				tok, err := b.current(it)
+				return tok, true, err
+			}
 			_ = b.refreshItem(ctx, it)
 			if polls++; polls%4 == 0 {
 				b.forward(ctx, payload) // the leader may have changed meanwhile
@@ -266,12 +282,15 @@ func (b *Broker) forward(ctx context.Context, payload string) {
 	b.setRedis(err)
 }
 
-func (b *Broker) addWaiter(key string) chan string {
+// addWaiter registers a waiter for the outcome of key and reports whether
+// it is the only one.
+func (b *Broker) addWaiter(key string) (chan string, bool) {
 	ch := make(chan string, 1)
 	b.waitMu.Lock()
 	b.waiters[key] = append(b.waiters[key], ch)
+	first := len(b.waiters[key]) == 1
 	b.waitMu.Unlock()
-	return ch
+	return ch, first
 }
 
 func (b *Broker) removeWaiter(key string, ch chan string) {
@@ -306,10 +325,11 @@ func (b *Broker) handleInvalRequest(payload string) {
 	if !ok || !found {
 		return
 	}
+	since := time.Now()
 	t.sched.goForwarded(payload, func() {
 		ctx, cancel := context.WithTimeout(t.ctx, b.invalidateWait())
 		defer cancel()
-		_, err := b.leaderInvalidate(ctx, t, e.token, failed, flag == verifyFlag)
+		_, err := b.leaderInvalidate(ctx, t, e.token, failed, flag == verifyFlag, since)
 		res := outcomeOK
 		switch {
 		case errors.Is(err, errStillAccepted):
@@ -332,6 +352,16 @@ func (b *Broker) handleInvalDone(payload string) {
 		return
 	}
 	key, res := payload[:i], payload[i+1:]
+	if res == outcomeAccepted {
+		// Remember the verdict, so that reports of the token made here
+		// around now are answered without asking the leader again.
+		ns, rest, _ := strings.Cut(key, "\t")
+		appid, rest, _ := strings.Cut(rest, "\t")
+		failed, _, _ := strings.Cut(rest, "\t")
+		if e, ok := b.entry(ns, appid); ok {
+			e.token.verdict.Store(&verdict{token: failed, at: time.Now()})
+		}
+	}
 	b.waitMu.Lock()
 	defer b.waitMu.Unlock()
 	for _, ch := range b.waiters[key] {

@@ -27,10 +27,6 @@ type task struct {
 	failures int
 	pending  *record // fetched but not yet stored (Redis failed after WeChat answered)
 	external string  // last token reported as invalidated outside the broker
-	// accepted is the last reported token WeChat still accepted when checked,
-	// at acceptedAt: reports of it within falseReportReuse need no new check.
-	accepted   string
-	acceptedAt time.Time
 }
 
 func (k *task) acquire(ctx context.Context) bool {

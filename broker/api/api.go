@@ -42,6 +42,7 @@ type TokenSource interface {
 	AccessToken(ns, appid string) (broker.Token, error)
 	Ticket(ns, appid, typ string) (broker.Ticket, error)
 	Invalidate(ctx context.Context, ns, appid, failedToken, source string) (broker.Token, error)
+	InvalidateUnproven(ctx context.Context, ns, appid, failedToken, source string) (broker.Token, error)
 	AppByToken(accessToken string) (ns, appid string, ok bool)
 	Status(ctx context.Context) broker.Status
 	Ready() error
@@ -80,6 +81,7 @@ type API struct {
 	gatherer prometheus.Gatherer
 	now      func() time.Time
 	keys     *keyring
+	handouts *handouts         // compat routes: last token per caller and app
 	nsOfApp  map[string]string // appid → the one namespace configuring it
 	apps     map[appKey]*appInfo
 	requests map[string]map[string]prometheus.Counter
@@ -125,6 +127,7 @@ func New(opts Options) (*API, error) {
 		gatherer: opts.Gatherer,
 		now:      opts.Now,
 		keys:     keys,
+		handouts: newHandouts(maxHandouts),
 		nsOfApp:  map[string]string{},
 		apps:     map[appKey]*appInfo{},
 		requests: map[string]map[string]prometheus.Counter{},
@@ -211,6 +214,8 @@ func (a *API) newEcho() *echo.Echo {
 	add(http.MethodPost, app+"/jssdk/signature", a.jssdkSignature)
 	add(http.MethodGet, "/v1/status", a.status)
 	add(http.MethodGet, "/cgi-bin/token", a.cgiToken)
+	add(http.MethodPost, "/cgi-bin/stable_token", a.cgiStableToken)
+	add(http.MethodGet, "/cgi-bin/stable_token", a.cgiStableToken)
 	add(http.MethodGet, "/cgi-bin/ticket/getticket", a.cgiGetTicket)
 	add(http.MethodGet, "/healthz", a.healthz)
 	add(http.MethodGet, "/readyz", a.readyz)
