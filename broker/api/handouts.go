@@ -35,10 +35,12 @@ type handout struct {
 	key   callerApp
 	token string
 	at    time.Time
-	// reported marks a token served as the answer to an inferred report:
-	// a repeat of it within the window is not read as another report, so
-	// one caller infers at most one report per app per window.
-	reported bool
+	// reportedAt is when a fetch of this caller was last read as a failure
+	// report (zero: never). Within repeatWindow after it no repeat is read as
+	// another one: a caller that simply fetches on every request costs at
+	// most one check per window, while an SDK meeting a token killed later
+	// is served a new one at its first repeat.
+	reportedAt time.Time
 }
 
 // handouts remembers what the compatible routes handed out, per caller and
