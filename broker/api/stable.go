@@ -76,8 +76,7 @@ func decodeWeChatJSON(c echo.Context, v any) *wxError {
 // unless this fetch is a failure report: force (stable_token's
 // force_refresh) reports the token this caller was last handed for the app
 // (the current one when none is remembered); a repeat within repeatWindow
-// that would hand out the same token again reports that token (at most once
-// per caller, app and window). A report is checked with WeChat before a refresh
+// that would hand out the same token again reports that token. A report is checked with WeChat before a refresh
 // is spent (InvalidateUnproven); if it cannot be served (force budget spent,
 // no new token in time), the current token is answered, as WeChat answers a
 // forced refresh inside its 30 s interval.
@@ -103,12 +102,8 @@ func (a *API) compatToken(c echo.Context, event string, cl *client, ns, appid st
 		failed = last.token
 	case force:
 		failed = tok.AccessToken
-	case seen && last.token == tok.AccessToken && now.Sub(last.at) < repeatWindow && now.Sub(last.reportedAt) >= repeatWindow:
+	case seen && last.token == tok.AccessToken && now.Sub(last.at) < repeatWindow:
 		failed = tok.AccessToken
-	}
-	reportedAt := last.reportedAt
-	if failed != "" {
-		reportedAt = now
 	}
 	if failed != "" {
 		ctx, cancel := context.WithTimeout(c.Request().Context(), invalidateTimeout)
@@ -128,7 +123,7 @@ func (a *API) compatToken(c echo.Context, event string, cl *client, ns, appid st
 			return writeWeChatError(c, werr)
 		}
 	}
-	a.handouts.put(handout{key: key, token: tok.AccessToken, at: now, reportedAt: reportedAt})
+	a.handouts.put(handout{key: key, token: tok.AccessToken, at: now})
 	a.record(c, event, cl, ns, appid, nil, tok.AccessToken)
 	buf := getBuf()
 	defer putBuf(buf)
