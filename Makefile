@@ -10,7 +10,7 @@ FUZZTIME ?= 30s
 DEPS := redis-server:redis-server redis-sentinel:redis-sentinel chromium:chromium chromedriver:chromium-driver node:nodejs
 
 .DEFAULT_GOAL := help
-.PHONY: help build run deps test test-race bench lint fmt-check vet fuzz clean
+.PHONY: help build run deps test test-race sdktest bench lint fmt-check vet fuzz clean
 
 help: ## list the targets
 	@echo "Usage: make TARGET"
@@ -37,6 +37,15 @@ deps: ## install redis-server, redis-sentinel, chromium, chromium-driver, nodejs
 test: deps fmt-check vet ## deps, gofmt, go vet, every Go test under -race (fuzz seeds included), node tests
 	$(GO) test -race -count=1 -timeout 30m ./...
 	@if [ -f miniprogram/package.json ]; then echo "node --test (miniprogram)"; cd miniprogram && node --test; fi
+	@$(MAKE) --no-print-directory sdktest
+
+# sdktest/: an npm WeChat SDK driving a real `wxbroker dev`. npm ci runs only
+# when node_modules does not match the committed package-lock.json (the
+# registry is not asked otherwise; --prefer-offline uses npm's cache first).
+sdktest: build
+	@cd sdktest && if ! cmp -s package-lock.json node_modules/.wxbroker-lock 2>/dev/null; then \
+		echo "npm ci (sdktest)"; npm ci --prefer-offline --no-audit --no-fund && cp package-lock.json node_modules/.wxbroker-lock; fi
+	@echo "node --test (sdktest)"; cd sdktest && WXBROKER_BIN="$(CURDIR)/bin/wxbroker" node --test
 
 test-race: test ## alias of test (the tests always run with -race)
 
