@@ -86,9 +86,10 @@ type Broker struct {
 	keys    keys
 	scripts scripts
 
-	apps  map[string]map[string]*appEntry // namespace → appid → entry; read-only after New
-	items []*item                         // every (namespace, appid, kind), in config order
-	index tokenIndex                      // access token value → item, for AppByToken
+	apps   map[string]map[string]*appEntry // namespace → appid → entry; read-only after New
+	items  []*item                         // every (namespace, appid, kind), in config order
+	index  tokenIndex                      // access token value → item, for AppByToken
+	issued issuedIndex                     // every access token handed out, until its expiry (gateway)
 
 	term     atomic.Pointer[term]
 	leaderID atomic.Pointer[string] // last leader seen in Redis

@@ -29,6 +29,8 @@ end
 // KEYS[3] token hash, KEYS[4] revision key; ARGV[3] namespace, ARGV[4] field,
 // ARGV[5] generation known to the leader, ARGV[6] "1" when the value is
 // unchanged, ARGV[7] "value\texp\tat\tsrc", ARGV[8] events channel.
+// Access tokens also pass KEYS[5] {p}:ns:<ns>:issued:<hash>, ARGV[9] its TTL in ms
+// ("0": none) and ARGV[10] the expiry in unix ms (see issued.go).
 const writeRecordLua = fenceLua + `
 local gen = tonumber(ARGV[5])
 local old = redis.call('HGET', KEYS[3], ARGV[4])
@@ -45,6 +47,9 @@ local revs = string.format('%d', rev)
 redis.call('SET', KEYS[4], revs)
 local rec = revs .. '\t' .. string.format('%d', gen) .. '\t' .. ARGV[7]
 redis.call('HSET', KEYS[3], ARGV[4], rec)
+if KEYS[5] and tonumber(ARGV[9]) > 0 then
+  redis.call('SET', KEYS[5], ARGV[3] .. '\t' .. ARGV[4] .. '\t' .. ARGV[10], 'PX', ARGV[9])
+end
 redis.call('PUBLISH', ARGV[8], ARGV[3] .. '\t' .. ARGV[4] .. '\t' .. rec)
 return {1, gen, rev}
 `
@@ -115,9 +120,13 @@ func (b *Broker) writeRecord(ctx context.Context, f fence, it *item, value strin
 	if sameValue {
 		same = "1"
 	}
-	out, err := b.runFenced(ctx, b.scripts.writeRecord, f,
-		[]string{b.keys.lock(), b.keys.epoch(), b.keys.tok(it.ns), b.keys.rev()},
-		it.ns, it.field, curGen, same, recordTail(value, exp, at, src), b.keys.events())
+	keys := []string{b.keys.lock(), b.keys.epoch(), b.keys.tok(it.ns), b.keys.rev()}
+	args := []any{it.ns, it.field, curGen, same, recordTail(value, exp, at, src), b.keys.events()}
+	if it.kind == KindAccessToken {
+		keys = append(keys, b.keys.issued(it.ns, value))
+		args = append(args, issuedTTL(exp, b.now()), strconv.FormatInt(exp.UnixMilli(), 10))
+	}
+	out, err := b.runFenced(ctx, b.scripts.writeRecord, f, keys, args...)
 	if err != nil {
 		return nil, fmt.Errorf("write %s of appid %q: %w", it.kind, it.appid, err)
 	}

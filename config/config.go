@@ -19,6 +19,7 @@ type Config struct {
 	Namespaces   map[string]*Namespace `yaml:"namespaces"`
 	Clients      []Client              `yaml:"clients"`
 	Login        Login                 `yaml:"login"`
+	Gateway      Gateway               `yaml:"gateway"`
 }
 
 // TLS optionally enables TLS on both listeners.

@@ -95,6 +95,7 @@ func (c *Config) Validate() error {
 	v.namespaces(c)
 	v.clients(c)
 	v.login(c)
+	v.gateway(&c.Gateway)
 	if len(v.problems) == 0 {
 		return nil
 	}

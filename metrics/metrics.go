@@ -56,6 +56,7 @@ type Metrics struct {
 	Login                   *prometheus.CounterVec   // flow, result
 	HTTPRequestDuration     *prometheus.HistogramVec // listener, route, code
 	FalseReports            *prometheus.CounterVec   // wx_namespace, appid, source
+	Gateway                 Gateway                  // the WeChat API gateway (gateway.go)
 }
 
 // New registers every collector on reg and returns them. It panics, as
@@ -63,6 +64,7 @@ type Metrics struct {
 func New(reg prometheus.Registerer) *Metrics {
 	f := promauto.With(reg)
 	return &Metrics{
+		Gateway: newGateway(f),
 		Leader: f.NewGauge(prometheus.GaugeOpts{
 			Name: "wxbroker_leader", Help: "1 while this replica is the leader, 0 otherwise.",
 		}),

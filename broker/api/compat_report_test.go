@@ -23,8 +23,8 @@ import (
 	"github.com/wxbroker/wxbroker/wechat/wechattest"
 )
 
-// replica is one broker with its API on a loopback port.
-type replica struct {
+// compatReplica is one broker with its API on a loopback port.
+type compatReplica struct {
 	b   *broker.Broker
 	m   *metrics.Metrics
 	url string
@@ -32,7 +32,7 @@ type replica struct {
 
 // startReplicas runs n brokers sharing one redis-server and one simulated
 // WeChat, each with its own API server.
-func startReplicas(t *testing.T, sim *wechattest.Server, n int) []*replica {
+func startReplicas(t *testing.T, sim *wechattest.Server, n int) []*compatReplica {
 	t.Helper()
 	rs := redistest.Start(t)
 	cfg := testConfig()
@@ -47,7 +47,7 @@ func startReplicas(t *testing.T, sim *wechattest.Server, n int) []*replica {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	var out []*replica
+	var out []*compatReplica
 	for i := range n {
 		m := metrics.New(prometheus.NewRegistry())
 		log := zaptest.NewLogger(t).Named(fmt.Sprintf("r%d", i))
@@ -61,20 +61,20 @@ func startReplicas(t *testing.T, sim *wechattest.Server, n int) []*replica {
 		srv := httptest.NewServer(a.Handler())
 		t.Cleanup(srv.Close)
 		brokertest.WaitToken(t, b, "prod", appA, 20*time.Second)
-		out = append(out, &replica{b: b, m: m, url: srv.URL})
+		out = append(out, &compatReplica{b: b, m: m, url: srv.URL})
 	}
 	return out
 }
 
-// wxAnswer is WeChat's token answer or error.
-type wxAnswer struct {
+// compatAnswer is WeChat's token answer or error.
+type compatAnswer struct {
 	AccessToken string `json:"access_token"`
 	ExpiresIn   int64  `json:"expires_in"`
 	Errcode     int    `json:"errcode"`
 	Errmsg      string `json:"errmsg"`
 }
 
-func decodeWX(t *testing.T, resp *http.Response, err error) wxAnswer {
+func decodeWX(t *testing.T, resp *http.Response, err error) compatAnswer {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -83,21 +83,21 @@ func decodeWX(t *testing.T, resp *http.Response, err error) wxAnswer {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("HTTP %d; WeChat's shape answers 200", resp.StatusCode)
 	}
-	var a wxAnswer
+	var a compatAnswer
 	if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
 		t.Fatal(err)
 	}
 	return a
 }
 
-func cgiToken(t *testing.T, base, key, appid string) wxAnswer {
+func cgiToken(t *testing.T, base, key, appid string) compatAnswer {
 	t.Helper()
 	q := url.Values{"grant_type": {"client_credential"}, "appid": {appid}, "secret": {key}}
 	resp, err := http.Get(base + "/cgi-bin/token?" + q.Encode())
 	return decodeWX(t, resp, err)
 }
 
-func stableToken(t *testing.T, base, body string) wxAnswer {
+func stableToken(t *testing.T, base, body string) compatAnswer {
 	t.Helper()
 	resp, err := http.Post(base+"/cgi-bin/stable_token", "application/json", strings.NewReader(body))
 	return decodeWX(t, resp, err)
@@ -108,13 +108,13 @@ func stableBody(key, appid string, force bool) string {
 }
 
 // leaderFirst orders the replicas leader first.
-func leaderFirst(t *testing.T, rs []*replica) []*replica {
+func leaderFirst(t *testing.T, rs []*compatReplica) []*compatReplica {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		for i, r := range rs {
 			if r.b.IsLeader() {
-				out := []*replica{r}
+				out := []*compatReplica{r}
 				for j, o := range rs {
 					if j != i {
 						out = append(out, o)
@@ -129,7 +129,7 @@ func leaderFirst(t *testing.T, rs []*replica) []*replica {
 	return nil
 }
 
-func falseReports(rs []*replica, source string) float64 {
+func falseReports(rs []*compatReplica, source string) float64 {
 	var n float64
 	for _, r := range rs {
 		n += testutil.ToFloat64(r.m.FalseReports.WithLabelValues("prod", appA, source))
@@ -270,7 +270,7 @@ func TestStableTokenRefusals(t *testing.T) {
 			req := httptest.NewRequest(tc.method, "/cgi-bin/stable_token", strings.NewReader(tc.body))
 			rec := httptest.NewRecorder()
 			h.api.Handler().ServeHTTP(rec, req)
-			var a wxAnswer
+			var a compatAnswer
 			if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &a) != nil || a.Errcode != tc.want || a.AccessToken != "" {
 				t.Fatalf("%s /cgi-bin/stable_token %s = %d %s; want 200 errcode %d", tc.method, tc.body, rec.Code, rec.Body, tc.want)
 			}

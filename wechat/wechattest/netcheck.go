@@ -10,8 +10,8 @@ const apiDomainIP = "get_api_domain_ip"
 // addresses only, so nothing copied from a test reaches a real host.
 var domainIPs = []string{"127.0.0.1", "192.0.2.10", "192.0.2.11"}
 
-// extraRoute answers the API paths added after the original route table.
-func extraRoute(path string) (route, bool) {
+// netcheckRoute answers the network-check APIs (part of extraRoute).
+func netcheckRoute(path string) (route, bool) {
 	switch path {
 	case "/cgi-bin/get_api_domain_ip":
 		return route{apiDomainIP, "", (*Sim).apiDomainIP}, true
@@ -34,7 +34,7 @@ func (s *Sim) apiDomainIP(c *call) []byte {
 	return b
 }
 
-// extraAPI reports whether api names one of the routes of extraRoute.
-func extraAPI(api string) bool {
+// netcheckAPI reports whether api names one of the routes of netcheckRoute.
+func netcheckAPI(api string) bool {
 	return api == apiDomainIP
 }
