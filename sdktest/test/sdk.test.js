@@ -20,6 +20,10 @@ const root = path.resolve(__dirname, '..', '..');
 // stable_token call by anyone else kills its current token at once.
 const APPID = 'wxd0000000000000a1';
 const APP_SECRET = 'dev-secret-prod-miniprogram';
+// Another one (the simulator ignores a second forced refresh of one app
+// within 5 s, as WeChat does within 30 s).
+const APPID2 = 'wxd0000000000000b1';
+const APP2_SECRET = 'dev-secret-staging-miniprogram';
 
 let dev; // {proc, base, sim, key, output}
 
@@ -82,34 +86,34 @@ async function waitFor(what, cond, ms = 30_000) {
   }
 }
 
-async function tokenValid(token) {
-  const u = `${dev.sim}/sim/token_valid?appid=${APPID}&token=${encodeURIComponent(token)}`;
+async function tokenValid(token, appid = APPID) {
+  const u = `${dev.sim}/sim/token_valid?appid=${appid}&token=${encodeURIComponent(token)}`;
   const res = await fetch(u);
   return (await res.json()).valid === true;
 }
 
-async function simCalls(api) {
+async function simCalls(api, appid = APPID) {
   const stats = await (await fetch(`${dev.sim}/sim/stats`)).json();
-  return (stats.calls[api] || {})[APPID] || 0;
+  return (stats.calls[api] || {})[appid] || 0;
 }
 
 // Another process fetches a token with the same AppID (a forced stable
 // token): the token the broker serves, and every SDK cached, is dead.
-async function killOutside(token) {
+async function killOutside(token, appid = APPID, secret = APP_SECRET) {
   const res = await fetch(`${dev.sim}/cgi-bin/stable_token`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ grant_type: 'client_credential', appid: APPID, secret: APP_SECRET, force_refresh: true }),
+    body: JSON.stringify({ grant_type: 'client_credential', appid, secret, force_refresh: true }),
   });
   const body = await res.json();
   assert.ok(body.access_token, `outside forced stable_token failed: ${JSON.stringify(body)}`);
-  assert.equal(await tokenValid(token), false, 'the outside fetch did not kill the token');
+  assert.equal(await tokenValid(token, appid), false, 'the outside fetch did not kill the token');
 }
 
-function sdk() {
+function sdk(appid = APPID) {
   // appid = the managed app, secret = the wxbroker client key, base URL =
   // the broker. Every call the SDK makes goes to the broker.
-  const api = new WechatAPI(APPID, dev.key);
+  const api = new WechatAPI(appid, dev.key);
   api.prefix = `${dev.base}/cgi-bin/`;
   return api;
 }
@@ -170,4 +174,35 @@ test('a token killed outside: the SDK\'s repeated fetch (its 40001 retry) gets a
   assert.notEqual(fresh.accessToken, before.accessToken, 'the broker kept handing out the dead token');
   assert.equal(await tokenValid(fresh.accessToken), true, 'the new token is not accepted by WeChat');
   assert.ok(await simCalls('get_api_domain_ip') - checks <= 1, 'more than one token check for one report');
+});
+
+test('ordinary API calls go through the broker\'s gateway', async () => {
+  const api = sdk();
+  const menu = await api.getMenu();
+  assert.ok(menu.menu && Array.isArray(menu.menu.button), `menu/get answered ${JSON.stringify(menu)}`);
+});
+
+test('an SDK holding a token killed outside still succeeds through the broker', async () => {
+  const api = sdk(APPID2);
+  const held = await api.getAccessToken();
+  await killOutside(held.accessToken, APPID2, APP2_SECRET);
+  const tokens = await simCalls('stable_token', APPID2);
+  // The SDK trusts its cached token (still within its expires_in) and calls
+  // with it: the gateway puts the app's current token in, meets WeChat's
+  // 40001 (the broker's token was the one killed), refreshes and re-sends.
+  const menu = await api.getMenu();
+  assert.ok(menu.menu && Array.isArray(menu.menu.button), `menu/get answered ${JSON.stringify(menu)}`);
+  assert.equal((await api.getToken()).accessToken, held.accessToken, 'the SDK fetched a new token itself');
+  // One normal-mode stable_token call by the broker picks up the token the
+  // outside fetch minted; nothing is forced.
+  assert.equal(await simCalls('stable_token', APPID2) - tokens, 1);
+});
+
+test('plain HTTP through the gateway: client key and app instead of a token', async () => {
+  const res = await fetch(`${dev.base}/cgi-bin/get_api_domain_ip`, {
+    headers: { Authorization: `Bearer ${dev.key}`, 'X-Wxbroker-App': `prod/${APPID}` },
+  });
+  const body = await res.json();
+  assert.equal(res.status, 200);
+  assert.ok(Array.isArray(body.ip_list) && body.ip_list.length > 0, JSON.stringify(body));
 });
