@@ -17,6 +17,7 @@ const (
 	GatewayBusy         = "busy"           // gateway.max_concurrent reached
 	GatewayUnavailable  = "unavailable"    // no valid token, or Redis could not name the token
 	GatewayUnreachable  = "unreachable"    // WeChat could not be reached (errcode -1 answered)
+	GatewayHTTPError    = "http_error"     // WeChat (or a proxy before it) answered a non-2xx status, passed on
 	RetrySuccess        = "success"        // the re-sent request was accepted
 	RetryFailed         = "failed"         // the re-sent request met a token error again
 	RetryLimited        = "limited"        // the forced-refresh budget was spent: not re-sent

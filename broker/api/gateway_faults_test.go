@@ -96,8 +96,15 @@ func closedURL(t *testing.T) string {
 }
 
 func TestGatewayFallbackOnConnectionFailure(t *testing.T) {
-	up := newUpstream(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) { answerJSON(w, `{"errcode":0,"errmsg":"ok"}`) })
-	gw, _, _ := gatewayHarness(t, nil, closedURL(t), up.URL)
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		if r.URL.Path != "/wx/cgi-bin/message/custom/send" {
+			answerJSON(w, `{"errcode":404,"errmsg":"path `+r.URL.Path+`"}`)
+			return
+		}
+		answerJSON(w, `{"errcode":0,"errmsg":"ok"}`)
+	})
+	// The fallback carries a path prefix: it is kept.
+	gw, _, _ := gatewayHarness(t, nil, closedURL(t), up.URL+"/wx/")
 	st, b := gwPost(t, gw+"/cgi-bin/message/custom/send?access_token="+tokenA, strings.NewReader(`{"touser":"o"}`), 0)
 	if st != 200 || !strings.Contains(string(b), `"errcode":0`) || up.n.Load() != 1 {
 		t.Fatalf("via the fallback = %d %s, fallback saw %d; want the fallback's answer", st, b, up.n.Load())
@@ -225,5 +232,21 @@ func TestGatewayStreamsNonJSONUntouched(t *testing.T) {
 	st, b := gwPost(t, gw+"/wxa/getwxacodeunlimit?access_token="+tokenA, strings.NewReader(`{"scene":"a"}`), 0)
 	if st != 200 || !bytes.Equal(b, img) || up.n.Load() != 1 || len(fake.invalidated) != 0 {
 		t.Errorf("image = %d %q, %d sends, reports %v; want the bytes untouched, one send, no report", st, b, up.n.Load(), fake.invalidated)
+	}
+}
+
+func TestGatewayPassesOnHTTPErrors(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusBadGateway)
+		_, _ = io.WriteString(w, "<html>502</html>")
+	})
+	gw, _, m := gatewayHarness(t, nil, up.URL)
+	st, b := gwPost(t, gw+"/cgi-bin/menu/get?access_token="+tokenA, nil, 0)
+	if st != http.StatusBadGateway || string(b) != "<html>502</html>" {
+		t.Errorf("answer = %d %q; want WeChat's 502 passed on", st, b)
+	}
+	if got := testutil.ToFloat64(m.Gateway.Requests.WithLabelValues("prod", appA, "/cgi-bin/menu/get", metrics.GatewayHTTPError, "0")); got != 1 {
+		t.Errorf(`requests{result="http_error"} = %v; want 1`, got)
 	}
 }

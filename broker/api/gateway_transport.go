@@ -65,6 +65,9 @@ func (t *gatewayTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		return nil, err
 	}
 	c.errcode = code
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		c.result = metrics.GatewayHTTPError
+	}
 	if c.token == "" || !tokenError(code) {
 		return resp, nil
 	}
@@ -103,6 +106,10 @@ func (t *gatewayTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		return nil, err
 	}
 	c.errcode = code
+	c.result = ""
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		c.result = metrics.GatewayHTTPError
+	}
 	c.retry = metrics.RetrySuccess
 	if tokenError(code) {
 		c.retry = metrics.RetryFailed

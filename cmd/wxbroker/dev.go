@@ -211,6 +211,8 @@ func printDevBanner(w io.Writer, cfg *config.Config, internal, public net.Addr, 
 		auth, base, oa.appid)
 	fmt.Fprintf(&b, "# WeChat-compatible route (point an existing SDK's base URL at %s)\ncurl -sS '%s/cgi-bin/token?grant_type=client_credential&appid=%s&secret=%s'\n",
 		base, base, oa.appid, key)
+	fmt.Fprintf(&b, "# any WeChat API through the gateway: the broker puts the current token in and retries once on 40001\n"+
+		"curl -sS %s -H 'X-Wxbroker-App: prod/%s' %s/cgi-bin/menu/get\n", auth, oa.appid, base)
 	fmt.Fprintf(&b, "# status (admin)\ncurl -sS %s %s/v1/status\n", auth, base)
 	fmt.Fprintf(&b, "# metrics\ncurl -sS %s/metrics | grep '^wxbroker_'\n", base)
 	if public != nil && cfg.LoginEnabled() {
