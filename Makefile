@@ -19,7 +19,7 @@ RULES      := deploy/prometheus/rules.yaml
 RULES_TEST := deploy/prometheus/rules_test.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help build run deps test test-race rules bench lint lint-tools tidy-check fmt-check vet fuzz clean
+.PHONY: help build run deps test test-race rules sdktest bench lint lint-tools tidy-check fmt-check vet fuzz clean
 
 help: ## list the targets
 	@echo "Usage: make TARGET"
@@ -59,6 +59,15 @@ deps: ## install redis-server, redis-sentinel, chromium, chromium-driver, nodejs
 test: deps lint tidy-check rules ## deps, lint (gofmt, go vet, golangci-lint), go.mod tidy, promtool rule checks and unit tests, every Go test under -race (fuzz seeds included), node tests
 	$(GO) test -race -count=1 -timeout 30m ./...
 	@if [ -f miniprogram/package.json ]; then echo "node --test (miniprogram)"; cd miniprogram && node --test; fi
+	@$(MAKE) --no-print-directory sdktest
+
+# sdktest/: an npm WeChat SDK driving a real `wxbroker dev`. npm ci runs only
+# when node_modules does not match the committed package-lock.json (the
+# registry is not asked otherwise; --prefer-offline uses npm's cache first).
+sdktest: build
+	@cd sdktest && if ! cmp -s package-lock.json node_modules/.wxbroker-lock 2>/dev/null; then \
+		echo "npm ci (sdktest)"; npm ci --prefer-offline --no-audit --no-fund && cp package-lock.json node_modules/.wxbroker-lock; fi
+	@echo "node --test (sdktest)"; cd sdktest && WXBROKER_BIN="$(CURDIR)/bin/wxbroker" node --test
 
 test-race: test ## alias of test (the tests always run with -race)
 

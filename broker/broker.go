@@ -21,6 +21,9 @@ type WeChat interface {
 	Token(ctx context.Context, appID, secret string) (wechat.Token, error)
 	StableToken(ctx context.Context, appID, secret string, force bool) (wechat.Token, error)
 	Ticket(ctx context.Context, accessToken, typ string) (wechat.Ticket, error)
+	// APIDomainIP is the side-effect-free token check used to verify a
+	// report that carries no WeChat answer (see InvalidateUnproven).
+	APIDomainIP(ctx context.Context, accessToken string) ([]string, error)
 }
 
 var _ WeChat = (*wechat.Client)(nil)
@@ -117,6 +120,7 @@ type Broker struct {
 	tick           time.Duration // longest scheduler sleep (the clock may be injected)
 	reconcileEvery time.Duration
 	pollEvery      time.Duration // follower invalidation: Redis poll and request re-send
+	verdictReuse   time.Duration // see verdictReuseDefault
 	hooks          hooks
 }
 
@@ -181,6 +185,7 @@ func New(opts Options) (*Broker, error) {
 		tick:           time.Second,
 		reconcileEvery: cfg.Leader.LockTTL,
 		pollEvery:      250 * time.Millisecond,
+		verdictReuse:   verdictReuseDefault,
 	}
 	b.index.m = map[string]*item{}
 	for _, nsName := range sortedNamespaces(cfg) {

@@ -30,6 +30,9 @@ type item struct {
 	cur    atomic.Pointer[record]
 	prev   atomic.Pointer[record]        // the token cur replaced (AppByToken overlap)
 	status atomic.Pointer[refreshStatus] // last status written by this replica as leader
+	// verdict is the last "WeChat still accepts this reported token" answer
+	// this replica reached or heard of (access tokens only).
+	verdict atomic.Pointer[verdict]
 
 	mu      sync.Mutex    // serialises apply
 	changed chan struct{} // closed and replaced on every applied update

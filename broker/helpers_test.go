@@ -211,6 +211,7 @@ type countingWeChat struct {
 	stables atomic.Int64
 	forced  atomic.Int64
 	tickets atomic.Int64
+	checks  atomic.Int64           // token checks (get_api_domain_ip)
 	last    atomic.Pointer[string] // last classic token received
 
 	mu     sync.Mutex
@@ -249,6 +250,12 @@ func (c *countingWeChat) Ticket(ctx context.Context, accessToken, typ string) (w
 	c.tickets.Add(1)
 	c.hook(wechat.APIGetTicket)
 	return c.inner.Ticket(ctx, accessToken, typ)
+}
+
+func (c *countingWeChat) APIDomainIP(ctx context.Context, accessToken string) ([]string, error) {
+	c.checks.Add(1)
+	c.hook(wechat.APIDomainIP)
+	return c.inner.APIDomainIP(ctx, accessToken)
 }
 
 func (c *countingWeChat) total() int64 {

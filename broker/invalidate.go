@@ -19,60 +19,113 @@ const (
 	outcomeOK      = "ok"
 	outcomeLimited = "limited"
 	outcomeError   = "error"
+	// outcomeAccepted: WeChat still accepts the reported token.
+	outcomeAccepted = "accepted"
 )
 
 // Invalidate reports that failedToken met 40001/42001/40014 (source:
-// metrics.SourceClient, SourceLogin, SourceProxy or SourceBroker). The broker
-// refreshes only if failedToken is still the current token; concurrent
-// reports of the same token on any replica cause one WeChat call. It returns
-// the current token afterwards; a follower waits (until ctx's deadline, or a
-// bounded default) for the leader's new token. Errors: ErrUnknownApp,
-// ErrForceLimited when the forced-refresh budget is spent, ErrNoToken (wrapped)
-// when no new token arrived in time.
+// metrics.SourceClient, SourceLogin, SourceProxy or SourceBroker), with
+// WeChat's own answer as proof: the report is trusted. The broker refreshes
+// only if failedToken is still the current token; concurrent reports of the
+// same token on any replica cause one WeChat call. It returns the current
+// token afterwards; a follower waits (until ctx's deadline, or a bounded
+// default) for the leader's new token. Errors: ErrUnknownApp,
+// ErrForceLimited when the forced-refresh budget is spent, ErrNoToken
+// (wrapped) when no new token arrived in time.
 func (b *Broker) Invalidate(ctx context.Context, ns, appid, failedToken, source string) (Token, error) {
+	return b.report(ctx, ns, appid, failedToken, source, false)
+}
+
+// InvalidateUnproven is Invalidate for a report that carries no WeChat
+// answer: a client's word on the invalidate route, or a report inferred on
+// the WeChat-compatible routes (source metrics.SourceCompat). Before a
+// refresh is spent on it, the leader checks the token with one cheap,
+// side-effect-free WeChat call (get_api_domain_ip), single-flight with every
+// other report of that token on any replica. When WeChat still accepts the
+// token it is returned unchanged (nil error) and counted in
+// wxbroker_false_reports_total; a check that cannot decide (WeChat busy or
+// unreachable) trusts the report. Errors as Invalidate.
+func (b *Broker) InvalidateUnproven(ctx context.Context, ns, appid, failedToken, source string) (Token, error) {
+	return b.report(ctx, ns, appid, failedToken, source, true)
+}
+
+// report serves Invalidate (verify false) and InvalidateUnproven.
+func (b *Broker) report(ctx context.Context, ns, appid, failedToken, source string, verify bool) (Token, error) {
 	e, ok := b.entry(ns, appid)
 	if !ok {
 		return Token{}, ErrUnknownApp
 	}
 	switch source {
-	case metrics.SourceClient, metrics.SourceLogin, metrics.SourceProxy, metrics.SourceBroker:
+	case metrics.SourceClient, metrics.SourceLogin, metrics.SourceProxy, metrics.SourceBroker, metrics.SourceCompat:
 	default:
 		source = metrics.SourceClient
 	}
-	b.m.InvalidCredential.WithLabelValues(ns, appid, source).Inc()
 	it := e.token
+	tok, accepted, err := b.conditionalRefresh(ctx, it, failedToken, verify, time.Now())
+	if accepted {
+		b.m.FalseReports.WithLabelValues(ns, appid, source).Inc()
+	} else {
+		b.m.InvalidCredential.WithLabelValues(ns, appid, source).Inc()
+	}
+	return tok, err
+}
+
+// conditionalRefresh replaces failed if it is still current (after checking
+// it with WeChat when verify is set) and returns the token to use next.
+// accepted reports that WeChat still accepted failed: tok is then the
+// current token, failed itself unless it was replaced meanwhile. since is
+// when the report was made (time.Now).
+func (b *Broker) conditionalRefresh(ctx context.Context, it *item, failed string, verify bool, since time.Time) (tok Token, accepted bool, err error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, b.invalidateWait())
 		defer cancel()
 	}
-	if cur := it.cur.Load(); cur != nil && cur.Value != failedToken {
+	if verify && b.stillAccepted(it, failed, since) {
+		tok, err = b.current(it)
+		return tok, true, err
+	}
+	if cur := it.cur.Load(); cur != nil && cur.Value != failed {
 		// A stale report, or one about a token newer than this replica has
 		// seen: catch up with Redis once and answer with the current token.
-		if p := it.prev.Load(); p == nil || p.Value != failedToken {
+		if p := it.prev.Load(); p == nil || p.Value != failed {
 			_ = b.refreshItem(ctx, it)
 		}
-		return b.currentExcept(it, failedToken)
+		tok, err = b.currentExcept(it, failed)
+		return tok, false, err
 	}
 	if t := b.term.Load(); t != nil && t.ctx.Err() == nil {
-		_, err := b.leaderInvalidate(ctx, t, it, failedToken)
+		_, err := b.leaderInvalidate(ctx, t, it, failed, verify, since)
 		switch {
 		case err == nil:
-			return b.currentExcept(it, failedToken)
+			tok, err = b.currentExcept(it, failed)
+			return tok, false, err
+		case errors.Is(err, errStillAccepted):
+			tok, err = b.current(it)
+			return tok, true, err
 		case errors.Is(err, ErrForceLimited):
-			return Token{}, err
+			return Token{}, false, err
 		case t.ctx.Err() == nil || ctx.Err() != nil:
-			return Token{}, fmt.Errorf("%w: %w", ErrNoToken, err)
+			return Token{}, false, fmt.Errorf("%w: %w", ErrNoToken, err)
 		}
 		// The term ended under us: wait for the next leader like a follower.
 	}
-	return b.followInvalidate(ctx, it, failedToken)
+	return b.followInvalidate(ctx, it, failed, verify, since)
 }
 
 // invalidateWait bounds a follower's wait when the caller set no deadline:
 // a normal and a forced call, and a leader takeover.
 func (b *Broker) invalidateWait() time.Duration {
 	return 2*b.cfg.WeChat.Timeout + b.cfg.Leader.LockTTL
+}
+
+// current returns the cached token unless it is (nearly) expired.
+func (b *Broker) current(it *item) (Token, error) {
+	cur := it.cur.Load()
+	if !servable(cur, b.now()) {
+		return Token{}, ErrNoToken
+	}
+	return Token{AccessToken: cur.Value, ExpiresAt: cur.ExpiresAt, Generation: cur.Gen}, nil
 }
 
 // currentExcept returns the cached token unless it is failed or (nearly)
@@ -86,10 +139,12 @@ func (b *Broker) currentExcept(it *item, failed string) (Token, error) {
 }
 
 // leaderInvalidate performs the conditional refresh on the leader: only if
-// failed is still the current token, one refresh at a time per app. Classic
-// mode counts the fetch against the force budget; stable mode first makes a
-// normal-mode call and forces only if WeChat hands back the failed token.
-func (b *Broker) leaderInvalidate(ctx context.Context, t *term, it *item, failed string) (*record, error) {
+// failed is still the current token, one refresh at a time per app. With
+// verify, it first checks failed with WeChat (errStillAccepted when WeChat
+// accepts it; a verdict reached after since answers without a new check). Classic mode counts the fetch against the force budget;
+// stable mode first makes a normal-mode call and forces only if WeChat hands
+// back the failed token.
+func (b *Broker) leaderInvalidate(ctx context.Context, t *term, it *item, failed string, verify bool, since time.Time) (*record, error) {
 	k := t.sched.tasks[it]
 	if !k.acquire(ctx) {
 		return nil, fmt.Errorf("wait for the refresh in progress: %w", context.Cause(ctx))
@@ -98,6 +153,11 @@ func (b *Broker) leaderInvalidate(ctx context.Context, t *term, it *item, failed
 	cur := it.cur.Load()
 	if cur == nil || cur.Value != failed {
 		return cur, nil // already replaced: nothing to do
+	}
+	if verify {
+		if err := b.verifyReport(ctx, k, failed, since); err != nil {
+			return nil, err
+		}
 	}
 	now := b.now()
 	if now.Before(cur.ExpiresAt) && k.external != failed {
@@ -149,58 +209,89 @@ func (b *Broker) leaderInvalidate(ctx context.Context, t *term, it *item, failed
 }
 
 // followInvalidate hands a report to the leader through Redis and waits until
-// this replica's cache holds a token other than failed.
-func (b *Broker) followInvalidate(ctx context.Context, it *item, failed string) (Token, error) {
-	key := it.ns + "\t" + it.appid + "\t" + failed
-	done := b.addWaiter(key)
-	defer b.removeWaiter(key, done)
-	b.forward(ctx, it, failed)
+// this replica's cache holds a token other than failed, or the leader
+// answers that WeChat still accepts failed (accepted).
+func (b *Broker) followInvalidate(ctx context.Context, it *item, failed string, verify bool, since time.Time) (Token, bool, error) {
+	payload := invalPayload(it, failed, verify)
+	done, first := b.addWaiter(payload)
+	defer b.removeWaiter(payload, done)
+	if first {
+		// Later reports of the same token on this replica wait for this
+		// forward's outcome (it wakes every waiter of the payload), so a
+		// burst costs the leader one report per replica.
+		b.forward(ctx, payload)
+	}
 	tk := time.NewTicker(b.pollEvery)
 	defer tk.Stop()
 	polls := 0
 	for {
 		changed := it.changes()
 		if tok, err := b.currentExcept(it, failed); err == nil {
-			return tok, nil
+			return tok, false, nil
 		}
 		select {
 		case <-changed:
 		case res := <-done:
 			switch res {
 			case outcomeLimited:
-				return Token{}, ErrForceLimited
+				return Token{}, false, ErrForceLimited
+			case outcomeAccepted:
+				tok, err := b.current(it)
+				return tok, true, err
 			case outcomeError:
 				_ = b.refreshItem(ctx, it)
 				if tok, err := b.currentExcept(it, failed); err == nil {
-					return tok, nil
+					return tok, false, nil
 				}
-				return Token{}, fmt.Errorf("%w: the leader's refresh failed", ErrNoToken)
+				return Token{}, false, fmt.Errorf("%w: the leader's refresh failed", ErrNoToken)
 			default:
 				_ = b.refreshItem(ctx, it)
 			}
 		case <-tk.C:
+			if verify && b.stillAccepted(it, failed, since) {
+				// Another waiter's outcome, published before this one
+				// registered, answered for this report too.
+				tok, err := b.current(it)
+				return tok, true, err
+			}
 			_ = b.refreshItem(ctx, it)
 			if polls++; polls%4 == 0 {
-				b.forward(ctx, it, failed) // the leader may have changed meanwhile
+				b.forward(ctx, payload) // the leader may have changed meanwhile
 			}
 		case <-ctx.Done():
-			return Token{}, fmt.Errorf("%w: waiting for the leader's refresh: %w", ErrNoToken, ctx.Err())
+			return Token{}, false, fmt.Errorf("%w: waiting for the leader's refresh: %w", ErrNoToken, ctx.Err())
 		}
 	}
 }
 
-// forward publishes the report to the leader.
-func (b *Broker) forward(ctx context.Context, it *item, failed string) {
-	err := b.rdb.Publish(ctx, b.keys.inval(), it.ns+"\t"+it.appid+"\t"+failed).Err()
+// invalPayload is a forwarded report on {p}:inval: "ns\tappid\ttoken", plus
+// "\tverify" for a report to check with WeChat first. Tokens never hold a
+// tab (validValue). It also keys the report's waiters and its outcome.
+func invalPayload(it *item, failed string, verify bool) string {
+	p := it.ns + "\t" + it.appid + "\t" + failed
+	if verify {
+		p += "\t" + verifyFlag
+	}
+	return p
+}
+
+const verifyFlag = "verify"
+
+// forward publishes a report (invalPayload) to the leader.
+func (b *Broker) forward(ctx context.Context, payload string) {
+	err := b.rdb.Publish(ctx, b.keys.inval(), payload).Err()
 	b.setRedis(err)
 }
 
-func (b *Broker) addWaiter(key string) chan string {
+// addWaiter registers a waiter for the outcome of key and reports whether
+// it is the only one.
+func (b *Broker) addWaiter(key string) (chan string, bool) {
 	ch := make(chan string, 1)
 	b.waitMu.Lock()
 	b.waiters[key] = append(b.waiters[key], ch)
+	first := len(b.waiters[key]) == 1
 	b.waitMu.Unlock()
-	return ch
+	return ch, first
 }
 
 func (b *Broker) removeWaiter(key string, ch chan string) {
@@ -230,16 +321,20 @@ func (b *Broker) handleInvalRequest(payload string) {
 	}
 	ns, rest, _ := strings.Cut(payload, "\t")
 	appid, failed, ok := strings.Cut(rest, "\t")
+	failed, flag, _ := strings.Cut(failed, "\t")
 	e, found := b.entry(ns, appid)
 	if !ok || !found {
 		return
 	}
+	since := time.Now()
 	t.sched.goForwarded(payload, func() {
 		ctx, cancel := context.WithTimeout(t.ctx, b.invalidateWait())
 		defer cancel()
-		_, err := b.leaderInvalidate(ctx, t, e.token, failed)
+		_, err := b.leaderInvalidate(ctx, t, e.token, failed, flag == verifyFlag, since)
 		res := outcomeOK
 		switch {
+		case errors.Is(err, errStillAccepted):
+			res = outcomeAccepted
 		case errors.Is(err, ErrForceLimited):
 			res = outcomeLimited
 		case err != nil:
@@ -258,6 +353,16 @@ func (b *Broker) handleInvalDone(payload string) {
 		return
 	}
 	key, res := payload[:i], payload[i+1:]
+	if res == outcomeAccepted {
+		// Remember the verdict, so that reports of the token made here
+		// around now are answered without asking the leader again.
+		ns, rest, _ := strings.Cut(key, "\t")
+		appid, rest, _ := strings.Cut(rest, "\t")
+		failed, _, _ := strings.Cut(rest, "\t")
+		if e, ok := b.entry(ns, appid); ok {
+			e.token.verdict.Store(&verdict{token: failed, at: time.Now()})
+		}
+	}
 	b.waitMu.Lock()
 	defer b.waitMu.Unlock()
 	for _, ch := range b.waiters[key] {

@@ -105,9 +105,16 @@ func New(opts Options) (*Client, error) {
 	return c, nil
 }
 
+// sharedTimeout bounds a request shared by several callers. It runs
+// detached from any one caller's context (a caller that gives up must not
+// fail the others), so it needs a bound of its own in case HTTPClient has
+// no timeout.
+const sharedTimeout = 30 * time.Second
+
 // AccessToken returns a valid access token for appid, from the local cache
 // while it has more than Margin left, else from the broker. Concurrent calls
-// for one appid share one request.
+// for one appid share one request; each caller waits only as long as its
+// own ctx allows, and one caller giving up does not fail the others.
 func (c *Client) AccessToken(ctx context.Context, appid string) (string, error) {
 	c.mu.Lock()
 	tok, ok := c.cache[appid]
@@ -115,34 +122,52 @@ func (c *Client) AccessToken(ctx context.Context, appid string) (string, error) 
 	if ok && c.now().Add(c.margin).Before(tok.ExpiresAt) {
 		return tok.AccessToken, nil
 	}
-	v, err, _ := c.sf.Do(appid, func() (any, error) {
-		return c.fetch(ctx, http.MethodGet, c.tokenURL(appid), nil)
-	})
+	t, err := c.shared(ctx, appid, appid, http.MethodGet, c.tokenURL(appid), nil)
 	if err != nil {
 		return "", err
 	}
-	t := v.(Token)
-	c.store(appid, t)
 	return t.AccessToken, nil
 }
 
 // Invalidate reports that failed met errcode 40001/42001/40014 and returns
-// the token the broker holds after its conditional refresh. Reports of one
-// token share one request.
+// the token the broker holds after its conditional refresh (the broker
+// checks the report with WeChat and answers failed itself if WeChat still
+// accepts it). Reports of one token share one request, as AccessToken's
+// reads do. A spent forced-refresh budget is an *Error with Status 429.
 func (c *Client) Invalidate(ctx context.Context, appid, failed string) (string, error) {
 	body, err := json.Marshal(map[string]string{"access_token": failed})
 	if err != nil {
 		return "", fmt.Errorf("client: encode invalidation: %w", err)
 	}
-	v, err, _ := c.sf.Do("invalidate\x00"+appid+"\x00"+failed, func() (any, error) {
-		return c.fetch(ctx, http.MethodPost, c.tokenURL(appid)+"/invalidate", body)
-	})
+	t, err := c.shared(ctx, "invalidate\x00"+appid+"\x00"+failed, appid, http.MethodPost, c.tokenURL(appid)+"/invalidate", body)
 	if err != nil {
 		return "", err
 	}
-	t := v.(Token)
-	c.store(appid, t)
 	return t.AccessToken, nil
+}
+
+// shared makes one broker request per key at a time, detached from the
+// callers' contexts, stores its token, and hands it to every caller still
+// waiting; each caller stops waiting when its own ctx ends.
+func (c *Client) shared(ctx context.Context, key, appid, method, u string, body []byte) (Token, error) {
+	ch := c.sf.DoChan(key, func() (any, error) {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sharedTimeout)
+		defer cancel()
+		t, err := c.fetch(fctx, method, u, body)
+		if err == nil {
+			c.store(appid, t)
+		}
+		return t, err
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return Token{}, r.Err
+		}
+		return r.Val.(Token), nil
+	case <-ctx.Done():
+		return Token{}, fmt.Errorf("client: wait for the broker: %w", context.Cause(ctx))
+	}
 }
 
 func (c *Client) store(appid string, t Token) {
@@ -199,7 +224,9 @@ func (c *Client) fetch(ctx context.Context, method, u string, body []byte) (Toke
 // Transport returns an http.RoundTripper for WeChat API calls of appid: it
 // sets the access_token query parameter on every request and, when WeChat
 // answers errcode 40001, 42001 or 40014, reports the token and retries the
-// request once with the new one. Requests with a body must be replayable
+// request once with the new one. When the broker may not refresh (429, the
+// forced-refresh budget is spent) WeChat's original answer is returned
+// unchanged. Requests with a body must be replayable
 // (http.NewRequest sets GetBody for the usual body types). base nil means
 // http.DefaultTransport.
 func (c *Client) Transport(appid string, base http.RoundTripper) http.RoundTripper {
@@ -236,8 +263,14 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Body != nil && req.GetBody == nil {
 		return resp, nil // cannot replay: hand the 40001 to the caller
 	}
-	_ = resp.Body.Close()
 	fresh, err := t.c.Invalidate(ctx, t.appid, tok)
+	var be *Error
+	if errors.As(err, &be) && be.Status == http.StatusTooManyRequests {
+		// The broker may not refresh now (force budget spent): WeChat's
+		// own answer is the truth to hand back, not a broker error.
+		return resp, nil
+	}
+	_ = resp.Body.Close()
 	if err != nil {
 		return nil, fmt.Errorf("client: errcode %d from wechat, then: %w", code, err)
 	}

@@ -21,6 +21,9 @@ const (
 	SourceBroker = "broker"
 	SourceLogin  = "login"
 	SourceProxy  = "proxy"
+	// SourceCompat is a report inferred on the WeChat-compatible credential
+	// routes: stable_token with force_refresh, or an SDK's repeated fetch.
+	SourceCompat = "compat"
 
 	RequestOK           = "ok"
 	RequestUnauthorized = "unauthorized"
@@ -61,7 +64,8 @@ type Metrics struct {
 	ForcedRefreshLimit prometheus.Gauge
 	BuildInfo          *prometheus.GaugeVec // version, revision, goversion
 
-	Gateway Gateway // the WeChat API gateway (gateway.go)
+	Gateway      Gateway                // the WeChat API gateway (gateway.go)
+	FalseReports *prometheus.CounterVec // wx_namespace, appid, source
 }
 
 // New registers every collector on reg and returns them. It panics, as
@@ -117,6 +121,9 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "wxbroker_http_request_duration_seconds", Help: "HTTP request latency by listener, route template and status code.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"listener", "route", "code"}),
+		FalseReports: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxbroker_false_reports_total", Help: "Reports of a failed token (without WeChat's answer as proof) that WeChat still accepted when checked; answered with the same token.",
+		}, []string{"wx_namespace", "appid", "source"}),
 	}
 	m.newHealth(f)
 	return m

@@ -26,6 +26,7 @@ const (
 	APIClearQuota        = "clear_quota"
 	APIQuotaGet          = "quota_get"
 	APIRidGet            = "rid_get"
+	APIDomainIP          = "get_api_domain_ip"
 	APIGeneric           = "generic"
 )
 

@@ -45,6 +45,7 @@ type TokenSource interface {
 	AccessToken(ns, appid string) (broker.Token, error)
 	Ticket(ns, appid, typ string) (broker.Ticket, error)
 	Invalidate(ctx context.Context, ns, appid, failedToken, source string) (broker.Token, error)
+	InvalidateUnproven(ctx context.Context, ns, appid, failedToken, source string) (broker.Token, error)
 	AppByToken(accessToken string) (ns, appid string, ok bool)
 	IssuedTokenApp(ctx context.Context, accessToken string) (ns, appid string, ok bool, err error)
 	Status(ctx context.Context) broker.Status
@@ -84,6 +85,7 @@ type API struct {
 	gatherer prometheus.Gatherer
 	now      func() time.Time
 	keys     *keyring
+	handouts *handouts         // compat routes: last token per caller and app
 	nsOfApp  map[string]string // appid → the one namespace configuring it
 	apps     map[appKey]*appInfo
 	nsKnown  map[string]bool // configured namespaces
@@ -131,6 +133,7 @@ func New(opts Options) (*API, error) {
 		gatherer: opts.Gatherer,
 		now:      opts.Now,
 		keys:     keys,
+		handouts: newHandouts(maxHandouts),
 		nsOfApp:  map[string]string{},
 		apps:     map[appKey]*appInfo{},
 		nsKnown:  map[string]bool{},
@@ -253,6 +256,8 @@ func (a *API) newEcho() *echo.Echo {
 	add(http.MethodPost, app+"/jssdk/signature", a.jssdkSignature)
 	add(http.MethodGet, "/v1/status", a.status)
 	add(http.MethodGet, "/cgi-bin/token", a.cgiToken)
+	add(http.MethodPost, "/cgi-bin/stable_token", a.cgiStableToken)
+	add(http.MethodGet, "/cgi-bin/stable_token", a.cgiStableToken)
 	add(http.MethodGet, "/cgi-bin/ticket/getticket", a.cgiGetTicket)
 	add(http.MethodGet, "/healthz", a.healthz)
 	add(http.MethodGet, "/readyz", a.readyz)

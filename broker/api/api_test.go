@@ -134,6 +134,12 @@ func (f *fakeTokens) Invalidate(ctx context.Context, ns, appid, failed, source s
 	return t, nil
 }
 
+// InvalidateUnproven records the report with an "unproven" mark and then
+// behaves as Invalidate (the fake has no WeChat to check with).
+func (f *fakeTokens) InvalidateUnproven(ctx context.Context, ns, appid, failed, source string) (broker.Token, error) {
+	return f.Invalidate(ctx, ns, appid, failed, source+" unproven")
+}
+
 func (f *fakeTokens) AppByToken(token string) (string, string, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -347,7 +353,7 @@ func TestTokenShapes(t *testing.T) {
 	if r.status != 200 || string(r.body) != want {
 		t.Errorf("invalidate = %d %s; want 200 %s", r.status, r.body, want)
 	}
-	if got, want := h.fake.invalidated, []string{"prod/" + appA + " " + tokenA + " client"}; !equal(got, want) {
+	if got, want := h.fake.invalidated, []string{"prod/" + appA + " " + tokenA + " client unproven"}; !equal(got, want) {
 		t.Errorf("Invalidate calls = %q; want %q", got, want)
 	}
 

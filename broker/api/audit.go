@@ -18,6 +18,8 @@ const (
 	eventJSSDK        = "jssdk_signature"
 	eventCGIToken     = "cgi_token"
 	eventCGIGetTicket = "cgi_getticket"
+	// eventCGIStableToken is POST /cgi-bin/stable_token.
+	eventCGIStableToken = "cgi_stable_token"
 )
 
 // Audit buffer: the flusher is woken when auditBufferSize bytes are pending,

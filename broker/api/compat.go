@@ -69,38 +69,22 @@ func writeWeChatError(c echo.Context, e *wxError) error {
 // cgiToken serves GET /cgi-bin/token?grant_type=client_credential&appid=..&secret=<client key>.
 // The namespace comes from the X-Wxbroker-Namespace header, else from the
 // client's only namespace, else from the app itself (config validation
-// guarantees an AppID is configured in one namespace only).
+// guarantees an AppID is configured in one namespace only). A repeat by the
+// same caller within repeatWindow is read as a failure report (compatToken).
 func (a *API) cgiToken(c echo.Context) error {
 	appid := c.QueryParam("appid")
-	cl, ns, werr := a.cgiTokenCheck(c, appid)
-	if werr != nil {
-		a.count(ns, appid, werr.result)
-		a.auditLine(c, eventCGIToken, cl, ns, appid, werr.result, "")
-		return writeWeChatError(c, werr)
-	}
-	tok, err := a.tokens.AccessToken(ns, appid)
-	if err != nil {
-		werr = a.wxFromBroker(err, wxUnknownApp)
-		a.count(ns, appid, werr.result)
-		a.auditLine(c, eventCGIToken, cl, ns, appid, werr.result, "")
-		return writeWeChatError(c, werr)
-	}
-	a.record(c, eventCGIToken, cl, ns, appid, nil, tok.AccessToken)
-	buf := getBuf()
-	defer putBuf(buf)
-	*buf = appendWeChatTokenJSON(*buf, tok.AccessToken, tok.ExpiresAt, a.now())
-	return writeJSON(c, http.StatusOK, *buf)
+	cl, ns, werr := a.cgiTokenCheck(c, c.QueryParam("grant_type"), appid, c.QueryParam("secret"))
+	return a.compatToken(c, eventCGIToken, cl, ns, appid, werr, false)
 }
 
-func (a *API) cgiTokenCheck(c echo.Context, appid string) (*client, string, *wxError) {
+func (a *API) cgiTokenCheck(c echo.Context, grant, appid, key string) (*client, string, *wxError) {
 	ns := c.Request().Header.Get(namespaceHeader)
-	if c.QueryParam("grant_type") != "client_credential" {
+	if grant != "client_credential" {
 		return nil, ns, wxBadGrant
 	}
 	if appid == "" {
 		return nil, ns, wxNoAppID
 	}
-	key := c.QueryParam("secret")
 	if key == "" {
 		return nil, ns, wxNoSecret
 	}

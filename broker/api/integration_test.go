@@ -71,13 +71,24 @@ func TestWithRealBroker(t *testing.T) {
 	if !sim.TokenValid(appA, first.AccessToken) {
 		t.Fatal("the broker served a token WeChat does not accept")
 	}
-	// An invalidation of the current token: one conditional (forced) refresh.
+	// Another process force-refreshes the stable token: the broker's one is
+	// dead, and the report of it gets the conditional refresh.
+	outside := mustWeChat(t, sim.URL)
+	if _, err := outside.StableToken(t.Context(), appA, "sa", true); err != nil {
+		t.Fatal(err)
+	}
 	second := postInvalidate(t, srv.URL+tokenPath("prod", appA)+"/invalidate", keyOrder, first.AccessToken)
 	if second.AccessToken == first.AccessToken || second.Generation <= first.Generation {
 		t.Fatalf("invalidate returned %+v after %+v; want a newer token", second, first)
 	}
 	if !sim.TokenValid(appA, second.AccessToken) {
 		t.Fatal("the refreshed token is not accepted by WeChat")
+	}
+	// A report of a token WeChat still accepts is checked and answered
+	// unchanged: no refresh, one false report.
+	same := postInvalidate(t, srv.URL+tokenPath("prod", appA)+"/invalidate", keyOrder, second.AccessToken)
+	if same.AccessToken != second.AccessToken {
+		t.Fatalf("invalidate of a valid token returned generation %d after %d; want it unchanged", same.Generation, second.Generation)
 	}
 	// The WeChat-compatible getticket route names the app by its token.
 	resp, err := http.Get(srv.URL + "/cgi-bin/ticket/getticket?type=jsapi&access_token=" + second.AccessToken)
@@ -104,7 +115,7 @@ func TestWithRealBroker(t *testing.T) {
 		"wxbroker_token_refresh_duration_seconds", "wxbroker_token_expiry_timestamp_seconds",
 		"wxbroker_token_last_refresh_success_timestamp_seconds", "wxbroker_invalid_credential_total",
 		"wxbroker_external_invalidation_total", "wxbroker_wechat_errors_total", "wxbroker_wechat_quota_used",
-		"wxbroker_token_requests_total", "wxbroker_http_request_duration_seconds",
+		"wxbroker_token_requests_total", "wxbroker_http_request_duration_seconds", "wxbroker_false_reports_total",
 	} {
 		if !strings.Contains(string(body), "\n"+name+" ") && !strings.Contains(string(body), "\n"+name+"{") &&
 			!strings.Contains(string(body), "\n"+name+"_count") {
@@ -127,11 +138,12 @@ func TestWithRealBroker(t *testing.T) {
 		{"token_refresh_total{success, appA}", testutil.ToFloat64(m.TokenRefresh.WithLabelValues("prod", appA, broker.KindAccessToken, metrics.ResultSuccess)), 1, 3},
 		{"invalid_credential_total{client, appA}", testutil.ToFloat64(m.InvalidCredential.WithLabelValues("prod", appA, metrics.SourceClient)), 1, 1},
 		{"external_invalidation_total{appA}", testutil.ToFloat64(m.ExternalInvalidation.WithLabelValues("prod", appA)), 1, 1},
+		{"false_reports_total{client, appA}", testutil.ToFloat64(m.FalseReports.WithLabelValues("prod", appA, metrics.SourceClient)), 1, 1},
 		{"wechat_errors_total{stable_token,-1}", sumWeChatErrors(m, cfg.Apps(), "-1"), 1, 1},
 		{"wechat_quota_used{appA, stable_token}", testutil.ToFloat64(m.WeChatQuotaUsed.WithLabelValues("prod", appA, wechat.APIStableToken)), 2, 4},
 		{"token_expiry_timestamp_seconds{appA}", testutil.ToFloat64(m.TokenExpiry.WithLabelValues("prod", appA, broker.KindAccessToken)), now + 7000, now + 7201},
 		{"token_last_refresh_success_timestamp_seconds{appA}", testutil.ToFloat64(m.TokenLastRefreshSuccess.WithLabelValues("prod", appA, broker.KindAccessToken)), now - 30, now + 1},
-		{"token_requests_total{prod, ok}", testutil.ToFloat64(m.TokenRequests.WithLabelValues("prod", appA, metrics.RequestOK)), 3, 3},
+		{"token_requests_total{prod, ok}", testutil.ToFloat64(m.TokenRequests.WithLabelValues("prod", appA, metrics.RequestOK)), 4, 4},
 	}
 	for _, c := range checks {
 		if c.got < c.min || c.got > c.max {
@@ -140,7 +152,7 @@ func TestWithRealBroker(t *testing.T) {
 	}
 	for _, want := range []string{
 		`wxbroker_http_request_duration_seconds_count{code="200",listener="internal",route="/v1/namespaces/:ns/apps/:appid/access_token"} 1`,
-		`wxbroker_http_request_duration_seconds_count{code="200",listener="internal",route="/v1/namespaces/:ns/apps/:appid/access_token/invalidate"} 1`,
+		`wxbroker_http_request_duration_seconds_count{code="200",listener="internal",route="/v1/namespaces/:ns/apps/:appid/access_token/invalidate"} 2`,
 		`wxbroker_token_refresh_duration_seconds_count{kind="access_token",wx_namespace="prod"}`,
 	} {
 		if !strings.Contains(string(body), want) {

@@ -176,7 +176,8 @@ func (a *API) doInvalidate(c echo.Context, ns, appid string) (*client, broker.To
 	}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), invalidateTimeout)
 	defer cancel()
-	tok, err := a.tokens.Invalidate(ctx, ns, appid, req.AccessToken, metrics.SourceClient)
+	// A client's word carries no WeChat answer: the broker checks it first.
+	tok, err := a.tokens.InvalidateUnproven(ctx, ns, appid, req.AccessToken, metrics.SourceClient)
 	return cl, tok, err
 }
 

@@ -45,7 +45,7 @@ func extraAPI(api string) bool {
 	case apiMediaUpload, apiMediaGet, apiWxaCode:
 		return true
 	}
-	return false
+	return netcheckAPI(api)
 }
 
 func extraRoute(path string) (route, bool) {
@@ -59,7 +59,7 @@ func extraRoute(path string) (route, bool) {
 	case "/wxa/getwxacodeunlimit":
 		return route{apiWxaCode, http.MethodPost, (*Sim).wxaCode}, true
 	}
-	return route{}, false
+	return netcheckRoute(path)
 }
 
 // menuBody is the menu every app has in the simulator.
