@@ -390,7 +390,7 @@ var yamlLine = regexp.MustCompile(`^line (\d+): (.*)$`)
 
 // typeProblem turns one of yaml.v3's type errors into a Problem naming the key.
 func (w *walker) typeProblem(msg string) Problem {
-	p := Problem{Message: msg, Fix: "write the value with the type shown in the configuration reference (README.md)"}
+	p := Problem{Message: msg, Fix: "write the value with the type shown in the configuration reference (docs/CONFIGURATION.md)"}
 	if m := yamlLine.FindStringSubmatch(msg); m != nil {
 		p.Line, _ = strconv.Atoi(m[1])
 		p.Key = w.paths[p.Line]
