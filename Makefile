@@ -7,10 +7,10 @@ GO       ?= go
 FUZZTIME ?= 30s
 
 # binary:package pairs that `make deps` installs when the binary is missing.
-DEPS := redis-server:redis-server redis-sentinel:redis-sentinel chromium:chromium chromedriver:chromium-driver node:nodejs
+DEPS := redis-server:redis-server redis-sentinel:redis-sentinel redis-cli:redis-tools chromium:chromium chromedriver:chromium-driver node:nodejs
 
 .DEFAULT_GOAL := help
-.PHONY: help build run deps test test-race bench lint fmt-check vet fuzz clean
+.PHONY: help build run deps test test-race bench chaos lint fmt-check vet fuzz clean
 
 help: ## list the targets
 	@echo "Usage: make TARGET"
@@ -23,7 +23,7 @@ build: ## build bin/wxbroker
 run: ## start everything in one process: embedded Redis, WeChat simulator, demo config (wxbroker dev)
 	$(GO) run ./cmd/wxbroker dev
 
-deps: ## install redis-server, redis-sentinel, chromium, chromium-driver, nodejs when missing (apt-get)
+deps: ## install redis-server, redis-sentinel, redis-tools, chromium, chromium-driver, nodejs when missing (apt-get)
 	@missing=""; \
 	for d in $(DEPS); do command -v "$${d%%:*}" >/dev/null 2>&1 || missing="$$missing $${d#*:}"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
@@ -42,6 +42,10 @@ test-race: test ## alias of test (the tests always run with -race)
 
 bench: deps ## run every benchmark, one package at a time (DESIGN.md §9 targets; docs/BENCHMARKS.md)
 	$(GO) test -p 1 -run '^$$' -bench . -benchmem -timeout 20m ./...
+
+CHAOS_RUN ?= .
+chaos: deps build ## chaos suite (not in test): real Redis, Sentinel, Cluster, 3 brokers, faults; figures per scenario (docs/RELIABILITY.md)
+	WXBROKER_BIN="$(CURDIR)/bin/wxbroker" $(GO) test -tags chaos -count=1 -v -p 1 -timeout 15m -run '$(CHAOS_RUN)' ./internal/chaos/
 
 lint: fmt-check vet ## gofmt, go vet, and staticcheck when installed
 	@if command -v staticcheck >/dev/null 2>&1; then staticcheck ./...; \

@@ -1,0 +1,339 @@
+//go:build chaos
+
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/wxbroker/wxbroker/internal/redistest"
+)
+
+// single returns the redis: YAML for one redis-server.
+func single(rs *redistest.Server) string {
+	return fmt.Sprintf("{addrs: [%q], key_prefix: chaos}", rs.Addr)
+}
+
+// processLimit is the time without a leader allowed after a process or
+// Sentinel fault: lock_ttl + 1 s.
+func processLimit(tm timing) time.Duration { return tm.lockTTL + time.Second }
+
+// TestLeaderSIGKILL kills the leader; a survivor must lead within
+// lock_ttl + 1 s. The killed broker comes back as a standby.
+func TestLeaderSIGKILL(t *testing.T) {
+	rs := redistest.Start(t)
+	d := newDeployment(t, defaultTiming, single(rs))
+	d.up(3)
+	for range 2 {
+		l := d.leader(10 * time.Second)
+		d.rec.waitReads(t, 60)
+		d.kill(l)
+		d.leader(3 * d.tm.lockTTL)
+		d.rec.waitReads(t, 60)
+		d.restart(l)
+	}
+	d.rec.waitReads(t, 60)
+	d.rec.finish(t, "leader SIGKILL x2 (single Redis)", processLimit(d.tm)).check(t)
+}
+
+// TestLeaderSIGSTOP stops the leader past its lease, then resumes it: it
+// must step down without writing, and never lead alongside the new leader.
+func TestLeaderSIGSTOP(t *testing.T) {
+	rs := redistest.Start(t)
+	d := newDeployment(t, defaultTiming, single(rs))
+	d.up(3)
+	l := d.leader(10 * time.Second)
+	d.rec.waitReads(t, 60)
+	d.stop(l)
+	stopped := time.Now()
+	d.leader(3 * d.tm.lockTTL)
+	// The pause is the fault under test: twice the lock TTL.
+	time.Sleep(time.Until(stopped.Add(2 * d.tm.lockTTL)))
+	d.cont(l)
+	d.rec.waitReads(t, 200)
+	d.rec.finish(t, "leader SIGSTOP 2x lock_ttl (single Redis)", processLimit(d.tm)).check(t)
+}
+
+// heldCall queues a latency fault on the classic token API and waits until
+// the leader's call has reached the simulator (the simulator holds the
+// answer for latency). It returns the leader and the simulator's mint count
+// before the call.
+func heldCall(t *testing.T, d *deployment, latency time.Duration) (*broker, int) {
+	t.Helper()
+	d.sim.fault(t, apiToken, 1, map[string]any{"latency_ms": latency.Milliseconds()})
+	calls := d.sim.calls(t, apiToken, appClassic)
+	minted := d.sim.minted(t, appClassic)
+	d.waitCall(apiToken, appClassic, calls, tokenTTL+5*time.Second)
+	l := d.leader(time.Second)
+	d.rec.note("classic token call held by the simulator")
+	return l, minted
+}
+
+// TestLeaderSIGKILLDuringCall kills the leader while WeChat holds its
+// classic token call: the call is lost with the process (the simulator
+// mints nothing once the connection closes). The new leader must know
+// that a call was made and not trust the stored token.
+func TestLeaderSIGKILLDuringCall(t *testing.T) {
+	rs := redistest.Start(t)
+	d := newDeployment(t, defaultTiming, single(rs))
+	d.up(3)
+	l, _ := heldCall(t, d, time.Second)
+	d.kill(l)
+	d.rec.unavoidable(appClassic, 1) // the call that died with the leader
+	d.leader(3 * d.tm.lockTTL)
+	d.rec.waitReads(t, 300)
+	d.rec.finish(t, "leader SIGKILL during a classic credential call", processLimit(d.tm)).check(t)
+}
+
+// TestLeaderSIGSTOPDuringCall stops the leader while WeChat holds its
+// classic token call. WeChat then mints T2 (T1 dies after the overlap) but
+// T2 never reaches Redis: the new leader must supersede T1 before it dies.
+func TestLeaderSIGSTOPDuringCall(t *testing.T) {
+	rs := redistest.Start(t)
+	d := newDeployment(t, defaultTiming, single(rs))
+	d.up(3)
+	l, minted := heldCall(t, d, time.Second)
+	d.stop(l)
+	stopped := time.Now()
+	d.rec.unavoidable(appClassic, 1) // T2, minted for a stopped process
+	waitFor(t, "WeChat to mint the held token", 5*time.Second, func() bool { return d.sim.minted(t, appClassic) > minted })
+	d.leader(3 * d.tm.lockTTL)
+	time.Sleep(time.Until(stopped.Add(2*d.tm.lockTTL + overlap)))
+	d.cont(l)
+	d.rec.waitReads(t, 300)
+	d.rec.finish(t, "leader SIGSTOP during a classic credential call", processLimit(d.tm)).check(t)
+}
+
+// TestLeaderKilledBeforeWrite: WeChat answers the leader's classic call
+// (minting T2, which supersedes T1 after the overlap) while Redis refuses
+// writes (CLIENT PAUSE WRITE), then the leader is killed before its write
+// lands.
+func TestLeaderKilledBeforeWrite(t *testing.T) {
+	rs := redistest.Start(t)
+	d := newDeployment(t, defaultTiming, single(rs))
+	d.up(3)
+	rc := rs.Client(t)
+	ctx := t.Context()
+	l, minted := heldCall(t, d, 500*time.Millisecond)
+	if err := rc.Do(ctx, "CLIENT", "PAUSE", "5000", "WRITE").Err(); err != nil {
+		t.Fatalf("CLIENT PAUSE: %v", err)
+	}
+	d.rec.note("CLIENT PAUSE 5000 WRITE")
+	waitFor(t, "WeChat to mint the held token", 5*time.Second, func() bool { return d.sim.minted(t, appClassic) > minted })
+	// The answer is on its way to the leader, whose write now waits on the
+	// paused Redis; give it a moment to get there, then kill it.
+	time.Sleep(200 * time.Millisecond)
+	d.kill(l)
+	d.rec.unavoidable(appClassic, 1) // T2, never written
+	if err := rc.Do(ctx, "CLIENT", "UNPAUSE").Err(); err != nil {
+		t.Fatalf("CLIENT UNPAUSE: %v", err)
+	}
+	d.rec.note("CLIENT UNPAUSE")
+	d.leader(3 * d.tm.lockTTL)
+	d.rec.waitReads(t, 300)
+	d.rec.finish(t, "leader killed between WeChat's answer and the Redis write", processLimit(d.tm)).check(t)
+}
+
+// TestRedisRestart crashes a non-persistent redis-server and starts it
+// again empty: the brokers must rewrite their state, keep serving valid
+// tokens, and the epoch must not start again at 1.
+func TestRedisRestart(t *testing.T) {
+	rs := redistest.Start(t)
+	d := newDeployment(t, defaultTiming, single(rs))
+	d.up(3)
+	d.rec.waitReads(t, 60)
+	for range 2 {
+		d.rec.note("redis SIGKILL")
+		rs.Kill()
+		rs.Start()
+		d.rec.note("redis started again, empty")
+		d.leader(3 * d.tm.lockTTL)
+		d.rec.waitReads(t, 150)
+	}
+	d.rec.finish(t, "non-persistent Redis restart x2", processLimit(d.tm)).check(t)
+}
+
+// TestWeChatFaults queues 5xx, -1, timeouts, dropped connections and
+// dropped answers on both credential APIs; the brokers must retry in time
+// and never serve a dead token or expires_in 0.
+func TestWeChatFaults(t *testing.T) {
+	rs := redistest.Start(t)
+	d := newDeployment(t, defaultTiming, single(rs))
+	d.up(3)
+	timeout := (d.tm.wechatTimeout + 500*time.Millisecond).Milliseconds()
+	faults := []map[string]any{
+		{"status": 502}, {"errcode": -1}, {"latency_ms": timeout}, {"drop": true}, {"status": 503}, {"drop_response": true},
+	}
+	for app, api := range appAPI {
+		from := d.sim.calls(t, api, app)
+		for _, f := range faults {
+			d.sim.fault(t, api, 1, f)
+		}
+		d.rec.unavoidable(app, len(faults))
+		d.rec.note(fmt.Sprintf("%d faults queued on %s", len(faults), api))
+		// Every fault is consumed by a call, then one more call succeeds.
+		waitFor(t, "the faults on "+api+" to be consumed", 2*tokenTTL, func() bool { return d.sim.calls(t, api, app) > from+len(faults) })
+	}
+	d.rec.waitReads(t, 300)
+	d.rec.finish(t, "WeChat faults: 5xx, -1, timeout, drop, dropped answer", processLimit(d.tm)).check(t)
+}
+
+// TestManyLeaderKills kills the leader 50 times in a row with a 1 s lock.
+func TestManyLeaderKills(t *testing.T) {
+	tm := timing{lockTTL: time.Second, renew: 300 * time.Millisecond, wechatTimeout: 500 * time.Millisecond}
+	rs := redistest.Start(t)
+	d := newDeployment(t, tm, single(rs))
+	d.up(3)
+	for i := range 50 {
+		l := d.leader(10 * time.Second)
+		d.kill(l)
+		d.leader(5 * tm.lockTTL)
+		d.restart(l)
+		if i%10 == 9 {
+			t.Logf("%d leader kills", i+1)
+		}
+	}
+	d.rec.waitReads(t, 100)
+	d.rec.finish(t, "50 leader SIGKILLs in a row (lock_ttl 1s)", processLimit(tm)).check(t)
+}
+
+// sentinelSetup starts a master, a replica and a sentinel watching them.
+func sentinelSetup(t *testing.T) (master, replica *redistest.Server, redisYAML string) {
+	master = redistest.Start(t)
+	host, port, _ := net.SplitHostPort(master.Addr)
+	replica = redistest.Start(t, "--replicaof", host, port)
+	waitFor(t, "the replica to sync", 20*time.Second, func() bool {
+		info, err := replica.Client(t).Info(t.Context(), "replication").Result()
+		return err == nil && strings.Contains(info, "master_link_status:up")
+	})
+	s := redistest.StartSentinel(t, master, "chaos")
+	sc := redis.NewSentinelClient(&redis.Options{Addr: s.Addr})
+	t.Cleanup(func() { _ = sc.Close() })
+	waitFor(t, "the sentinel to know the replica", 20*time.Second, func() bool {
+		r, err := sc.Replicas(t.Context(), "chaos").Result()
+		return err == nil && len(r) == 1
+	})
+	return master, replica, fmt.Sprintf("{addrs: [%q], master_name: chaos, key_prefix: chaos}", s.Addr)
+}
+
+// TestSentinelMasterKill kills the Redis master; Sentinel promotes the
+// replica and the brokers follow.
+func TestSentinelMasterKill(t *testing.T) {
+	master, _, y := sentinelSetup(t)
+	d := newDeployment(t, defaultTiming, y)
+	d.up(3)
+	d.rec.waitReads(t, 60)
+	d.rec.note("master SIGKILL")
+	master.Kill()
+	d.rec.waitReads(t, 400)
+	d.leader(10 * time.Second)
+	d.rec.finish(t, "Sentinel: master SIGKILL, failover", processLimit(d.tm)).check(t)
+}
+
+// TestSentinelMasterPause stops the master long enough for a failover,
+// then resumes it: it comes back as a master and is demoted.
+func TestSentinelMasterPause(t *testing.T) {
+	master, _, y := sentinelSetup(t)
+	d := newDeployment(t, defaultTiming, y)
+	d.up(3)
+	d.rec.waitReads(t, 60)
+	d.rec.note("master SIGSTOP")
+	master.Pause()
+	paused := time.Now()
+	time.Sleep(time.Until(paused.Add(5 * time.Second))) // the pause under test
+	master.Resume()
+	d.rec.note("master SIGCONT")
+	d.rec.waitReads(t, 400)
+	d.leader(10 * time.Second)
+	d.rec.finish(t, "Sentinel: master SIGSTOP 5s, failover, old master back", processLimit(d.tm)).check(t)
+}
+
+// TestSentinelLostWrite: the replica is stopped while the leader writes a
+// new classic token T2, then the master dies and Sentinel promotes the
+// replica, which still holds T1 (dead after the overlap). A broker started
+// after the failover must not serve T1.
+func TestSentinelLostWrite(t *testing.T) {
+	master, replica, y := sentinelSetup(t)
+	d := newDeployment(t, defaultTiming, y)
+	d.up(3)
+	d.rec.note("replica SIGSTOP")
+	replica.Pause()
+	seen := d.rec.seen(appClassic)
+	waitFor(t, "a new classic token written and served", tokenTTL+10*time.Second, func() bool { return d.rec.seen(appClassic) > seen })
+	d.rec.note("new classic token served; master SIGKILL, replica SIGCONT")
+	master.Kill()
+	replica.Resume()
+	d.leader(15 * time.Second)
+	d.rec.note("new leader; starting a fourth broker")
+	d.addBroker()
+	d.rec.waitReads(t, 300)
+	d.rec.finish(t, "Sentinel: failover that loses the last token write", processLimit(d.tm)).check(t)
+}
+
+const clusterNodeTimeout = time.Second
+
+// TestClusterSlotMasterKill kills the cluster master that owns the slot of
+// the brokers' {key_prefix} hash tag.
+func TestClusterSlotMasterKill(t *testing.T) {
+	nodes := make([]*redistest.Server, 6)
+	var addrs []string
+	for i := range nodes {
+		nodes[i] = redistest.Start(t, "--cluster-enabled", "yes",
+			"--cluster-node-timeout", strconv.Itoa(int(clusterNodeTimeout.Milliseconds())),
+			"--cluster-port", strconv.Itoa(redistest.FreePort(t)))
+		addrs = append(addrs, nodes[i].Addr)
+	}
+	redisCLI(t, append(append([]string{"--cluster", "create"}, addrs...), "--cluster-replicas", "1", "--cluster-yes")...)
+	ctx := t.Context()
+	for _, n := range nodes {
+		waitFor(t, n.Addr+" cluster_state:ok", 30*time.Second, func() bool {
+			info, err := n.Client(t).ClusterInfo(ctx).Result()
+			return err == nil && strings.Contains(info, "cluster_state:ok")
+		})
+	}
+	quoted := make([]string, len(addrs))
+	for i, a := range addrs {
+		quoted[i] = strconv.Quote(a)
+	}
+	d := newDeployment(t, defaultTiming, fmt.Sprintf("{addrs: [%s], key_prefix: chaos}", strings.Join(quoted, ", ")))
+	d.up(3)
+	d.rec.waitReads(t, 60)
+	victim := slotMaster(ctx, t, nodes, "{chaos}")
+	d.rec.note("slot master " + victim.Addr + " SIGKILL")
+	victim.Kill()
+	d.rec.waitReads(t, 400)
+	d.leader(30 * time.Second)
+	d.rec.finish(t, "Cluster: SIGKILL of the {key_prefix} slot master", clusterNodeTimeout+d.tm.lockTTL+time.Second).check(t)
+}
+
+// slotMaster returns the node that masters key's slot.
+func slotMaster(ctx context.Context, t *testing.T, nodes []*redistest.Server, key string) *redistest.Server {
+	t.Helper()
+	c := nodes[0].Client(t)
+	slot, err := c.ClusterKeySlot(ctx, key).Result()
+	if err != nil {
+		t.Fatalf("CLUSTER KEYSLOT: %v", err)
+	}
+	slots, err := c.ClusterSlots(ctx).Result()
+	if err != nil {
+		t.Fatalf("CLUSTER SLOTS: %v", err)
+	}
+	for _, s := range slots {
+		if int64(s.Start) <= slot && slot <= int64(s.End) && len(s.Nodes) > 0 {
+			for _, n := range nodes {
+				if n.Addr == s.Nodes[0].Addr {
+					return n
+				}
+			}
+		}
+	}
+	t.Fatalf("no master for slot %d in %v", slot, slots)
+	return nil
+}
