@@ -35,11 +35,13 @@ func TestLeaderSIGKILL(t *testing.T) {
 		l := d.leader(10 * time.Second)
 		d.rec.waitReads(t, 60)
 		d.kill(l)
-		d.leader(3 * d.tm.lockTTL)
+		if d.awaitLeader(3*d.tm.lockTTL) == nil {
+			break
+		}
 		d.rec.waitReads(t, 60)
 		d.restart(l)
 	}
-	d.rec.waitReads(t, 60)
+	d.refreshBoth()
 	d.rec.finish(t, "leader SIGKILL x2 (single Redis)", processLimit(d.tm)).check(t)
 }
 
@@ -53,11 +55,11 @@ func TestLeaderSIGSTOP(t *testing.T) {
 	d.rec.waitReads(t, 60)
 	d.stop(l)
 	stopped := time.Now()
-	d.leader(3 * d.tm.lockTTL)
+	d.awaitLeader(3 * d.tm.lockTTL)
 	// The pause is the fault under test: twice the lock TTL.
 	time.Sleep(time.Until(stopped.Add(2 * d.tm.lockTTL)))
 	d.cont(l)
-	d.rec.waitReads(t, 200)
+	d.refreshBoth()
 	d.rec.finish(t, "leader SIGSTOP 2x lock_ttl (single Redis)", processLimit(d.tm)).check(t)
 }
 
@@ -87,7 +89,7 @@ func TestLeaderSIGKILLDuringCall(t *testing.T) {
 	l, _ := heldCall(t, d, time.Second)
 	d.kill(l)
 	d.rec.unavoidable(appClassic, 1) // the call that died with the leader
-	d.leader(3 * d.tm.lockTTL)
+	d.awaitLeader(3 * d.tm.lockTTL)
 	d.rec.waitReads(t, 300)
 	d.rec.finish(t, "leader SIGKILL during a classic credential call", processLimit(d.tm)).check(t)
 }
@@ -104,7 +106,7 @@ func TestLeaderSIGSTOPDuringCall(t *testing.T) {
 	stopped := time.Now()
 	d.rec.unavoidable(appClassic, 1) // T2, minted for a stopped process
 	waitFor(t, "WeChat to mint the held token", 5*time.Second, func() bool { return d.sim.minted(t, appClassic) > minted })
-	d.leader(3 * d.tm.lockTTL)
+	d.awaitLeader(3 * d.tm.lockTTL)
 	time.Sleep(time.Until(stopped.Add(2*d.tm.lockTTL + overlap)))
 	d.cont(l)
 	d.rec.waitReads(t, 300)
@@ -136,7 +138,7 @@ func TestLeaderKilledBeforeWrite(t *testing.T) {
 		t.Fatalf("CLIENT UNPAUSE: %v", err)
 	}
 	d.rec.note("CLIENT UNPAUSE")
-	d.leader(3 * d.tm.lockTTL)
+	d.awaitLeader(3 * d.tm.lockTTL)
 	d.rec.waitReads(t, 300)
 	d.rec.finish(t, "leader killed between WeChat's answer and the Redis write", processLimit(d.tm)).check(t)
 }
@@ -154,9 +156,10 @@ func TestRedisRestart(t *testing.T) {
 		rs.Kill()
 		rs.Start()
 		d.rec.note("redis started again, empty")
-		d.leader(3 * d.tm.lockTTL)
-		d.rec.waitReads(t, 150)
+		d.awaitLeader(3 * d.tm.lockTTL)
+		d.rec.waitReads(t, 300)
 	}
+	d.refreshBoth()
 	d.rec.finish(t, "non-persistent Redis restart x2", processLimit(d.tm)).check(t)
 }
 
@@ -179,7 +182,9 @@ func TestWeChatFaults(t *testing.T) {
 		d.rec.unavoidable(app, len(faults))
 		d.rec.note(fmt.Sprintf("%d faults queued on %s", len(faults), api))
 		// Every fault is consumed by a call, then one more call succeeds.
-		waitFor(t, "the faults on "+api+" to be consumed", 2*tokenTTL, func() bool { return d.sim.calls(t, api, app) > from+len(faults) })
+		if !waitUntil(3*tokenTTL, func() bool { return d.sim.calls(t, api, app) > from+len(faults) }) {
+			t.Errorf("%s: %d calls after %s; want %d faulted calls and a successful one", api, d.sim.calls(t, api, app)-from, 3*tokenTTL, len(faults))
+		}
 	}
 	d.rec.waitReads(t, 300)
 	d.rec.finish(t, "WeChat faults: 5xx, -1, timeout, drop, dropped answer", processLimit(d.tm)).check(t)
@@ -194,7 +199,9 @@ func TestManyLeaderKills(t *testing.T) {
 	for i := range 50 {
 		l := d.leader(10 * time.Second)
 		d.kill(l)
-		d.leader(5 * tm.lockTTL)
+		if d.awaitLeader(5*tm.lockTTL) == nil {
+			break
+		}
 		d.restart(l)
 		if i%10 == 9 {
 			t.Logf("%d leader kills", i+1)
@@ -205,7 +212,7 @@ func TestManyLeaderKills(t *testing.T) {
 }
 
 // sentinelSetup starts a master, a replica and a sentinel watching them.
-func sentinelSetup(t *testing.T) (master, replica *redistest.Server, redisYAML string) {
+func sentinelSetup(t *testing.T) (master, replica *redistest.Server, redisYAML string, switched func() bool) {
 	master = redistest.Start(t)
 	host, port, _ := net.SplitHostPort(master.Addr)
 	replica = redistest.Start(t, "--replicaof", host, port)
@@ -220,38 +227,45 @@ func sentinelSetup(t *testing.T) (master, replica *redistest.Server, redisYAML s
 		r, err := sc.Replicas(t.Context(), "chaos").Result()
 		return err == nil && len(r) == 1
 	})
-	return master, replica, fmt.Sprintf("{addrs: [%q], master_name: chaos, key_prefix: chaos}", s.Addr)
+	switched = func() bool {
+		a, err := sc.GetMasterAddrByName(t.Context(), "chaos").Result()
+		return err == nil && len(a) == 2 && net.JoinHostPort(a[0], a[1]) == replica.Addr
+	}
+	return master, replica, fmt.Sprintf("{addrs: [%q], master_name: chaos, key_prefix: chaos}", s.Addr), switched
 }
 
 // TestSentinelMasterKill kills the Redis master; Sentinel promotes the
 // replica and the brokers follow.
 func TestSentinelMasterKill(t *testing.T) {
-	master, _, y := sentinelSetup(t)
+	master, _, y, switched := sentinelSetup(t)
 	d := newDeployment(t, defaultTiming, y)
 	d.up(3)
 	d.rec.waitReads(t, 60)
 	d.rec.note("master SIGKILL")
 	master.Kill()
-	d.rec.waitReads(t, 400)
-	d.leader(10 * time.Second)
+	waitFor(t, "Sentinel to promote the replica", 30*time.Second, switched)
+	d.rec.note("Sentinel promoted the replica")
+	d.awaitLeader(10 * time.Second)
+	d.refreshBoth()
 	d.rec.finish(t, "Sentinel: master SIGKILL, failover", processLimit(d.tm)).check(t)
 }
 
 // TestSentinelMasterPause stops the master long enough for a failover,
 // then resumes it: it comes back as a master and is demoted.
 func TestSentinelMasterPause(t *testing.T) {
-	master, _, y := sentinelSetup(t)
+	master, _, y, switched := sentinelSetup(t)
 	d := newDeployment(t, defaultTiming, y)
 	d.up(3)
 	d.rec.waitReads(t, 60)
 	d.rec.note("master SIGSTOP")
 	master.Pause()
-	paused := time.Now()
-	time.Sleep(time.Until(paused.Add(5 * time.Second))) // the pause under test
+	waitFor(t, "Sentinel to promote the replica", 30*time.Second, switched)
+	d.rec.note("Sentinel promoted the replica")
+	time.Sleep(time.Second) // the old master stays paused a little longer: the fault under test
 	master.Resume()
 	d.rec.note("master SIGCONT")
-	d.rec.waitReads(t, 400)
-	d.leader(10 * time.Second)
+	d.awaitLeader(10 * time.Second)
+	d.refreshBoth()
 	d.rec.finish(t, "Sentinel: master SIGSTOP 5s, failover, old master back", processLimit(d.tm)).check(t)
 }
 
@@ -260,7 +274,7 @@ func TestSentinelMasterPause(t *testing.T) {
 // replica, which still holds T1 (dead after the overlap). A broker started
 // after the failover must not serve T1.
 func TestSentinelLostWrite(t *testing.T) {
-	master, replica, y := sentinelSetup(t)
+	master, replica, y, switched := sentinelSetup(t)
 	d := newDeployment(t, defaultTiming, y)
 	d.up(3)
 	d.rec.note("replica SIGSTOP")
@@ -270,10 +284,12 @@ func TestSentinelLostWrite(t *testing.T) {
 	d.rec.note("new classic token served; master SIGKILL, replica SIGCONT")
 	master.Kill()
 	replica.Resume()
-	d.leader(15 * time.Second)
-	d.rec.note("new leader; starting a fourth broker")
+	waitFor(t, "Sentinel to promote the replica", 30*time.Second, switched)
+	d.rec.note("Sentinel promoted the replica")
+	d.awaitLeader(15 * time.Second)
+	d.rec.note("starting a fourth broker")
 	d.addBroker()
-	d.rec.waitReads(t, 300)
+	d.refreshBoth()
 	d.rec.finish(t, "Sentinel: failover that loses the last token write", processLimit(d.tm)).check(t)
 }
 
@@ -308,8 +324,8 @@ func TestClusterSlotMasterKill(t *testing.T) {
 	victim := slotMaster(ctx, t, nodes, "{chaos}")
 	d.rec.note("slot master " + victim.Addr + " SIGKILL")
 	victim.Kill()
-	d.rec.waitReads(t, 400)
-	d.leader(30 * time.Second)
+	d.awaitLeader(90 * time.Second)
+	d.refreshBoth()
 	d.rec.finish(t, "Cluster: SIGKILL of the {key_prefix} slot master", clusterNodeTimeout+d.tm.lockTTL+time.Second).check(t)
 }
 
@@ -336,4 +352,30 @@ func slotMaster(ctx context.Context, t *testing.T, nodes []*redistest.Server, ke
 	}
 	t.Fatalf("no master for slot %d in %v", slot, slots)
 	return nil
+}
+
+// waitUntil polls cond every 20 ms until it holds or timeout passes.
+func waitUntil(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}
+
+// refreshBoth lets the deployment run until each app has had one more
+// credential call that minted a token the readers then saw, so that every
+// scenario also covers a refresh after its fault.
+func (d *deployment) refreshBoth() {
+	d.t.Helper()
+	for _, app := range []string{appClassic, appStable} {
+		seen := d.rec.seen(app)
+		if !waitUntil(tokenTTL+10*time.Second, func() bool { return d.rec.seen(app) > seen }) {
+			d.t.Errorf("%s: no new token served within %s", app, tokenTTL+10*time.Second)
+		}
+	}
+	d.rec.waitReads(d.t, 100)
 }
