@@ -303,7 +303,10 @@ func TestClusterSlotMasterKill(t *testing.T) {
 	for i := range nodes {
 		nodes[i] = redistest.Start(t, "--cluster-enabled", "yes",
 			"--cluster-node-timeout", strconv.Itoa(int(clusterNodeTimeout.Milliseconds())),
-			"--cluster-port", strconv.Itoa(redistest.FreePort(t)))
+			"--cluster-port", strconv.Itoa(redistest.FreePort(t)),
+			// Replicas must finish their first sync before a failover can
+			// promote them; the default waits 5 s for more replicas.
+			"--repl-diskless-sync-delay", "0")
 		addrs = append(addrs, nodes[i].Addr)
 	}
 	redisCLI(t, append(append([]string{"--cluster", "create"}, addrs...), "--cluster-replicas", "1", "--cluster-yes")...)
@@ -312,6 +315,12 @@ func TestClusterSlotMasterKill(t *testing.T) {
 		waitFor(t, n.Addr+" cluster_state:ok", 30*time.Second, func() bool {
 			info, err := n.Client(t).ClusterInfo(ctx).Result()
 			return err == nil && strings.Contains(info, "cluster_state:ok")
+		})
+	}
+	for _, n := range nodes {
+		waitFor(t, n.Addr+" synced, if a replica", 30*time.Second, func() bool {
+			info, err := n.Client(t).Info(ctx, "replication").Result()
+			return err == nil && (strings.Contains(info, "role:master") || strings.Contains(info, "master_link_status:up"))
 		})
 	}
 	quoted := make([]string, len(addrs))
@@ -324,6 +333,21 @@ func TestClusterSlotMasterKill(t *testing.T) {
 	victim := slotMaster(ctx, t, nodes, "{chaos}")
 	d.rec.note("slot master " + victim.Addr + " SIGKILL")
 	victim.Kill()
+	var survivor *redistest.Server
+	for _, n := range nodes {
+		if n != victim {
+			survivor = n
+			break
+		}
+	}
+	if !waitUntil(30*time.Second, func() bool {
+		m := slotMasterAddr(ctx, survivor.Client(t), "{chaos}")
+		return m != "" && m != victim.Addr
+	}) {
+		nodes, _ := survivor.Client(t).ClusterNodes(ctx).Result()
+		t.Fatalf("the cluster did not promote a replica for the slot within 30s; CLUSTER NODES:\n%s", nodes)
+	}
+	d.rec.note("the cluster promoted a replica")
 	d.awaitLeader(90 * time.Second)
 	d.refreshBoth()
 	d.rec.finish(t, "Cluster: SIGKILL of the {key_prefix} slot master", clusterNodeTimeout+d.tm.lockTTL+time.Second).check(t)
@@ -332,26 +356,33 @@ func TestClusterSlotMasterKill(t *testing.T) {
 // slotMaster returns the node that masters key's slot.
 func slotMaster(ctx context.Context, t *testing.T, nodes []*redistest.Server, key string) *redistest.Server {
 	t.Helper()
-	c := nodes[0].Client(t)
+	addr := slotMasterAddr(ctx, nodes[0].Client(t), key)
+	for _, n := range nodes {
+		if n.Addr == addr {
+			return n
+		}
+	}
+	t.Fatalf("no master known for the slot of %s (got %q)", key, addr)
+	return nil
+}
+
+// slotMasterAddr asks one node which node masters key's slot; "" when it
+// cannot tell.
+func slotMasterAddr(ctx context.Context, c *redis.Client, key string) string {
 	slot, err := c.ClusterKeySlot(ctx, key).Result()
 	if err != nil {
-		t.Fatalf("CLUSTER KEYSLOT: %v", err)
+		return ""
 	}
 	slots, err := c.ClusterSlots(ctx).Result()
 	if err != nil {
-		t.Fatalf("CLUSTER SLOTS: %v", err)
+		return ""
 	}
 	for _, s := range slots {
 		if int64(s.Start) <= slot && slot <= int64(s.End) && len(s.Nodes) > 0 {
-			for _, n := range nodes {
-				if n.Addr == s.Nodes[0].Addr {
-					return n
-				}
-			}
+			return s.Nodes[0].Addr
 		}
 	}
-	t.Fatalf("no master for slot %d in %v", slot, slots)
-	return nil
+	return ""
 }
 
 // waitUntil polls cond every 20 ms until it holds or timeout passes.
