@@ -425,14 +425,15 @@ type recorder struct {
 	gaps         []time.Duration
 	maxEpoch     int64
 	backwards    []string
-	terms        map[int64]bool
+	terms        map[int64]string // epoch → the broker that led with it
+	flagged      map[string]bool  // broker+epoch already in backwards
 	events       []string
 	extraMin     map[string]int // unavoidable calls the scenario caused (faults, lost calls)
 }
 
 func newRecorder(d *deployment) *recorder {
 	return &recorder{d: d, halt: make(chan struct{}), readErrors: map[string]int{}, tokens: map[string]*tokenSeen{},
-		known: map[string]bool{}, terms: map[int64]bool{}, extraMin: map[string]int{}}
+		known: map[string]bool{}, terms: map[int64]string{}, flagged: map[string]bool{}, extraMin: map[string]int{}}
 }
 
 func (r *recorder) note(ev string) {
@@ -599,10 +600,18 @@ func (r *recorder) sampleLoop() {
 			}
 		}
 		for _, l := range leaders {
-			if !r.terms[l.epoch] && r.measuring && l.epoch <= r.maxEpoch {
+			prev, seen := r.terms[l.epoch]
+			switch {
+			case !r.measuring:
+			case seen && prev != l.b.name && !r.flagged[fmt.Sprint(l.b.name, l.epoch)]:
+				r.flagged[fmt.Sprint(l.b.name, l.epoch)] = true
+				r.backwards = append(r.backwards, fmt.Sprintf("%s %s leads with epoch %d, which %s led with before", now.Format("15:04:05.000"), l.b.name, l.epoch, prev))
+			case !seen && l.epoch <= r.maxEpoch:
 				r.backwards = append(r.backwards, fmt.Sprintf("%s %s leads with epoch %d after epoch %d was seen", now.Format("15:04:05.000"), l.b.name, l.epoch, r.maxEpoch))
 			}
-			r.terms[l.epoch] = true
+			if !seen {
+				r.terms[l.epoch] = l.b.name
+			}
 			r.maxEpoch = max(r.maxEpoch, l.epoch)
 		}
 		r.mu.Unlock()
@@ -753,7 +762,7 @@ func (f figures) check(t *testing.T) {
 		gaps = append(gaps, g.Round(10*time.Millisecond).String())
 	}
 	row("time without a leader", "longest %s (target <= %s); gaps %v", f.maxGap.Round(10*time.Millisecond), f.gapLimit, gaps)
-	row("leader terms seen", "%d; epoch backwards: %d", f.terms, len(f.backwards))
+	row("distinct leader epochs", "%d; epoch reused or backwards: %d", f.terms, len(f.backwards))
 	for _, app := range []string{appClassic, appStable} {
 		row("credential calls "+map[string]string{appClassic: "classic", appStable: "stable"}[app], "%d (minimum %d)", f.calls[app], f.min[app])
 	}
@@ -772,7 +781,7 @@ func (f figures) check(t *testing.T) {
 		fail("no leader for %s; target <= %s", f.maxGap, f.gapLimit)
 	}
 	if len(f.backwards) > 0 {
-		fail("epoch went backwards:\n%s", strings.Join(f.backwards, "\n"))
+		fail("epoch reused or went backwards (it no longer identifies a term):\n%s", strings.Join(f.backwards, "\n"))
 	}
 	for app, n := range f.calls {
 		if d := n - f.min[app]; d > 1 || d < -1 {
