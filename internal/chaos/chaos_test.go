@@ -113,6 +113,50 @@ func TestLeaderSIGSTOPDuringCall(t *testing.T) {
 	d.rec.finish(t, "leader SIGSTOP during a classic credential call", processLimit(d.tm)).check(t)
 }
 
+// TestLeaderSIGSTOPDuringReportedCall: a client reports the current classic
+// token T1 (as after a 40001), so the leader fetches off its schedule; the
+// simulator holds that call and the leader is stopped meanwhile. WeChat
+// mints T2, T1 dies after the overlap, T2 never reaches Redis, and T1 still
+// has most of its life left, so the new leader's schedule would not replace
+// it before it dies: only knowing that a call was made can. A report of T1
+// after its death must then be answered with a new token, not 429.
+func TestLeaderSIGSTOPDuringReportedCall(t *testing.T) {
+	rs := redistest.Start(t)
+	d := newDeployment(t, defaultTiming, single(rs))
+	d.up(3)
+	// Start from a fresh T1, so that its scheduled refresh is far away.
+	seen := d.rec.seen(appClassic)
+	waitFor(t, "a fresh classic token", tokenTTL+10*time.Second, func() bool { return d.rec.seen(appClassic) > seen })
+	l := d.leader(10 * time.Second)
+	t1 := d.current(l, appClassic)
+	d.sim.fault(t, apiToken, 1, map[string]any{"latency_ms": time.Second.Milliseconds()})
+	calls := d.sim.calls(t, apiToken, appClassic)
+	minted := d.sim.minted(t, appClassic)
+	go d.report(l, appClassic, t1) // answered late or never: its leader is stopped
+	d.waitCall(apiToken, appClassic, calls, 10*time.Second)
+	d.stop(l)
+	stopped := time.Now()
+	d.rec.unavoidable(appClassic, 1) // T2, minted for a stopped process
+	waitFor(t, "WeChat to mint the held token", 5*time.Second, func() bool { return d.sim.minted(t, appClassic) > minted })
+	mintedAt := time.Now()
+	nl := d.awaitLeader(3 * d.tm.lockTTL)
+	// T1 is dead once the overlap has passed. Readers keep reading for 2 s
+	// more, which shows whether the brokers replaced it on their own; then
+	// a client that met 40001 reports it.
+	time.Sleep(time.Until(mintedAt.Add(overlap + 2*time.Second)))
+	if nl != nil {
+		code, body := d.report(nl, appClassic, t1)
+		d.rec.note(fmt.Sprintf("report of the dead T1 to %s: %d", nl.name, code))
+		if code != 200 {
+			t.Errorf("report of a token WeChat rejects, after the leader died mid-call: %d %s; want 200 with a new token", code, body)
+		}
+	}
+	time.Sleep(time.Until(stopped.Add(2*d.tm.lockTTL + overlap)))
+	d.cont(l)
+	d.refreshBoth()
+	d.rec.finish(t, "leader SIGSTOP during a reported (off-schedule) classic call", processLimit(d.tm)).check(t)
+}
+
 // TestLeaderKilledBeforeWrite: WeChat answers the leader's classic call
 // (minting T2, which supersedes T1 after the overlap) while Redis refuses
 // writes (CLIENT PAUSE WRITE), then the leader is killed before its write
@@ -266,7 +310,7 @@ func TestSentinelMasterPause(t *testing.T) {
 	d.rec.note("master SIGCONT")
 	d.awaitLeader(10 * time.Second)
 	d.refreshBoth()
-	d.rec.finish(t, "Sentinel: master SIGSTOP 5s, failover, old master back", processLimit(d.tm)).check(t)
+	d.rec.finish(t, "Sentinel: master SIGSTOP until failover + 1s, old master back", processLimit(d.tm)).check(t)
 }
 
 // TestSentinelLostWrite: the replica is stopped while the leader writes a

@@ -361,7 +361,40 @@ func (d *deployment) awaitLeader(timeout time.Duration) *broker {
 	return nil
 }
 
-// waitCall waits until the simulator has received more than from calls of
+// current returns the access token b serves for app.
+func (d *deployment) current(b *broker, app string) string {
+	d.t.Helper()
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	code, body, err := getJSON(b.base+"/v1/namespaces/prod/apps/"+app+"/access_token", clientKey, &tok)
+	if err != nil || code != 200 {
+		d.t.Fatalf("read %s from %s: %d %s %v", app, b.name, code, body, err)
+	}
+	return tok.AccessToken
+}
+
+// report posts a client's report that tok failed (the invalidate route) to
+// b and returns the answer's status and body; 0 on a transport error.
+func (d *deployment) report(b *broker, app, tok string) (int, string) {
+	c := &http.Client{Timeout: 3 * d.tm.lockTTL}
+	body, _ := json.Marshal(map[string]string{"access_token": tok})
+	req, err := http.NewRequest(http.MethodPost, b.base+"/v1/namespaces/prod/apps/"+app+"/access_token/invalidate", strings.NewReader(string(body)))
+	if err != nil {
+		return 0, err.Error()
+	}
+	req.Header.Set("Authorization", "Bearer "+clientKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b2, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b2)
+}
+
+// waitCall waits// waitCall waits until the simulator has received more than from calls of
 // api for appid and returns when it noticed.
 func (d *deployment) waitCall(api, appid string, from int, timeout time.Duration) time.Time {
 	d.t.Helper()
