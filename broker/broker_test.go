@@ -89,10 +89,13 @@ func (r *reader) check(t *testing.T) {
 // Redis, one simulated WeChat, exactly one credential fetch per lifetime, all
 // from the leader.
 func TestThreeBrokersOneFetchPerLifetime(t *testing.T) {
-	const ttl = 3 * time.Second
+	// Lifetimes are short but leave room for the one second of life below
+	// which nothing is served, and for the stable rotation window.
+	const ttl, window = 5 * time.Second, 2 * time.Second
 	classic, stable := classicApp(1, "jsapi"), stableApp(2)
 	cfg := testConfig(t, classic, stable)
-	e := newEnv(t, wechattest.Options{TokenTTL: ttl, TicketTTL: ttl, Overlap: time.Second, RotationWindow: time.Second}, cfg)
+	cfg.Refresh.StableRotationWindow = window
+	e := newEnv(t, wechattest.Options{TokenTTL: ttl, TicketTTL: ttl, Overlap: time.Second, RotationWindow: window}, cfg)
 	nodes := []*node{e.start("a"), e.start("b"), e.start("c")}
 	l := leader(t, 5*time.Second, nodes...)
 	for _, n := range nodes {
@@ -190,7 +193,7 @@ func TestThreeBrokersOneFetchPerLifetime(t *testing.T) {
 func TestLeaderLossTakeover(t *testing.T) {
 	app := classicApp(1)
 	cfg := testConfig(t, app)
-	e := newEnv(t, wechattest.Options{TokenTTL: 3 * time.Second, Overlap: time.Second}, cfg)
+	e := newEnv(t, wechattest.Options{TokenTTL: 5 * time.Second, Overlap: time.Second}, cfg)
 	nodes := []*node{e.start("a"), e.start("b"), e.start("c")}
 	l := leader(t, 5*time.Second, nodes...)
 	var rest []*node

@@ -26,10 +26,13 @@ end
 `
 
 // writeRecordLua stores a token or ticket record and publishes it.
-// KEYS[3] token hash, KEYS[4] revision key; ARGV[3] namespace, ARGV[4] field,
-// ARGV[5] generation known to the leader, ARGV[6] "1" when the value is
-// unchanged, ARGV[7] "value\texp\tat\tsrc", ARGV[8] events channel.
+// KEYS[3] token hash, KEYS[4] revision key, KEYS[5] intent hash; ARGV[3]
+// namespace, ARGV[4] field, ARGV[5] generation known to the leader, ARGV[6]
+// "1" when the value is unchanged, ARGV[7] "value\texp\tat\tsrc", ARGV[8]
+// events channel, ARGV[9] the intent field this write settles ("" when it
+// settles none: it stores what a credential call returned).
 const writeRecordLua = fenceLua + `
+if ARGV[9] ~= '' then redis.call('HDEL', KEYS[5], ARGV[9]) end
 local gen = tonumber(ARGV[5])
 local old = redis.call('HGET', KEYS[3], ARGV[4])
 if old then
@@ -57,7 +60,7 @@ return {1, 0, 0}
 `
 
 type scripts struct {
-	writeRecord, preCall, writeStatus *redis.Script
+	writeRecord, preCall, writeStatus, clearIntent, takeEpoch *redis.Script
 }
 
 func newScripts() scripts {
@@ -65,6 +68,8 @@ func newScripts() scripts {
 		writeRecord: redis.NewScript(writeRecordLua),
 		preCall:     redis.NewScript(preCallLua),
 		writeStatus: redis.NewScript(writeStatusLua),
+		clearIntent: redis.NewScript(clearIntentLua),
+		takeEpoch:   redis.NewScript(takeEpochLua),
 	}
 }
 
@@ -111,13 +116,24 @@ func (b *Broker) runFenced(ctx context.Context, s *redis.Script, f fence, keys [
 // generation (a changed expiry of the same token); curGen is the generation
 // the leader knows, so a Redis that lost its data does not restart the count.
 func (b *Broker) writeRecord(ctx context.Context, f fence, it *item, value string, exp, at time.Time, src string, sameValue bool, curGen int64) (*record, error) {
+	return b.writeRecordSettling(ctx, f, it, value, exp, at, src, sameValue, curGen, false)
+}
+
+// writeRecordSettling is writeRecord that, with settles set, also removes the
+// access token's credential-call intent in the same script: the record is
+// what the recorded call returned.
+func (b *Broker) writeRecordSettling(ctx context.Context, f fence, it *item, value string, exp, at time.Time, src string, sameValue bool, curGen int64, settles bool) (*record, error) {
 	same := "0"
 	if sameValue {
 		same = "1"
 	}
+	settled := ""
+	if settles && it.kind == KindAccessToken {
+		settled = it.appid
+	}
 	out, err := b.runFenced(ctx, b.scripts.writeRecord, f,
-		[]string{b.keys.lock(), b.keys.epoch(), b.keys.tok(it.ns), b.keys.rev()},
-		it.ns, it.field, curGen, same, recordTail(value, exp, at, src), b.keys.events())
+		[]string{b.keys.lock(), b.keys.epoch(), b.keys.tok(it.ns), b.keys.rev(), b.keys.intent(it.ns)},
+		it.ns, it.field, curGen, same, recordTail(value, exp, at, src), b.keys.events(), settled)
 	if err != nil {
 		return nil, fmt.Errorf("write %s of appid %q: %w", it.kind, it.appid, err)
 	}
