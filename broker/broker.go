@@ -315,7 +315,7 @@ func (b *Broker) IsLeader() bool {
 }
 
 // Ready returns nil when this replica can serve valid tokens: at least one
-// configured app has a valid access token in the cache (standbys included, and
+// configured app has a servable access token in the cache (standbys included, and
 // also while Redis is down). With no apps configured it is always ready.
 func (b *Broker) Ready() error {
 	if len(b.items) == 0 {
@@ -326,7 +326,7 @@ func (b *Broker) Ready() error {
 		if it.kind != KindAccessToken {
 			continue
 		}
-		if r := it.cur.Load(); r != nil && now.Before(r.ExpiresAt) {
+		if servable(it.cur.Load(), now) {
 			return nil
 		}
 	}

@@ -42,6 +42,9 @@ func TestNothingServedUnderOneSecond(t *testing.T) {
 	if got, err := n.b.AccessToken(testNS, app.AppID); !errors.Is(err, ErrNoToken) {
 		t.Errorf("AccessToken with 999ms left = expires_in %s, %v; want ErrNoToken", got.ExpiresAt.Sub(clock.Now()), err)
 	}
+	if err := n.b.Ready(); err == nil {
+		t.Error("Ready() = nil with only a token that is no longer served")
+	}
 	clock.Set(tk.ExpiresAt.Add(-minServeLife + time.Millisecond))
 	if got, err := n.b.Ticket(testNS, app.AppID, "jsapi"); !errors.Is(err, ErrNoToken) {
 		t.Errorf("Ticket with 999ms left = expires_in %s, %v; want ErrNoToken", got.ExpiresAt.Sub(clock.Now()), err)

@@ -226,7 +226,7 @@ func (b *Broker) repair(t *term, stored map[string]map[string]string) {
 		if !k.acquire(t.ctx) {
 			return
 		}
-		err := b.repairItem(t, it, stored)
+		err := b.repairItem(t, it)
 		k.release()
 		if err != nil {
 			b.log.Warn("cannot restore cached credential to redis", append(itemFields(it), zapErr(err))...)
@@ -235,11 +235,23 @@ func (b *Broker) repair(t *term, stored map[string]map[string]string) {
 	}
 }
 
-// repairItem rewrites it's cached record unless it changed since stored was
-// read. The caller holds it's task lock.
-func (b *Broker) repairItem(t *term, it *item, stored map[string]map[string]string) error {
+// repairItem rewrites it's cached record if Redis still holds an older one
+// (read again: the leader may have written since the snapshot). The caller
+// holds it's task lock.
+func (b *Broker) repairItem(t *term, it *item) error {
+	ctx, cancel := context.WithTimeout(t.ctx, b.cfg.WeChat.Timeout)
+	raw, err := b.rdb.HGet(ctx, b.keys.tok(it.ns), it.field).Result()
+	cancel()
+	var old *record
+	switch {
+	case errors.Is(err, redis.Nil):
+	case err != nil:
+		b.setRedis(err)
+		return fmt.Errorf("read %s of appid %q: %w", it.kind, it.appid, err)
+	default:
+		old, _ = parseRecord(raw) // a malformed record is overwritten
+	}
 	cur := it.cur.Load()
-	old := storedRecord(stored, it)
 	if cur == nil || !b.now().Before(cur.ExpiresAt) || !olderInRedis(cur, old) {
 		return nil
 	}
