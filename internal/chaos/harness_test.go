@@ -203,6 +203,7 @@ type deployment struct {
 	mu      sync.Mutex
 	brokers []*broker
 	rec     *recorder
+	starts  atomic.Int64 // processes started, to name their log files
 }
 
 func newDeployment(t *testing.T, tm timing, redisYAML string) *deployment {
@@ -253,11 +254,9 @@ func (d *deployment) addBroker() *broker {
 	return b
 }
 
-var restarts atomic.Int64
-
 func (d *deployment) start(b *broker) {
 	d.t.Helper()
-	b.log = filepath.Join(d.dir, fmt.Sprintf("%s.%d.log", b.name, restarts.Add(1)))
+	b.log = filepath.Join(d.dir, fmt.Sprintf("%s.%d.log", b.name, d.starts.Add(1)))
 	b.proc = redistest.StartProcess(d.t, binary(d.t), []string{"serve", "--config", b.cfg}, b.log)
 	waitFor(d.t, b.name+" ready", 30*time.Second, func() bool {
 		code, _, err := getJSON(b.base+"/readyz", "", nil)
@@ -706,30 +705,32 @@ func (r *recorder) unavoidable(app string, n int) {
 	r.extraMin[app] += n
 }
 
-// figures ends the measured window and returns the scenario's figures.
+// figures are one scenario's measurements.
 type figures struct {
-	name         string
-	window       time.Duration
-	reads        int
-	readErrors   map[string]int
-	zeroExpires  int
-	invalid      int
-	afterDeath   int
-	unknownToks  int
-	invalidLate  time.Duration
-	overlaps     int
-	maxGap       time.Duration
-	gaps         []time.Duration
-	gapLimit     time.Duration
-	terms        int
-	backwards    []string
-	calls, min   map[string]int
-	log          []string
-	overlapLog   []string
-	events       []string
-	leaderlessAt bool
+	name        string
+	window      time.Duration
+	reads       int
+	readErrors  map[string]int
+	zeroExpires int
+	invalid     int
+	afterDeath  int
+	unknownToks int
+	invalidLate time.Duration
+	overlaps    int
+	maxGap      time.Duration
+	gaps        []time.Duration
+	gapLimit    time.Duration
+	terms       int
+	backwards   []string
+	calls, min  map[string]int
+	log         []string
+	overlapLog  []string
+	events      []string
 }
 
+// finish ends the measured window, stops the readers and the sampler, and
+// returns the scenario's figures; gapLimit is its target for the time
+// without a leader.
 func (r *recorder) finish(t *testing.T, name string, gapLimit time.Duration) figures {
 	t.Helper()
 	calls := map[string]int{}
@@ -748,8 +749,7 @@ func (r *recorder) finish(t *testing.T, name string, gapLimit time.Duration) fig
 		calls: calls, min: map[string]int{}, log: r.invalidLog, overlapLog: r.overlapLog, events: r.events,
 	}
 	if !r.noLeaderFrom.IsZero() {
-		f.gaps = append(f.gaps, time.Since(r.noLeaderFrom))
-		f.leaderlessAt = true
+		f.gaps = append(f.gaps, time.Since(r.noLeaderFrom)) // still without a leader
 	}
 	for _, g := range f.gaps {
 		f.maxGap = max(f.maxGap, g)
