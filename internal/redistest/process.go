@@ -41,16 +41,3 @@ func (p *Process) Exited() <-chan struct{} { return p.p.done }
 
 // Pid is the process id.
 func (p *Process) Pid() int { return p.p.cmd.Process.Pid }
-
-// Kill sends SIGKILL to the redis-server behind s without any cleanup, as
-// a crash would, and waits for it to exit; Start brings it back empty.
-func (s *Server) Kill() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.cmd.Process.Signal(syscall.SIGKILL)
-	<-s.cmd.done
-	s.cmd = nil
-}
