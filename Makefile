@@ -12,14 +12,14 @@ GOLANGCI_VERSION := v2.15.0
 GOLANGCI         := $(shell $(GO) env GOPATH)/bin/golangci-lint
 
 # binary:package pairs that `make deps` installs when the binary is missing.
-DEPS := redis-server:redis-server redis-sentinel:redis-sentinel chromium:chromium chromedriver:chromium-driver node:nodejs promtool:prometheus
+DEPS := redis-server:redis-server redis-sentinel:redis-sentinel redis-cli:redis-tools chromium:chromium chromedriver:chromium-driver node:nodejs promtool:prometheus
 
 # The Prometheus rules and their promtool unit tests (docs/RUNBOOK.md).
 RULES      := deploy/prometheus/rules.yaml
 RULES_TEST := deploy/prometheus/rules_test.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help build run deps test test-race rules sdktest bench lint lint-tools tidy-check fmt-check vet fuzz clean
+.PHONY: help build run deps test test-race rules sdktest bench chaos lint lint-tools tidy-check fmt-check vet fuzz clean
 
 help: ## list the targets
 	@echo "Usage: make TARGET"
@@ -35,7 +35,7 @@ run: ## start everything in one process: embedded Redis, WeChat simulator, demo 
 # The Debian package prometheus (for promtool) would start a Prometheus
 # server on install: a temporary policy-rc.d forbids starting services during
 # the install, and the service is disabled afterwards. Only promtool is used.
-deps: ## install redis-server, redis-sentinel, chromium, chromium-driver, nodejs, promtool (prometheus) when missing (apt-get)
+deps: ## install redis-server, redis-sentinel, redis-tools, chromium, chromium-driver, nodejs, promtool (prometheus) when missing (apt-get)
 	@missing=""; \
 	for d in $(DEPS); do command -v "$${d%%:*}" >/dev/null 2>&1 || missing="$$missing $${d#*:}"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
@@ -75,8 +75,12 @@ rules: deps ## promtool check rules and promtool test rules on deploy/prometheus
 	promtool check rules $(RULES)
 	promtool test rules $(RULES_TEST)
 
-bench: deps ## run every benchmark, one package at a time (DESIGN.md §9 targets; docs/BENCHMARKS.md)
+bench: deps ## run every benchmark, one package at a time (targets and figures: docs/BENCHMARKS.md)
 	$(GO) test -p 1 -run '^$$' -bench . -benchmem -timeout 20m ./...
+
+CHAOS_RUN ?= .
+chaos: deps build ## chaos suite (not in test): real Redis, Sentinel, Cluster, 3 brokers, faults; figures per scenario (docs/RELIABILITY.md)
+	WXBROKER_BIN="$(CURDIR)/bin/wxbroker" $(GO) test -tags chaos -count=1 -v -p 1 -timeout 15m -run '$(CHAOS_RUN)' ./internal/chaos/
 
 lint: fmt-check vet lint-tools ## gofmt, go vet, golangci-lint (.golangci.yml: errorlint, revive, godot, staticcheck, ...)
 	$(GOLANGCI) run ./...

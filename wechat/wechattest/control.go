@@ -30,7 +30,7 @@ func knownAPI(api string) bool {
 //	POST   /sim/faults        {"api","n","latency_ms","status","invalid_json","errcode","drop","drop_response"} → {"ok":true}
 //	DELETE /sim/faults                                              → {"ok":true}
 //	GET    /sim/stats                                               → {"calls":{api:{appid:n}},"tokens":{appid:n},"answered":{"errcode":n}}
-//	GET    /sim/token_valid?appid=&token=                           → {"valid":bool}
+//	GET    /sim/token_valid?appid=&token=                           → {"valid":bool,"dead_at":RFC 3339} (dead_at: when it stops or stopped being accepted; absent for unknown tokens)
 //	GET    /sim/ids?appid=&person=                                  → {"openid","unionid"}
 //	POST   /sim/reset                                               → {"ok":true}
 //
@@ -123,7 +123,12 @@ func (s *Sim) serveControl(w http.ResponseWriter, r *http.Request) {
 		controlJSON(w, s.statsSnapshot())
 	case "GET /sim/token_valid":
 		q := r.URL.Query()
-		controlJSON(w, map[string]bool{"valid": s.TokenValid(q.Get("appid"), q.Get("token"))})
+		out := struct {
+			Valid  bool      `json:"valid"`
+			DeadAt time.Time `json:"dead_at,omitzero"`
+		}{Valid: s.TokenValid(q.Get("appid"), q.Get("token"))}
+		out.DeadAt, _ = s.TokenDeath(q.Get("appid"), q.Get("token"))
+		controlJSON(w, out)
 	case "GET /sim/ids":
 		q := r.URL.Query()
 		controlJSON(w, map[string]string{

@@ -211,3 +211,35 @@ func TestConcurrentUse(t *testing.T) {
 		t.Fatal("latest token is not valid")
 	}
 }
+
+// TestControlTokenDeadAt: token_valid says when a token dies, so that an
+// out-of-process checker can tell how long after its death a token was used.
+func TestControlTokenDeadAt(t *testing.T) {
+	srv := NewServer(Options{})
+	t.Cleanup(srv.Close)
+	control(t, srv, "POST", "/sim/apps", map[string]any{"appid": "wxctl", "secret": "s3"}, 200)
+	tok := classic(t, srv, "wxctl", "s3")
+	check := func() (map[string]any, time.Duration) {
+		t.Helper()
+		out := control(t, srv, "GET", "/sim/token_valid?"+url.Values{"appid": {"wxctl"}, "token": {tok}}.Encode(), nil, 200)
+		s, _ := out["dead_at"].(string)
+		at, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			t.Fatalf("token_valid = %v: dead_at: %v", out, err)
+		}
+		return out, time.Until(at)
+	}
+	// A fresh token dies at its expiry (default lifetime 7200 s) ...
+	if out, d := check(); out["valid"] != true || d < 7100*time.Second || d > 7200*time.Second {
+		t.Fatalf("fresh token: %v, dies in %s; want valid, about 7200s", out, d)
+	}
+	// ... until a newer fetch supersedes it: then after the overlap (300 s).
+	classic(t, srv, "wxctl", "s3")
+	if out, d := check(); out["valid"] != true || d < 200*time.Second || d > 300*time.Second {
+		t.Fatalf("superseded token: %v, dies in %s; want valid for the 300s overlap", out, d)
+	}
+	out := control(t, srv, "GET", "/sim/token_valid?appid=wxctl&token=nope", nil, 200)
+	if _, ok := out["dead_at"]; out["valid"] != false || ok {
+		t.Fatalf("token_valid(nope) = %v; want false without dead_at", out)
+	}
+}

@@ -157,6 +157,25 @@ func (s *Sim) TokenValid(appID, tok string) bool {
 	return ok && t.appID == appID && t.state(s.now()) == 0
 }
 
+// TokenDeath reports when token, an access token of appID, stops (or
+// stopped) being accepted: the earlier of its expiry and the moment a newer
+// fetch superseded it (the overlap included). ok is false for a token the
+// simulator did not issue to appID. A later fetch can only move the time
+// earlier, never later.
+func (s *Sim) TokenDeath(appID, tok string) (at time.Time, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.tokens[tok]
+	if !ok || t.appID != appID {
+		return time.Time{}, false
+	}
+	at = t.expiresAt
+	if !t.deadAt.IsZero() && t.deadAt.Before(at) {
+		at = t.deadAt
+	}
+	return at, true
+}
+
 // tokenBody is the success body of the token endpoints (no errcode).
 func tokenBody(value string, expiresIn time.Duration) []byte {
 	b, _ := json.Marshal(struct {
