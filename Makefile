@@ -83,7 +83,7 @@ chaos: deps build ## chaos suite (not in test): real Redis, Sentinel, Cluster, 3
 	WXBROKER_BIN="$(CURDIR)/bin/wxbroker" $(GO) test -tags chaos -count=1 -v -p 1 -timeout 15m -run '$(CHAOS_RUN)' ./internal/chaos/
 
 lint: fmt-check vet lint-tools ## gofmt, go vet, golangci-lint (.golangci.yml: errorlint, revive, godot, staticcheck, ...)
-	$(GOLANGCI) run ./...
+	$(GOLANGCI) run --allow-parallel-runners ./...
 
 lint-tools:
 	@if ! "$(GOLANGCI)" version 2>/dev/null | grep -q "version $(GOLANGCI_VERSION:v%=%) "; then \
