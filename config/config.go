@@ -127,6 +127,9 @@ type Client struct {
 	// InvalidatePerMinute bounds the client's reports per minute (all apps
 	// together); the burst is the same number. 0: DefaultInvalidatePerMinute.
 	InvalidatePerMinute int `yaml:"invalidate_per_minute"`
+
+	// access is the compiled form of this entry (Config.Compile).
+	access *Access
 }
 
 // Login configures the user-login endpoints on public_listen.

@@ -352,24 +352,41 @@ func TestClientAllows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	order, sre := &c.Clients[0], &c.Clients[1]
+	access := func(cl *Client) *Access {
+		t.Helper()
+		a, err := cl.Access(c)
+		if err != nil {
+			t.Fatalf("%s.Access: %v", cl.Name, err)
+		}
+		return a
+	}
+	order, sre := access(&c.Clients[0]), access(&c.Clients[1])
 	tests := []struct {
-		cl        *Client
+		name      string
+		a         *Access
 		ns, appid string
 		want      bool
 	}{
-		{order, "prod", "wx04a7af67c8f47620", true},
-		{order, "prod", "wx1111111111111111", false},
-		{order, "staging", "wx3333333333333333", true},
-		{sre, "prod", "wx1111111111111111", true},
+		{"order exact", order, "prod", "wx04a7af67c8f47620", true},
+		{"order other app", order, "prod", "wx1111111111111111", false},
+		{"order namespace wildcard", order, "staging", "wx3333333333333333", true},
+		{"sre everything", sre, "prod", "wx1111111111111111", true},
 	}
 	for _, tt := range tests {
-		if got := tt.cl.Allows(tt.ns, tt.appid); got != tt.want {
-			t.Errorf("%s.Allows(%q, %q) = %v; want %v", tt.cl.Name, tt.ns, tt.appid, got, tt.want)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.a.Allows(tt.ns, tt.appid); got != tt.want {
+				t.Errorf("Allows(%q, %q) = %v; want %v", tt.ns, tt.appid, got, tt.want)
+			}
+		})
 	}
-	if got := strings.Join(order.AllowedNamespaces(c), ","); got != "prod,staging" {
-		t.Errorf("AllowedNamespaces = %q; want prod,staging", got)
+	if got := strings.Join(order.Namespaces(), ","); got != "prod,staging" {
+		t.Errorf("Namespaces = %q; want prod,staging", got)
+	}
+	if got := order.OnlyNamespace(); got != "" {
+		t.Errorf("OnlyNamespace = %q; want none (two namespaces)", got)
+	}
+	if c.Clients[0].access != order {
+		t.Error("Load did not compile the client's access once: Access built a new one")
 	}
 	if got := HashKey("demo"); got != "2a97516c354b68848cdbd8f54a226a0a55b21ed138e207ad6c5cbb9c00aa5aea" {
 		t.Errorf("HashKey(demo) = %s", got)

@@ -178,6 +178,9 @@ func parse(data []byte, baseDir string, lookup func(string) (string, bool)) (*Co
 	if len(problems) > 0 {
 		return nil, &ValidationError{Problems: problems}
 	}
+	if err := c.Compile(); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 

@@ -355,8 +355,8 @@ func (v *validator) clients(c *Config) {
 }
 
 func (v *validator) allow(key, pat string, c *Config) {
-	ns, appid, ok := strings.Cut(pat, "/")
-	if !ok || ns == "" || appid == "" || strings.Contains(appid, "/") {
+	ns, appid, ok := splitAllow(pat)
+	if !ok {
 		v.add(key, pat, `is not a "namespace/appid" pattern`,
 			`write "prod/wx0123456789abcdef", "staging/*" or "*/*"`)
 		return
