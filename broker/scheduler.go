@@ -244,15 +244,14 @@ func (s *scheduler) dueFor(k *task, now time.Time) time.Time {
 	if life <= 0 {
 		return now
 	}
+	before, jitter := r.Lead(life)
 	if k.it.kind == KindAccessToken {
-		w := r.StableRotationWindow
-		if k.it.app.app.TokenMode != config.ModeClassic && w > 0 && w < life {
+		if lead, j, ok := r.StableLead(life); ok && k.it.app.app.TokenMode != config.ModeClassic {
 			// WeChat hands out the successor of a stable token only within
-			// its last w: call when 80% of the window is left, jitter later.
-			j := min(r.Jitter.Of(w), w/2)
-			return rec.ExpiresAt.Add(-w * 4 / 5).Add(time.Duration(k.jitter * float64(j)))
+			// its rotation window: call when 80% of it is left, jitter later.
+			return rec.ExpiresAt.Add(-lead).Add(time.Duration(k.jitter * float64(j)))
 		}
-		return rec.ExpiresAt.Add(-r.BeforeExpiry.Of(life)).Add(-time.Duration(k.jitter * float64(r.Jitter.Of(life))))
+		return rec.ExpiresAt.Add(-before).Add(-time.Duration(k.jitter * float64(jitter)))
 	}
 	// A ticket follows its access token: a new token brings a new ticket.
 	tok := k.it.app.token.cur.Load()
@@ -262,8 +261,7 @@ func (s *scheduler) dueFor(k *task, now time.Time) time.Time {
 	if rec.Src != shortHash(tok.Value) {
 		return now
 	}
-	before := r.BeforeExpiry.Of(life)
-	due := rec.ExpiresAt.Add(-before).Add(-time.Duration(k.jitter * float64(r.Jitter.Of(life))))
+	due := rec.ExpiresAt.Add(-before).Add(-time.Duration(k.jitter * float64(jitter)))
 	// When the token is being refreshed right now, or is replaced before
 	// this ticket needs refreshing anyway, the chained fetch (a stored token
 	// kicks its tickets) makes this one unnecessary: wait for it, but no
