@@ -5,7 +5,8 @@ package config
 
 import "time"
 
-// Config is the whole wxbroker configuration (DESIGN.md §3).
+// Config is the whole wxbroker configuration, one field per key of the YAML
+// file.
 type Config struct {
 	InstanceID   string                `yaml:"instance_id"`
 	Listen       string                `yaml:"listen"`

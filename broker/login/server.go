@@ -181,7 +181,7 @@ func parseSigningKey(pemKey config.Secret) (ed25519.PrivateKey, error) {
 	return priv, nil
 }
 
-// Handler returns the http.Handler serving every DESIGN.md §6 route.
+// Handler returns the http.Handler serving every route of docs/LOGIN.md.
 func (s *Server) Handler() http.Handler { return s.echo }
 
 // Route templates, also used as metric labels.
