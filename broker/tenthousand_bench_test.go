@@ -63,13 +63,6 @@ const (
 // simEnv carries a JSON simSpec to the child process that serves the simulator.
 const simEnv = "WXBROKER_BENCH_SIM"
 
-func TestMain(m *testing.M) {
-	if spec := os.Getenv(simEnv); spec != "" {
-		os.Exit(runSimProcess(spec))
-	}
-	os.Exit(m.Run())
-}
-
 type simSpec struct {
 	Apps           int           `json:"apps"` // appID(0) … appID(Apps-1), secrets secretOf(appid)
 	TokenTTL       time.Duration `json:"token_ttl"`
