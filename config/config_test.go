@@ -297,10 +297,12 @@ func TestParsePortion(t *testing.T) {
 		{"", Portion{}, true},
 	}
 	for _, tt := range tests {
-		got, err := ParsePortion(tt.in)
-		if (err != nil) != tt.wantErr || got != tt.want {
-			t.Errorf("ParsePortion(%q) = %v, %v; want %v, error %v", tt.in, got, err, tt.want, tt.wantErr)
-		}
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParsePortion(tt.in)
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Errorf("ParsePortion(%q) = %v, %v; want %v, error %v", tt.in, got, err, tt.want, tt.wantErr)
+			}
+		})
 	}
 	if got := (Portion{Fraction: 0.25}).Of(2 * time.Hour); got != 30*time.Minute {
 		t.Errorf("25%% of 2h = %v; want 30m", got)
@@ -340,10 +342,12 @@ func TestExpandEnv(t *testing.T) {
 		{"${OPEN", "${OPEN", 1},
 	}
 	for _, tt := range tests {
-		got, errs := expandEnv(tt.in, lookupTestEnv, false)
-		if got != tt.want || len(errs) != tt.errs {
-			t.Errorf("expandEnv(%q) = %q, %d errors; want %q, %d errors", tt.in, got, len(errs), tt.want, tt.errs)
-		}
+		t.Run(tt.in, func(t *testing.T) {
+			got, errs := expandEnv(tt.in, lookupTestEnv, false)
+			if got != tt.want || len(errs) != tt.errs {
+				t.Errorf("expandEnv(%q) = %q, %d errors; want %q, %d errors", tt.in, got, len(errs), tt.want, tt.errs)
+			}
+		})
 	}
 }
 

@@ -49,9 +49,11 @@ func TestAppWildcardPattern(t *testing.T) {
 		{tokenPath("staging", appC), 403},
 	}
 	for _, tt := range tests {
-		if r := h.do(t, "GET", tt.path, keyB, nil); r.status != tt.want {
-			t.Errorf("GET %s = %d %s; want %d", tt.path, r.status, r.body, tt.want)
-		}
+		t.Run(tt.path, func(t *testing.T) {
+			if r := h.do(t, "GET", tt.path, keyB, nil); r.status != tt.want {
+				t.Errorf("GET %s = %d %s; want %d", tt.path, r.status, r.body, tt.want)
+			}
+		})
 	}
 }
 
