@@ -1,6 +1,9 @@
 // Package config defines wxbroker's typed configuration: it loads YAML, expands
 // ${ENV} references, reads *_file secrets, applies defaults and validates the
-// result, listing every problem at once.
+// result, listing every problem at once. It also derives, once, what the rest
+// of wxbroker uses as given: each client's compiled access (Access), the
+// refresh schedule's lead times (Refresh.StableLead, Refresh.Lead) and the
+// decoded login keys (JWT.Ed25519Key, Login.SessionKeyAES).
 package config
 
 import "time"
