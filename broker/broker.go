@@ -66,6 +66,16 @@ const (
 	KindWxCardTicket = "wx_card_ticket"
 )
 
+// minServeLife is the least life a token or ticket must have left to be
+// served: an answer with "expires_in": 0 is of no use to any client, and one
+// with less than a second may die on the way.
+const minServeLife = time.Second
+
+// servable reports whether r can be served at now.
+func servable(r *record, now time.Time) bool {
+	return r != nil && r.ExpiresAt.Sub(now) >= minServeLife
+}
+
 // overlapDefault is how long WeChat keeps the previous classic token valid
 // after a new fetch.
 const overlapDefault = 300 * time.Second
@@ -83,15 +93,19 @@ type Broker struct {
 	keys    keys
 	scripts scripts
 
-	apps  map[string]map[string]*appEntry // namespace → appid → entry; read-only after New
-	items []*item                         // every (namespace, appid, kind), in config order
-	index tokenIndex                      // access token value → item, for AppByToken
+	apps   map[string]map[string]*appEntry // namespace → appid → entry; read-only after New
+	items  []*item                         // every (namespace, appid, kind), in config order
+	index  tokenIndex                      // access token value → item, for AppByToken
+	issued issuedIndex                     // every access token handed out, until its expiry (gateway)
 
 	term     atomic.Pointer[term]
 	leaderID atomic.Pointer[string] // last leader seen in Redis
 	epoch    atomic.Int64           // last epoch seen
+	maxEpoch atomic.Int64           // highest epoch seen (epoch.go)
 	redisErr atomic.Pointer[redisState]
 	running  atomic.Bool
+	// lastReload is when a cluster slot map reload was last logged (unix ns).
+	lastReload atomic.Int64
 
 	waitMu  sync.Mutex
 	waiters map[string][]chan string // invalidation outcomes by ns\tappid\tfailed
@@ -245,24 +259,25 @@ func (b *Broker) entry(ns, appid string) (*appEntry, bool) {
 }
 
 // AccessToken returns the current access token of appid in namespace ns from
-// the in-process cache: no Redis round trip, and never an expired token. It
-// returns ErrUnknownApp for an app that is not configured and ErrNoToken when
-// no valid token is cached.
+// the in-process cache: no Redis round trip, and never an expired token nor
+// one with less than a second left. It returns ErrUnknownApp for an app that
+// is not configured and ErrNoToken when no valid token is cached.
 func (b *Broker) AccessToken(ns, appid string) (Token, error) {
 	e, ok := b.entry(ns, appid)
 	if !ok {
 		return Token{}, ErrUnknownApp
 	}
 	r := e.token.cur.Load()
-	if r == nil || !b.now().Before(r.ExpiresAt) {
+	if !servable(r, b.now()) {
 		return Token{}, ErrNoToken
 	}
 	return Token{AccessToken: r.Value, ExpiresAt: r.ExpiresAt, Generation: r.Gen}, nil
 }
 
 // Ticket returns the current ticket of type typ ("jsapi" or "wx_card") from
-// the in-process cache. It returns ErrUnknownApp, ErrUnknownTicket for a type
-// the app does not configure, or ErrNoToken when no valid ticket is cached.
+// the in-process cache (never one with less than a second left). It returns
+// ErrUnknownApp, ErrUnknownTicket for a type the app does not configure, or
+// ErrNoToken when no valid ticket is cached.
 func (b *Broker) Ticket(ns, appid, typ string) (Ticket, error) {
 	e, ok := b.entry(ns, appid)
 	if !ok {
@@ -273,7 +288,7 @@ func (b *Broker) Ticket(ns, appid, typ string) (Ticket, error) {
 		return Ticket{}, ErrUnknownTicket
 	}
 	r := it.cur.Load()
-	if r == nil || !b.now().Before(r.ExpiresAt) {
+	if !servable(r, b.now()) {
 		return Ticket{}, ErrNoToken
 	}
 	return Ticket{Ticket: r.Value, ExpiresAt: r.ExpiresAt}, nil
@@ -309,7 +324,7 @@ func (b *Broker) IsLeader() bool {
 }
 
 // Ready returns nil when this replica can serve valid tokens: at least one
-// configured app has a valid access token in the cache (standbys included, and
+// configured app has a servable access token in the cache (standbys included, and
 // also while Redis is down). With no apps configured it is always ready.
 func (b *Broker) Ready() error {
 	if len(b.items) == 0 {
@@ -320,7 +335,7 @@ func (b *Broker) Ready() error {
 		if it.kind != KindAccessToken {
 			continue
 		}
-		if r := it.cur.Load(); r != nil && now.Before(r.ExpiresAt) {
+		if servable(it.cur.Load(), now) {
 			return nil
 		}
 	}
@@ -334,6 +349,9 @@ func (b *Broker) Ready() error {
 func (b *Broker) setRedis(err error) {
 	if err != nil && (errors.Is(err, context.Canceled) || errors.Is(err, redis.Nil)) {
 		return
+	}
+	if err != nil {
+		b.reloadClusterState("redis error")
 	}
 	cur := b.redisErr.Load()
 	if err == nil && (cur == nil || cur.err == nil) {

@@ -63,6 +63,9 @@ func (b *Broker) apply(it *item, r *record) bool {
 		return false
 	}
 	it.cur.Store(r)
+	if it.kind == KindAccessToken {
+		b.issued.add(r.Value, it, r.ExpiresAt, b.now())
+	}
 	if it.kind == KindAccessToken && (old == nil || old.Value != r.Value) {
 		b.index.add(r.Value, it)
 		if old != nil {

@@ -8,13 +8,14 @@
 // scripts also run on Redis Cluster; namespaces are part of every per-app key):
 //
 //	{p}:lock                          leader lock (bsm/redislock), value token|instance_id
-//	{p}:epoch                         fencing epoch, INCR on every new leadership
+//	{p}:epoch                         fencing epoch, INCR on every new leadership (never below one seen before)
 //	{p}:rev                           last write revision (orders cache updates)
 //	{p}:ns:<ns>:tok                   hash <appid>/<kind> → record (rev, generation, value, expiry)
 //	{p}:ns:<ns>:st                    hash <appid>/<kind> → JSON refresh status (last refresh, last error)
 //	{p}:ns:<ns>:quota:<appid>:<api>:<day>   credential calls on a UTC+8 day
 //	{p}:ns:<ns>:force:<appid>:<day>   forced refreshes on a UTC+8 day
-//	{p}:ns:<ns>:forcelast:<appid>     present while force_min_interval runs
+//	{p}:ns:<ns>:forcelast:<appid>     present while force_min_interval runs (value: the epoch that set it)
+//	{p}:ns:<ns>:intent                hash <appid> → credential call in flight (epoch, start, mode), removed by the write that stores its answer
 //	{p}:events, {p}:inval, {p}:inval:done   pub/sub channels
 //
 // Reads (AccessToken, Ticket, AppByToken) never touch Redis. Invalidate asks

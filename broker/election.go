@@ -110,11 +110,10 @@ func (b *Broker) campaign(ctx context.Context) (*term, time.Duration, error) {
 		defer rcancel()
 		_ = lock.Release(rctx)
 	}
-	epoch, err := b.rdb.Incr(cctx, b.keys.epoch()).Result()
+	epoch, err := b.takeEpoch(cctx, lock.Token()+lock.Metadata())
 	if err != nil {
 		release()
-		b.setRedis(err)
-		return nil, wait, fmt.Errorf("increment epoch: %w", err)
+		return nil, wait, err
 	}
 	// Under Sentinel, wait (briefly) for a replica to have the lock and the
 	// epoch; on a single node WAIT answers 0 after the timeout, which is fine.
@@ -155,6 +154,11 @@ func (b *Broker) lead(ctx context.Context, t *term) {
 	wg.Go(func() { b.watchdog(t) })
 	wg.Go(func() { t.sched.run() })
 	<-t.ctx.Done()
+	if ctx.Err() == nil && !errors.Is(context.Cause(t.ctx), errShutdown) {
+		// The lock may live on a master that failed over: route the
+		// release and the next campaign by a fresh slot map.
+		b.reloadClusterState("lost leadership")
+	}
 	b.term.CompareAndSwap(t, nil)
 	b.m.Leader.Set(0)
 	wg.Wait()
@@ -231,8 +235,11 @@ func (b *Broker) observeLeader(ctx context.Context) {
 		return
 	}
 	b.leaderID.Store(&id)
+	if epoch == 0 {
+		return // no epoch key: Redis lost its data and nobody has led since
+	}
 	b.epoch.Store(epoch)
-	b.m.LeaderEpoch.Set(float64(epoch))
+	b.m.LeaderEpoch.Set(float64(b.noteEpoch(epoch)))
 }
 
 // leaderFromLock extracts the instance id from a lock value (token|id).

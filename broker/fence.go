@@ -26,10 +26,15 @@ end
 `
 
 // writeRecordLua stores a token or ticket record and publishes it.
-// KEYS[3] token hash, KEYS[4] revision key; ARGV[3] namespace, ARGV[4] field,
-// ARGV[5] generation known to the leader, ARGV[6] "1" when the value is
-// unchanged, ARGV[7] "value\texp\tat\tsrc", ARGV[8] events channel.
+// KEYS[3] token hash, KEYS[4] revision key, KEYS[5] intent hash; ARGV[3]
+// namespace, ARGV[4] field, ARGV[5] generation known to the leader, ARGV[6]
+// "1" when the value is unchanged, ARGV[7] "value\texp\tat\tsrc", ARGV[8]
+// events channel, ARGV[9] the intent field this write settles ("" when it
+// settles none: it stores what a credential call returned).
+// Access tokens also pass KEYS[6] {p}:ns:<ns>:issued:<hash>, ARGV[10] its TTL in ms
+// ("0": none) and ARGV[11] the expiry in unix ms (see issued.go).
 const writeRecordLua = fenceLua + `
+if ARGV[9] ~= '' then redis.call('HDEL', KEYS[5], ARGV[9]) end
 local gen = tonumber(ARGV[5])
 local old = redis.call('HGET', KEYS[3], ARGV[4])
 if old then
@@ -45,6 +50,9 @@ local revs = string.format('%d', rev)
 redis.call('SET', KEYS[4], revs)
 local rec = revs .. '\t' .. string.format('%d', gen) .. '\t' .. ARGV[7]
 redis.call('HSET', KEYS[3], ARGV[4], rec)
+if KEYS[6] and tonumber(ARGV[10]) > 0 then
+  redis.call('SET', KEYS[6], ARGV[3] .. '\t' .. ARGV[4] .. '\t' .. ARGV[11], 'PX', ARGV[10])
+end
 redis.call('PUBLISH', ARGV[8], ARGV[3] .. '\t' .. ARGV[4] .. '\t' .. rec)
 return {1, gen, rev}
 `
@@ -57,7 +65,7 @@ return {1, 0, 0}
 `
 
 type scripts struct {
-	writeRecord, preCall, writeStatus *redis.Script
+	writeRecord, preCall, writeStatus, clearIntent, takeEpoch *redis.Script
 }
 
 func newScripts() scripts {
@@ -65,6 +73,8 @@ func newScripts() scripts {
 		writeRecord: redis.NewScript(writeRecordLua),
 		preCall:     redis.NewScript(preCallLua),
 		writeStatus: redis.NewScript(writeStatusLua),
+		clearIntent: redis.NewScript(clearIntentLua),
+		takeEpoch:   redis.NewScript(takeEpochLua),
 	}
 }
 
@@ -111,13 +121,28 @@ func (b *Broker) runFenced(ctx context.Context, s *redis.Script, f fence, keys [
 // generation (a changed expiry of the same token); curGen is the generation
 // the leader knows, so a Redis that lost its data does not restart the count.
 func (b *Broker) writeRecord(ctx context.Context, f fence, it *item, value string, exp, at time.Time, src string, sameValue bool, curGen int64) (*record, error) {
+	return b.writeRecordSettling(ctx, f, it, value, exp, at, src, sameValue, curGen, false)
+}
+
+// writeRecordSettling is writeRecord that, with settles set, also removes the
+// access token's credential-call intent in the same script: the record is
+// what the recorded call returned.
+func (b *Broker) writeRecordSettling(ctx context.Context, f fence, it *item, value string, exp, at time.Time, src string, sameValue bool, curGen int64, settles bool) (*record, error) {
 	same := "0"
 	if sameValue {
 		same = "1"
 	}
-	out, err := b.runFenced(ctx, b.scripts.writeRecord, f,
-		[]string{b.keys.lock(), b.keys.epoch(), b.keys.tok(it.ns), b.keys.rev()},
-		it.ns, it.field, curGen, same, recordTail(value, exp, at, src), b.keys.events())
+	settled := ""
+	if settles && it.kind == KindAccessToken {
+		settled = it.appid
+	}
+	keys := []string{b.keys.lock(), b.keys.epoch(), b.keys.tok(it.ns), b.keys.rev(), b.keys.intent(it.ns)}
+	args := []any{it.ns, it.field, curGen, same, recordTail(value, exp, at, src), b.keys.events(), settled}
+	if it.kind == KindAccessToken {
+		keys = append(keys, b.keys.issued(it.ns, value))
+		args = append(args, issuedTTL(exp, b.now()), strconv.FormatInt(exp.UnixMilli(), 10))
+	}
+	out, err := b.runFenced(ctx, b.scripts.writeRecord, f, keys, args...)
 	if err != nil {
 		return nil, fmt.Errorf("write %s of appid %q: %w", it.kind, it.appid, err)
 	}

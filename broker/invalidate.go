@@ -75,10 +75,11 @@ func (b *Broker) invalidateWait() time.Duration {
 	return 2*b.cfg.WeChat.Timeout + b.cfg.Leader.LockTTL
 }
 
-// currentExcept returns the cached token unless it is failed or expired.
+// currentExcept returns the cached token unless it is failed or (nearly)
+// expired.
 func (b *Broker) currentExcept(it *item, failed string) (Token, error) {
 	cur := it.cur.Load()
-	if cur == nil || cur.Value == failed || !b.now().Before(cur.ExpiresAt) {
+	if !servable(cur, b.now()) || cur.Value == failed {
 		return Token{}, ErrNoToken
 	}
 	return Token{AccessToken: cur.Value, ExpiresAt: cur.ExpiresAt, Generation: cur.Gen}, nil

@@ -493,7 +493,8 @@ func TestRetryBackoff(t *testing.T) {
 			it := n.b.apps[testNS][app.AppID].token
 			settle(t, n, clock)
 			e.sim.Fail(wechat.APIToken, 2, wechattest.Fault{Errcode: tc.code})
-			clock.Set(first.ExpiresAt.Add(-time.Minute)) // past the refresh time
+			// Past the refresh time, with room for 60 s waits before expiry.
+			clock.Set(first.ExpiresAt.Add(-5 * time.Minute))
 			for i := range 2 {
 				var due time.Time
 				waitFor(t, 5*time.Second, fmt.Sprintf("failed attempt %d", i+1), func() bool {

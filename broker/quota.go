@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/wxbroker/wxbroker/wechat"
 )
 
@@ -15,26 +17,42 @@ import (
 // force_min_interval and force_daily_cap.
 
 // preCallLua counts a credential call against the daily quota and, for a
-// forced refresh, against force_min_interval and force_daily_cap.
-// KEYS[3] quota counter, KEYS[4] force interval marker, KEYS[5] force counter;
-// ARGV[3] counter TTL (s), ARGV[4] mode ("0" plain call, "1" forced call,
-// "2" only check the force budget), ARGV[5] force_min_interval (ms),
-// ARGV[6] force_daily_cap. Returns {status, quota used, forced today}:
-// status 0 ok, -1 fenced, -2 within force_min_interval, -3 daily cap reached.
+// forced refresh, against force_min_interval and force_daily_cap; it also
+// records the call's intent, so that a leader dying before it stores the
+// answer leaves a trace the next leader acts on (see intent.go).
+// KEYS[3] quota counter, KEYS[4] force interval marker, KEYS[5] force counter,
+// KEYS[6] intent hash; ARGV[3] counter TTL (s), ARGV[4] mode ("0" plain call,
+// "1" forced call, "2" only check the force budget), ARGV[5]
+// force_min_interval (ms), ARGV[6] force_daily_cap, ARGV[7] intent field
+// (appid; "" records none), ARGV[8] intent value.
+// Returns {status, quota used, forced today}: status 0 ok, 1 ok although a
+// force marker of another term was present (its call left no outcome), -1
+// fenced, -2 within force_min_interval, -3 daily cap reached.
+//
+// The force marker holds the epoch of the term that set it. A marker set by
+// another term whose call is still unsettled (its intent is in the hash) does
+// not block: that leader died between its forced call and the write, so the
+// token clients report is most likely the one its call killed.
 const preCallLua = fenceLua + `
 local fc = 0
+local st = 0
 if ARGV[4] ~= '0' then
-  if redis.call('EXISTS', KEYS[4]) == 1 then return {-2, 0, 0} end
+  local m = redis.call('GET', KEYS[4])
+  if m then
+    if m == ARGV[2] or ARGV[7] == '' or redis.call('HEXISTS', KEYS[6], ARGV[7]) == 0 then return {-2, 0, 0} end
+    st = 1
+  end
   fc = tonumber(redis.call('GET', KEYS[5]) or '0')
   if fc >= tonumber(ARGV[6]) then return {-3, 0, fc} end
-  if ARGV[4] == '2' then return {0, 0, fc} end
+  if ARGV[4] == '2' then return {st, 0, fc} end
   fc = redis.call('INCR', KEYS[5])
   redis.call('EXPIRE', KEYS[5], ARGV[3])
-  if tonumber(ARGV[5]) > 0 then redis.call('SET', KEYS[4], '1', 'PX', ARGV[5]) end
+  if tonumber(ARGV[5]) > 0 then redis.call('SET', KEYS[4], ARGV[2], 'PX', ARGV[5]) end
 end
+if ARGV[7] ~= '' and ARGV[8] ~= '' then redis.call('HSET', KEYS[6], ARGV[7], ARGV[8]) end
 local q = redis.call('INCR', KEYS[3])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
-return {0, q, fc}
+return {st, q, fc}
 `
 
 // Force modes of preCall.
@@ -48,15 +66,26 @@ const (
 const counterTTL = 48 * time.Hour
 
 // preCall counts a credential call for it against the quota of api (and the
-// force budget in the forced modes), under fence f. It returns the calls
-// counted today.
+// force budget in the forced modes), under fence f, and records the call's
+// intent when the call may supersede the current access token (see
+// intent.go). It returns the calls counted today.
 func (b *Broker) preCall(ctx context.Context, f fence, it *item, api, mode string) (int64, error) {
 	now := b.now()
 	d := day(now)
+	// The intent field names the app in both cases: the force marker rule
+	// looks at it even when no call follows (callForceCheck).
+	field, value := "", ""
+	if it.kind == KindAccessToken {
+		field = it.appid
+		if supersedes(it, mode) {
+			value = intentValue(f.epoch, now, mode)
+		}
+	}
 	out, err := b.runFenced(ctx, b.scripts.preCall, f,
 		[]string{b.keys.lock(), b.keys.epoch(), b.keys.quota(it.ns, it.appid, api, d),
-			b.keys.forceLast(it.ns, it.appid), b.keys.force(it.ns, it.appid, d)},
-		int64(counterTTL/time.Second), mode, b.cfg.Refresh.ForceMinInterval.Milliseconds(), b.cfg.Refresh.ForceDailyCap)
+			b.keys.forceLast(it.ns, it.appid), b.keys.force(it.ns, it.appid, d), b.keys.intent(it.ns)},
+		int64(counterTTL/time.Second), mode, b.cfg.Refresh.ForceMinInterval.Milliseconds(), b.cfg.Refresh.ForceDailyCap,
+		field, value)
 	switch {
 	case err != nil:
 		return 0, fmt.Errorf("count %s call of appid %q: %w", api, it.appid, err)
@@ -64,6 +93,9 @@ func (b *Broker) preCall(ctx context.Context, f fence, it *item, api, mode strin
 		return 0, errForceInterval
 	case out[0] == -3:
 		return 0, errForceCap
+	case out[0] == 1:
+		b.log.Warn("force_min_interval marker of a previous leader ignored: its forced call left no outcome",
+			append(itemFields(it), zap.String("api", api))...)
 	}
 	if mode != callForceCheck {
 		b.m.WeChatQuotaUsed.WithLabelValues(it.ns, it.appid, api).Set(float64(out[1]))

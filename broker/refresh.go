@@ -52,6 +52,9 @@ func (b *Broker) credentialCall(t *term, it *item, api, mode string, call func(c
 	ctx, cancel := context.WithTimeout(t.ctx, timeout)
 	defer cancel()
 	err = call(ctx)
+	if err != nil && t.ctx.Err() == nil && supersedes(it, mode) && notMinted(err) {
+		b.clearIntent(t, it)
+	}
 	if err != nil && t.ctx.Err() == nil {
 		code := -2
 		var ae *wechat.APIError
@@ -84,7 +87,7 @@ func (b *Broker) fetchToken(t *term, it *item, mode string) (*record, error) {
 		return err
 	})
 	if err != nil {
-		if classic && wechat.OutcomeUnknown(err) {
+		if supersedes(it, mode) && wechat.OutcomeUnknown(err) {
 			b.assumeSuperseded(t, it, start)
 		}
 		return nil, err
@@ -92,7 +95,7 @@ func (b *Broker) fetchToken(t *term, it *item, mode string) (*record, error) {
 	if !validValue(tok.AccessToken) || tok.ExpiresIn <= 0 {
 		return nil, fmt.Errorf("%s answered an unusable token (expires_in %s)", api, tok.ExpiresIn)
 	}
-	return b.store(t, it, tok.AccessToken, start.Add(tok.ExpiresIn), start, "")
+	return b.storeFetched(t, it, tok.AccessToken, start.Add(tok.ExpiresIn), start, "", true)
 }
 
 // assumeSuperseded handles a classic fetch whose outcome is unknown: WeChat
@@ -147,6 +150,12 @@ func (b *Broker) fetchTicket(t *term, it *item) (*record, error) {
 // write does not stop with the term's context: the script, not a local
 // check, decides whether this leader may still write.
 func (b *Broker) store(t *term, it *item, value string, exp, at time.Time, src string) (*record, error) {
+	return b.storeFetched(t, it, value, exp, at, src, false)
+}
+
+// storeFetched is store for a credential a call returned (fetched set): the
+// write also settles the call's intent.
+func (b *Broker) storeFetched(t *term, it *item, value string, exp, at time.Time, src string, fetched bool) (*record, error) {
 	if h := b.hooks.beforeWrite; h != nil {
 		h(it)
 	}
@@ -158,7 +167,7 @@ func (b *Broker) store(t *term, it *item, value string, exp, at time.Time, src s
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(t.ctx), b.cfg.WeChat.Timeout)
 	defer cancel()
-	rec, err := b.writeRecord(ctx, t.fence, it, value, exp, at, src, same, gen)
+	rec, err := b.writeRecordSettling(ctx, t.fence, it, value, exp, at, src, same, gen, fetched)
 	if err != nil {
 		if errors.Is(err, errFenced) {
 			b.rejected(t, it, err)
@@ -167,6 +176,9 @@ func (b *Broker) store(t *term, it *item, value string, exp, at time.Time, src s
 		return nil, &writeError{rec: &record{Value: value, ExpiresAt: exp, FetchedAt: at, Src: src}, err: err}
 	}
 	b.apply(it, rec)
+	if fetched && it.kind == KindAccessToken {
+		t.sched.tasks[it].superseded.Store(false)
+	}
 	if it.kind == KindAccessToken && !same {
 		for _, tk := range it.app.tickets {
 			t.sched.kick(tk)
@@ -185,7 +197,7 @@ func (b *Broker) refreshTask(t *term, k *task) (time.Time, bool) {
 	if p := k.pending; p != nil {
 		k.pending = nil
 		if b.now().Before(p.ExpiresAt) {
-			rec, err = b.store(t, it, p.Value, p.ExpiresAt, p.FetchedAt, p.Src)
+			rec, err = b.storeFetched(t, it, p.Value, p.ExpiresAt, p.FetchedAt, p.Src, true)
 		}
 	}
 	if rec == nil && err == nil {
@@ -217,7 +229,7 @@ func (b *Broker) refreshTask(t *term, k *task) (time.Time, bool) {
 		// Still due right after a refresh: WeChat returned a token without
 		// the expected lifetime (a stable token's successor not minted yet).
 		k.failures++
-		return now.Add(b.backoff(k.failures, 0)), true
+		return now.Add(b.retryWait(it, k.failures, 0, now)), true
 	case errors.Is(err, errLeaseShort):
 		return now.Add(b.cfg.Leader.RenewInterval / 4), true
 	case errors.Is(err, errNoAccessToken):
@@ -246,7 +258,7 @@ func (b *Broker) refreshTask(t *term, k *task) (time.Time, bool) {
 	if ae != nil {
 		least = ae.MinBackoff()
 	}
-	wait := b.backoff(k.failures, least)
+	wait := b.retryWait(it, k.failures, least, now)
 	fields := append(itemFields(it), zapErr(err), zap.Int("failures", k.failures), zap.Duration("retry_in", wait))
 	if cur := it.cur.Load(); cur != nil && now.Before(cur.ExpiresAt) {
 		fields = append(fields, zap.Duration("cached_valid_for", cur.ExpiresAt.Sub(now)))

@@ -5,6 +5,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wxbroker/wxbroker/config"
@@ -27,6 +28,11 @@ type task struct {
 	failures int
 	pending  *record // fetched but not yet stored (Redis failed after WeChat answered)
 	external string  // last token reported as invalidated outside the broker
+	// superseded: a previous leader's call may have killed the stored token
+	// (intent.go); refresh at once, whatever the record's schedule says.
+	// Atomic: the term's first schedule reads it while a report may already
+	// be storing a new token.
+	superseded atomic.Bool
 }
 
 func (k *task) acquire(ctx context.Context) bool {
@@ -85,6 +91,7 @@ func (s *scheduler) run() {
 		s.wg.Wait()
 	}()
 	s.b.reseed(s.t)
+	s.b.settleIntents(s.t)
 	s.b.loadQuotaGauges(s.t.ctx)
 	now := s.b.now()
 	dues := make([]time.Time, len(s.b.items))
@@ -149,7 +156,7 @@ func (s *scheduler) runTask(k *task) {
 		return
 	}
 	now := s.b.now()
-	if k.failures == 0 && k.pending == nil {
+	if k.failures == 0 && k.pending == nil && !k.superseded.Load() {
 		if due := s.dueFor(k, now); due.After(now) {
 			k.release()
 			s.requeue(k, due)
@@ -227,6 +234,9 @@ const far = 100 * 365 * 24 * time.Hour
 // k.lock (or k is not yet running).
 func (s *scheduler) dueFor(k *task, now time.Time) time.Time {
 	rec := k.it.cur.Load()
+	if k.superseded.Load() {
+		return now
+	}
 	if rec == nil || !now.Before(rec.ExpiresAt) {
 		if k.it.kind != KindAccessToken {
 			if tok := k.it.app.token.cur.Load(); tok == nil || !now.Before(tok.ExpiresAt) {
@@ -245,13 +255,22 @@ func (s *scheduler) dueFor(k *task, now time.Time) time.Time {
 		return now
 	}
 	before, jitter := r.Lead(life)
+	// However short the lifetime, the refresh is due early enough that one
+	// call ends before the record stops being served (minServeLife).
+	latest := rec.ExpiresAt.Add(-minServeLife - s.b.cfg.WeChat.Timeout)
 	if k.it.kind == KindAccessToken {
 		if lead, j, ok := r.StableLead(life); ok && k.it.app.app.TokenMode != config.ModeClassic {
 			// WeChat hands out the successor of a stable token only within
-			// its rotation window: call when 80% of it is left, jitter later.
-			return rec.ExpiresAt.Add(-lead).Add(time.Duration(k.jitter * float64(j)))
+			// its rotation window: call when 80% of it is left, jitter later
+			// (but not before the window opens).
+			due := rec.ExpiresAt.Add(-lead).Add(time.Duration(k.jitter * float64(j)))
+			if due.After(latest) {
+				due = laterOf(latest, rec.ExpiresAt.Add(-r.StableRotationWindow))
+			}
+			return due
 		}
-		return rec.ExpiresAt.Add(-before).Add(-time.Duration(k.jitter * float64(jitter)))
+		due := rec.ExpiresAt.Add(-before).Add(-time.Duration(k.jitter * float64(jitter)))
+		return earlierOf(due, latest)
 	}
 	// A ticket follows its access token: a new token brings a new ticket.
 	tok := k.it.app.token.cur.Load()
@@ -261,13 +280,13 @@ func (s *scheduler) dueFor(k *task, now time.Time) time.Time {
 	if rec.Src != shortHash(tok.Value) {
 		return now
 	}
-	due := rec.ExpiresAt.Add(-before).Add(-time.Duration(k.jitter * float64(jitter)))
+	due := earlierOf(rec.ExpiresAt.Add(-before).Add(-time.Duration(k.jitter*float64(jitter))), latest)
 	// When the token is being refreshed right now, or is replaced before
 	// this ticket needs refreshing anyway, the chained fetch (a stored token
 	// kicks its tickets) makes this one unnecessary: wait for it, but no
 	// longer than fallback. Without the first check, a ticket falling due
 	// while its token's call is in flight is fetched twice.
-	fallback := rec.ExpiresAt.Add(-before / 2)
+	fallback := earlierOf(rec.ExpiresAt.Add(-before/2), latest)
 	if s.refreshing(k.it.app.token) {
 		return fallback
 	}
@@ -287,6 +306,53 @@ func (b *Broker) backoff(n int, least time.Duration) time.Duration {
 	d = min(d, b.backoffMax)
 	d = time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 	return max(d, least)
+}
+
+func earlierOf(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func laterOf(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// retryAttempts is how many attempts the retry spacing leaves room for in
+// the remaining life of the cached credential.
+const retryAttempts = 4
+
+// retryWait is the wait before retrying it after its n-th consecutive
+// failure. It is the exponential backoff, shortened as the cached credential
+// nears its expiry so that retryAttempts attempts still fit in its remaining
+// life — but not below wechat.timeout, which one attempt may take. least
+// (60 s after 45011) holds unless waiting that long would outlive the
+// credential: then the one retry comes as late as it can while its answer
+// still arrives before the credential stops being served. With nothing
+// valid cached it is the plain backoff.
+func (b *Broker) retryWait(it *item, n int, least time.Duration, now time.Time) time.Duration {
+	d := b.backoff(n, 0)
+	cur := it.cur.Load()
+	if cur == nil || !now.Before(cur.ExpiresAt) {
+		return max(d, least)
+	}
+	left := cur.ExpiresAt.Sub(now)
+	timeout := b.cfg.WeChat.Timeout
+	if share := left / retryAttempts; share < d {
+		d = max(share, min(timeout, d))
+	}
+	if least > d {
+		if last := left - timeout - minServeLife; least <= last {
+			d = least
+		} else {
+			d = max(d, last)
+		}
+	}
+	return d
 }
 
 // taskHeap orders tasks by due time.

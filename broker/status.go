@@ -108,6 +108,7 @@ func (b *Broker) Status(ctx context.Context) Status {
 	b.setRedis(err)
 	if err == nil {
 		st.LeaderID, st.Epoch = snap.leader, snap.epoch
+		b.noteEpoch(snap.epoch)
 	}
 	st.Redis = RedisStatus{OK: true}
 	if rs := b.redisErr.Load(); rs != nil && rs.err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 )
 
 // keys names every Redis key and channel; all share the hash tag {prefix}.
@@ -39,6 +40,7 @@ func (k keys) force(ns, appid, day string) string {
 	return k.p + ":ns:" + ns + ":force:" + appid + ":" + day
 }
 func (k keys) forceLast(ns, appid string) string { return k.p + ":ns:" + ns + ":forcelast:" + appid }
+func (k keys) intent(ns string) string           { return k.p + ":ns:" + ns + ":intent" }
 
 // record is one stored credential. Records are immutable once built.
 type record struct {
@@ -91,24 +93,24 @@ func validValue(v string) bool {
 // per namespace, pipelined). Missing records leave the cache alone: a token
 // Redis lost stays served until it expires.
 func (b *Broker) reconcile(ctx context.Context) error {
+	_, err := b.reconcileLoad(ctx)
+	return err
+}
+
+// reconcileLoad is reconcile that also returns what Redis held.
+func (b *Broker) reconcileLoad(ctx context.Context) (map[string]map[string]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.Leader.LockTTL)
 	defer cancel()
-	pipe := b.rdb.Pipeline()
-	cmds := make(map[string]*redis.MapStringStringCmd, len(b.apps))
-	for ns := range b.apps {
-		cmds[ns] = pipe.HGetAll(ctx, b.keys.tok(ns))
-	}
-	_, err := pipe.Exec(ctx)
-	b.setRedis(err)
+	stored, err := b.load(ctx)
 	if err != nil {
-		return fmt.Errorf("load tokens: %w", err)
+		return nil, err
 	}
-	for ns, cmd := range cmds {
-		for field, raw := range cmd.Val() {
+	for ns, fields := range stored {
+		for field, raw := range fields {
 			b.applyRaw(ns, field, raw)
 		}
 	}
-	return nil
+	return stored, nil
 }
 
 // refreshItem reads one item's record from Redis and applies it.
@@ -159,38 +161,121 @@ func (b *Broker) itemByField(ns, field string) *item {
 	return nil
 }
 
-// reseed writes back, under the new term's fence, every valid cached record
-// that Redis no longer holds (Redis restarted without persistence or failed
-// over to a replica that missed writes), so no token is fetched again just
-// because Redis forgot it.
+// reseed runs when a term begins: it reads every record from Redis and
+// repairs those older than the cache (see repair).
 func (b *Broker) reseed(t *term) {
 	ctx, cancel := context.WithTimeout(t.ctx, b.cfg.WeChat.Timeout)
 	defer cancel()
-	pipe := b.rdb.Pipeline()
-	cmds := make(map[string]*redis.StringSliceCmd, len(b.apps))
-	for ns := range b.apps {
-		cmds[ns] = pipe.HKeys(ctx, b.keys.tok(ns))
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		b.setRedis(err)
+	stored, err := b.load(ctx)
+	if err != nil {
 		return
 	}
-	present := map[string]bool{}
-	for ns, cmd := range cmds {
-		for _, f := range cmd.Val() {
-			present[ns+"\t"+f] = true
-		}
+	b.repair(t, stored)
+}
+
+// load reads every namespace's records from Redis (one HGETALL each,
+// pipelined): namespace → field → raw record.
+func (b *Broker) load(ctx context.Context) (map[string]map[string]string, error) {
+	pipe := b.rdb.Pipeline()
+	cmds := make(map[string]*redis.MapStringStringCmd, len(b.apps))
+	for ns := range b.apps {
+		cmds[ns] = pipe.HGetAll(ctx, b.keys.tok(ns))
 	}
-	now := b.now()
+	_, err := pipe.Exec(ctx)
+	b.setRedis(err)
+	if err != nil {
+		return nil, fmt.Errorf("load tokens: %w", err)
+	}
+	out := make(map[string]map[string]string, len(cmds))
+	for ns, cmd := range cmds {
+		out[ns] = cmd.Val()
+	}
+	return out, nil
+}
+
+// olderInRedis reports whether Redis's copy of a record (nil when missing)
+// is older than the cached one: missing, or written before it (lower
+// revision) with a lower generation or other content. That is what a Redis
+// that restarted without persistence, or a Sentinel failover to a replica
+// that missed the last writes, leaves behind.
+func olderInRedis(cached, stored *record) bool {
+	if stored == nil {
+		return true
+	}
+	if stored.Rev >= cached.Rev || stored.Gen > cached.Gen {
+		return false
+	}
+	return stored.Gen < cached.Gen || stored.Value != cached.Value || !stored.ExpiresAt.Equal(cached.ExpiresAt)
+}
+
+// repair writes back, under term t's fence, every valid cached record that
+// Redis no longer holds or holds in an older version, so that no token is
+// fetched again just because Redis forgot it, and no replica that starts
+// later loads a token the leader already replaced. stored is what Redis held
+// (load); each item is checked again under its task lock before the write.
+func (b *Broker) repair(t *term, stored map[string]map[string]string) {
 	for _, it := range b.items {
-		rec := it.cur.Load()
-		if rec == nil || !now.Before(rec.ExpiresAt) || present[it.ns+"\t"+it.field] {
+		if t.ctx.Err() != nil {
+			return
+		}
+		cur := it.cur.Load()
+		if cur == nil || !b.now().Before(cur.ExpiresAt) || !olderInRedis(cur, storedRecord(stored, it)) {
 			continue
 		}
-		if _, err := b.store(t, it, rec.Value, rec.ExpiresAt, rec.FetchedAt, rec.Src); err != nil {
+		k := t.sched.tasks[it]
+		if !k.acquire(t.ctx) {
+			return
+		}
+		err := b.repairItem(t, it)
+		k.release()
+		if err != nil {
 			b.log.Warn("cannot restore cached credential to redis", append(itemFields(it), zapErr(err))...)
 			return
 		}
-		b.log.Info("restored cached credential to redis", append(itemFields(it), zapTok(rec.Value))...)
 	}
+}
+
+// repairItem rewrites it's cached record if Redis still holds an older one
+// (read again: the leader may have written since the snapshot). The caller
+// holds it's task lock.
+func (b *Broker) repairItem(t *term, it *item) error {
+	ctx, cancel := context.WithTimeout(t.ctx, b.cfg.WeChat.Timeout)
+	raw, err := b.rdb.HGet(ctx, b.keys.tok(it.ns), it.field).Result()
+	cancel()
+	var old *record
+	switch {
+	case errors.Is(err, redis.Nil):
+	case err != nil:
+		b.setRedis(err)
+		return fmt.Errorf("read %s of appid %q: %w", it.kind, it.appid, err)
+	default:
+		old, _ = parseRecord(raw) // a malformed record is overwritten
+	}
+	cur := it.cur.Load()
+	if cur == nil || !b.now().Before(cur.ExpiresAt) || !olderInRedis(cur, old) {
+		return nil
+	}
+	if _, err := b.store(t, it, cur.Value, cur.ExpiresAt, cur.FetchedAt, cur.Src); err != nil {
+		return err
+	}
+	fields := append(itemFields(it), zapTok(cur.Value), zap.Int64("generation", cur.Gen))
+	if old == nil {
+		b.log.Info("restored cached credential to redis", fields...)
+	} else {
+		b.log.Warn("redis held an older credential than the leader (lost writes); rewrote it",
+			append(fields, zap.Int64("redis_generation", old.Gen), zapTokAs("redis_token_sha256", old.Value))...)
+	}
+	return nil
+}
+
+func storedRecord(stored map[string]map[string]string, it *item) *record {
+	raw, ok := stored[it.ns][it.field]
+	if !ok {
+		return nil
+	}
+	r, err := parseRecord(raw)
+	if err != nil {
+		return nil // malformed: overwrite it
+	}
+	return r
 }

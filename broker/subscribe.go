@@ -84,8 +84,17 @@ func (b *Broker) reconcileLoop(ctx context.Context) {
 			return
 		case <-tk.C:
 		}
-		if err := b.reconcile(ctx); err != nil && ctx.Err() == nil {
-			b.log.Debug("reconcile failed", zapErr(err))
+		stored, err := b.reconcileLoad(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				b.log.Debug("reconcile failed", zapErr(err))
+			}
+			continue
+		}
+		// The leader also repairs what Redis lost while it kept the lock
+		// (a Sentinel failover to a replica that missed its last writes).
+		if t := b.term.Load(); t != nil && t.ctx.Err() == nil {
+			b.repair(t, stored)
 		}
 	}
 }

@@ -23,6 +23,7 @@ type Config struct {
 	Namespaces   map[string]*Namespace `yaml:"namespaces"`
 	Clients      []Client              `yaml:"clients"`
 	Login        Login                 `yaml:"login"`
+	Gateway      Gateway               `yaml:"gateway"`
 
 	// inlineSecrets lists the secrets written literally in the file (set by Parse).
 	inlineSecrets []string

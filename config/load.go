@@ -40,6 +40,7 @@ func Default() *Config {
 			ForceDailyCap:        20,
 			StableRotationWindow: 5 * time.Minute,
 		},
+		Gateway: DefaultGateway(),
 		Login: Login{
 			JWT: JWT{Issuer: "wxbroker", AccessTTL: 2 * time.Hour, RefreshTTL: 720 * time.Hour,
 				RefreshReuseWindow: DefaultRefreshReuseWindow, AccessRefreshLeeway: DefaultAccessRefreshLeeway},

@@ -92,6 +92,7 @@ func (c *Config) Validate() error {
 	v.clients(c)
 	v.login(c)
 	v.security(c)
+	v.gateway(&c.Gateway)
 	if len(v.problems) == 0 {
 		return nil
 	}

@@ -18,26 +18,7 @@ func registered(t *testing.T) map[string]metricInfo {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
-	v := reflect.ValueOf(m).Elem()
-	for i := range v.NumField() {
-		f := v.Field(i)
-		if f.Kind() != reflect.Pointer || f.IsNil() {
-			continue
-		}
-		get := f.MethodByName("GetMetricWithLabelValues")
-		if !get.IsValid() {
-			continue
-		}
-		for n := 0; n <= 8; n++ {
-			args := make([]reflect.Value, n)
-			for j := range args {
-				args[j] = reflect.ValueOf("x")
-			}
-			if out := get.Call(args); out[1].IsNil() {
-				break
-			}
-		}
-	}
+	touch(reflect.ValueOf(m).Elem())
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -77,4 +58,33 @@ func registeredNames(t *testing.T) map[string]bool {
 		names[n] = true
 	}
 	return names
+}
+
+// touch creates one series of every vector collector in v, walking into
+// nested structs of collectors (such as metrics.Gateway), so that Gather
+// reports every metric with its type and labels.
+func touch(v reflect.Value) {
+	for i := range v.NumField() {
+		f := v.Field(i)
+		if f.Kind() == reflect.Struct {
+			touch(f)
+			continue
+		}
+		if f.Kind() != reflect.Pointer || f.IsNil() {
+			continue
+		}
+		get := f.MethodByName("GetMetricWithLabelValues")
+		if !get.IsValid() {
+			continue
+		}
+		for n := 0; n <= 8; n++ {
+			args := make([]reflect.Value, n)
+			for j := range args {
+				args[j] = reflect.ValueOf("x")
+			}
+			if out := get.Call(args); out[1].IsNil() {
+				break
+			}
+		}
+	}
 }

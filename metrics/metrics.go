@@ -60,6 +60,8 @@ type Metrics struct {
 	ForcedRefreshUsed  *prometheus.GaugeVec // wx_namespace, appid
 	ForcedRefreshLimit prometheus.Gauge
 	BuildInfo          *prometheus.GaugeVec // version, revision, goversion
+
+	Gateway Gateway // the WeChat API gateway (gateway.go)
 }
 
 // New registers every collector on reg and returns them. It panics, as
@@ -67,6 +69,7 @@ type Metrics struct {
 func New(reg prometheus.Registerer) *Metrics {
 	f := promauto.With(reg)
 	m := &Metrics{
+		Gateway: newGateway(f),
 		Leader: f.NewGauge(prometheus.GaugeOpts{
 			Name: "wxbroker_leader", Help: "1 while this replica is the leader, 0 otherwise.",
 		}),

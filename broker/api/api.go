@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +46,7 @@ type TokenSource interface {
 	Ticket(ns, appid, typ string) (broker.Ticket, error)
 	Invalidate(ctx context.Context, ns, appid, failedToken, source string) (broker.Token, error)
 	AppByToken(accessToken string) (ns, appid string, ok bool)
+	IssuedTokenApp(ctx context.Context, accessToken string) (ns, appid string, ok bool, err error)
 	Status(ctx context.Context) broker.Status
 	Ready() error
 }
@@ -87,6 +90,8 @@ type API struct {
 	routes   map[string]bool
 	observed sync.Map // routeCode → prometheus.Observer
 	echo     *echo.Echo
+	gw       *gateway     // nil when gateway.enabled is false
+	handler  http.Handler // echo, behind the gateway's dispatch when enabled
 	stopOnce sync.Once
 	stopErr  error
 	// lastNotReady is the last /readyz failure logged (readyz.go).
@@ -156,11 +161,47 @@ func New(opts Options) (*API, error) {
 		}
 	}
 	a.echo = a.newEcho()
+	a.handler = a.echo
+	if opts.Config.Gateway.Enabled {
+		bases, err := gatewayBases(opts.Config)
+		if err != nil {
+			return nil, err
+		}
+		a.gw = newGateway(a, opts.Config.Gateway, bases)
+		a.handler = http.HandlerFunc(a.dispatch)
+	}
 	return a, nil
 }
 
 // Handler returns the API's http.Handler.
-func (a *API) Handler() http.Handler { return a.echo }
+func (a *API) Handler() http.Handler { return a.handler }
+
+// dispatch sends the broker's own routes to echo and everything else to the
+// WeChat API gateway. /v1/ is the broker's own: an unknown /v1/ path is a
+// 404 in the broker's shape, never forwarded.
+func (a *API) dispatch(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	if strings.HasPrefix(p, "/v1/") || a.routes[p] {
+		a.echo.ServeHTTP(w, r)
+		return
+	}
+	a.gw.ServeHTTP(w, r)
+}
+
+// gatewayBases parses wechat.base_url and wechat.fallback_urls.
+func gatewayBases(cfg *config.Config) ([]*url.URL, error) {
+	var bases []*url.URL
+	for i, raw := range append([]string{cfg.WeChat.BaseURL}, cfg.WeChat.FallbackURLs...) {
+		u, err := url.Parse(strings.TrimSpace(raw))
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("api: gateway: WeChat URL %d is not an absolute http(s) URL", i)
+		}
+		u.Path = strings.TrimRight(u.Path, "/")
+		u.RawPath, u.RawQuery, u.Fragment = "", "", ""
+		bases = append(bases, u)
+	}
+	return bases, nil
+}
 
 // Server returns an http.Server for addr serving Handler with the API's
 // limits (MaxHeaderBytes, read and idle timeouts) and net/http's own error
@@ -168,7 +209,7 @@ func (a *API) Handler() http.Handler { return a.echo }
 func (a *API) Server(addr string) *http.Server {
 	return &http.Server{
 		Addr:              addr,
-		Handler:           a.echo,
+		Handler:           a.handler,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,

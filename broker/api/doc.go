@@ -2,7 +2,9 @@
 // listen address: token, ticket and JS-SDK signature reads, conditional
 // invalidation, the two WeChat-compatible routes (/cgi-bin/token and
 // /cgi-bin/ticket/getticket), the admin status, health, readiness and
-// Prometheus metrics.
+// Prometheus metrics. Every other path goes to the WeChat API gateway
+// (gateway.go): forwarded to WeChat with the app's current access token, and
+// sent once more with a new token after a 40001/42001/40014.
 //
 // Reads are served from the broker's in-process cache. The read path is kept
 // cheap on purpose: client keys and allow patterns come compiled from config

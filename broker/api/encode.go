@@ -41,13 +41,16 @@ func appendString(dst []byte, s string) []byte {
 	return append(dst, '"')
 }
 
-// secondsLeft is the whole number of seconds from now until t, never negative.
+// secondsLeft is the whole number of seconds from now until t for a 200
+// answer: at least 1 (the broker serves nothing with less than a second of
+// life, and the moment between its check and this clock read must not turn
+// into "expires_in": 0, which no client can use), 0 only when t has passed.
 func secondsLeft(t, now time.Time) int64 {
 	d := t.Sub(now)
 	if d <= 0 {
 		return 0
 	}
-	return int64(d / time.Second)
+	return max(int64(d/time.Second), 1)
 }
 
 // appendTokenJSON encodes {"access_token","expires_in","expires_at","generation"}.

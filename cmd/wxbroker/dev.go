@@ -89,6 +89,11 @@ func dev(ctx context.Context, listen, public string, log *zap.Logger, stdout, st
 		return fmt.Errorf("start embedded redis: %w", err)
 	}
 	defer mr.Close()
+	// miniredis counts TTLs down only when told to: without this, the
+	// force_min_interval marker, the leader lock and the day counters would
+	// never expire (every report after the first answered 429).
+	stopClock := runMiniredisClock(ctx, mr, devClockTick)
+	defer stopClock()
 
 	sim := wechattest.NewServer(wechattest.Options{
 		TokenTTL: devTokenTTL, Overlap: devOverlap, RotationWindow: devRotationWindow,
@@ -120,11 +125,38 @@ func dev(ctx context.Context, listen, public string, log *zap.Logger, stdout, st
 	defer func() { _ = rdb.Close() }()
 	var once sync.Once
 	return runSystem(ctx, system{
-		Config: cfg, Redis: rdb, Logger: log, AuditWriter: stderr,
+		Config: cfg, Redis: rdb, Logger: log, AuditWriter: stderr, ReadyAll: true,
 		OnReady: func(internal, pub net.Addr) {
 			once.Do(func() { printDevBanner(stdout, cfg, internal, pub, sim.URL, mr.Addr(), key) })
 		},
 	})
+}
+
+// devClockTick is how often dev mode moves the embedded Redis's clock.
+const devClockTick = 100 * time.Millisecond
+
+// runMiniredisClock moves mr's TTL clock along with the wall clock every
+// tick until ctx ends or the returned stop is called (which waits for it).
+func runMiniredisClock(ctx context.Context, mr *miniredis.Miniredis, tick time.Duration) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(tick)
+		defer t.Stop()
+		last := time.Now()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			now := time.Now()
+			mr.FastForward(now.Sub(last))
+			last = now
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // devConfig is the demo configuration: two namespaces, the demo apps, one
@@ -214,6 +246,8 @@ func printDevBanner(w io.Writer, cfg *config.Config, internal, public net.Addr, 
 		auth, base, oa.appid)
 	fmt.Fprintf(&b, "# WeChat-compatible route (point an existing SDK's base URL at %s)\ncurl -sS '%s/cgi-bin/token?grant_type=client_credential&appid=%s&secret=%s'\n",
 		base, base, oa.appid, key)
+	fmt.Fprintf(&b, "# any WeChat API through the gateway: the broker puts the current token in and retries once on 40001\n"+
+		"curl -sS %s -H 'X-Wxbroker-App: prod/%s' %s/cgi-bin/menu/get\n", auth, oa.appid, base)
 	fmt.Fprintf(&b, "# status (admin)\ncurl -sS %s %s/v1/status\n", auth, base)
 	fmt.Fprintf(&b, "# metrics\ncurl -sS %s/metrics | grep '^wxbroker_'\n", base)
 	if public != nil && cfg.LoginEnabled() {

@@ -126,6 +126,9 @@ type system struct {
 	// serves valid tokens, with the bound addresses (public is nil without
 	// login).
 	OnReady func(internal, public net.Addr)
+	// ReadyAll makes OnReady wait until every configured app has a valid
+	// access token, not just one (dev: each printed curl line must work).
+	ReadyAll bool
 }
 
 // runSystem builds the broker, the internal API and, when configured, the
@@ -207,7 +210,7 @@ func runSystem(ctx context.Context, s system) error {
 	}
 	if s.OnReady != nil {
 		g.Go(func() error {
-			if waitReady(gctx, b) {
+			if waitReady(gctx, b, cfg, s.ReadyAll) {
 				var public net.Addr
 				if len(servers) > 1 {
 					public = servers[1].ln.Addr()
@@ -223,11 +226,34 @@ func runSystem(ctx context.Context, s system) error {
 	return err
 }
 
-// waitReady polls b.Ready until it holds or ctx ends.
-func waitReady(ctx context.Context, b *broker.Broker) bool {
+// waitReady polls b.Ready (with all, every app of cfg having a token) until
+// it holds or ctx ends.
+func waitReady(ctx context.Context, b *broker.Broker, cfg *config.Config, all bool) bool {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
-	for b.Ready() != nil {
+	ready := func() bool {
+		if b.Ready() != nil {
+			return false
+		}
+		if !all {
+			return true
+		}
+		for ns, n := range cfg.Namespaces {
+			if n == nil {
+				continue
+			}
+			for _, a := range n.Apps {
+				if a == nil {
+					continue
+				}
+				if _, err := b.AccessToken(ns, a.AppID); err != nil {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	for !ready() {
 		select {
 		case <-ctx.Done():
 			return false

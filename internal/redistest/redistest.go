@@ -85,6 +85,19 @@ func (s *Server) Stop() {
 	s.cmd = nil
 }
 
+// Kill ends the server with SIGKILL, as a crash would (no shutdown, no
+// waiting for replicas), and waits for it to exit. Start brings it back.
+func (s *Server) Kill() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.cmd.Process.Kill()
+	<-s.cmd.done
+	s.cmd = nil
+}
+
 // Pause stops the process with SIGSTOP; Resume continues it.
 func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
 

@@ -17,7 +17,7 @@ func knownAPI(api string) bool {
 		apiAuthorizerToken, apiClearQuota, apiQuotaGet, apiRidGet, apiGeneric:
 		return true
 	}
-	return false
+	return extraAPI(api)
 }
 
 // serveControl serves the JSON control endpoints under /sim/ for

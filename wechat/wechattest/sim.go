@@ -117,7 +117,8 @@ type Sim struct {
 	faults     map[string][]*faultEntry
 	rids       map[string]*ridRecord
 	ridOrder   []string
-	mints      int // mints since the last sweep of dead tokens and codes
+	mints      int        // mints since the last sweep of dead tokens and codes
+	media      mediaStore // apis.go
 	st         stats
 }
 
@@ -184,6 +185,9 @@ func (s *Sim) route(path string) (route, bool) {
 	case "/cgi-bin/openapi/rid/get":
 		return route{apiRidGet, http.MethodPost, (*Sim).ridGet}, true
 	}
+	if rt, ok := extraRoute(path); ok {
+		return rt, true
+	}
 	for _, p := range []string{"/cgi-bin/", "/wxa/", "/sns/"} {
 		if strings.HasPrefix(path, p) && len(path) > len(p) {
 			return route{apiGeneric, "", (*Sim).generic}, true
@@ -220,7 +224,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 
 	if !faulted {
-		writeJSON(w, s.process(rt, c))
+		writeAnswer(w, c, s.process(rt, c))
 		return
 	}
 	if f.Latency > 0 {
@@ -252,7 +256,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.process(rt, c)
 		dropConnection(w)
 	default:
-		writeJSON(w, s.process(rt, c))
+		writeAnswer(w, c, s.process(rt, c))
 	}
 }
 
@@ -270,6 +274,18 @@ func (s *Sim) process(rt route, c *call) []byte {
 		return s.errBody(c, 43001, "")
 	}
 	return rt.handle(s, c)
+}
+
+// writeAnswer writes a handler's answer: JSON, or the binary content type
+// the handler set (media download, mini-program code).
+func writeAnswer(w http.ResponseWriter, c *call, body []byte) {
+	if c.contentType == "" {
+		writeJSON(w, body)
+		return
+	}
+	w.Header().Set("Content-Type", c.contentType)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	_, _ = w.Write(body)
 }
 
 func writeJSON(w http.ResponseWriter, body []byte) {
@@ -304,6 +320,8 @@ type call struct {
 	ip      netip.Addr
 	appID   string
 	start   time.Time // wall clock, for rid cost_in_ms
+	// contentType is set by handlers that answer a binary body (apis.go).
+	contentType string
 }
 
 func newCall(api string, r *http.Request) *call {

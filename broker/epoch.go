@@ -1,0 +1,69 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+
+	"go.uber.org/zap"
+)
+
+// The fencing epoch must grow with every leadership for as long as the
+// deployment runs, so that wxbroker_leader_epoch names one term. INCR alone
+// restarts at 1 when Redis restarts without persistence (or fails over to a
+// replica that missed the INCRs). Every replica therefore remembers the
+// highest epoch it has seen (its own terms, and the epoch key it reads while
+// standing by), and a new leader moves the epoch past that, atomically with
+// its INCR and with a check that the lock is still its own.
+
+// takeEpochLua hands a new leader its epoch. KEYS[1] lock, KEYS[2] epoch;
+// ARGV[1] lock value, ARGV[2] highest epoch the leader knows. Returns
+// {epoch, 1 when moved past the known one, else 0}, or {-1, 0} when the lock
+// is not the caller's.
+const takeEpochLua = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1, 0} end
+local e = redis.call('INCR', KEYS[2])
+local known = tonumber(ARGV[2])
+if e <= known then
+  e = known + 1
+  redis.call('SET', KEYS[2], string.format('%d', e))
+  return {e, 1}
+end
+return {e, 0}
+`
+
+// takeEpoch increments the epoch for a term whose lock value is lockValue,
+// moving it past the highest epoch this replica knows.
+func (b *Broker) takeEpoch(ctx context.Context, lockValue string) (int64, error) {
+	known := b.maxEpoch.Load()
+	res, err := b.scripts.takeEpoch.Run(ctx, b.rdb, []string{b.keys.lock(), b.keys.epoch()}, lockValue, known).Int64Slice()
+	b.setRedis(err)
+	if err != nil {
+		return 0, fmt.Errorf("increment epoch: %w", err)
+	}
+	if len(res) != 2 {
+		return 0, fmt.Errorf("increment epoch: unexpected script reply of %d elements", len(res))
+	}
+	if res[0] < 0 {
+		return 0, fmt.Errorf("increment epoch: %w", errFenced)
+	}
+	if res[1] == 1 {
+		b.log.Warn("redis handed out an epoch not above the highest known (redis restarted without its data or failed over); moved past it",
+			zap.Int64("known_epoch", known), zap.Int64("epoch", res[0]))
+	}
+	b.noteEpoch(res[0])
+	return res[0], nil
+}
+
+// noteEpoch records an epoch seen, keeping the highest; it reports the
+// highest known afterwards.
+func (b *Broker) noteEpoch(e int64) int64 {
+	for {
+		cur := b.maxEpoch.Load()
+		if e <= cur {
+			return cur
+		}
+		if b.maxEpoch.CompareAndSwap(cur, e) {
+			return e
+		}
+	}
+}

@@ -1,0 +1,160 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/wxbroker/wxbroker/config"
+	"github.com/wxbroker/wxbroker/wechat"
+)
+
+// A credential call that may mint a token which supersedes the stored one (a
+// classic fetch, a forced stable refresh) is recorded in Redis before it is
+// made: the pre-call script sets {p}:ns:<ns>:intent[appid] under the fence,
+// and the write that stores the call's answer removes it in the same script.
+// An intent that is still there when a new leader takes over belongs to a
+// call whose answer never reached Redis (the leader was killed or paused
+// during the call, or between WeChat's answer and the write): WeChat may have
+// minted a token the cluster never saw, which kills the stored one after the
+// overlap. The new leader then treats the stored token as ending within the
+// overlap after the call began and refreshes it at once. The in-process
+// unknown-outcome rule (assumeSuperseded) covers the same case for a leader
+// that survives its call.
+
+// supersedes reports whether a credential call in mode may invalidate it's
+// current token at WeChat.
+func supersedes(it *item, mode string) bool {
+	if it.kind != KindAccessToken {
+		return false
+	}
+	if it.app.app.TokenMode == config.ModeClassic {
+		return mode == callPlain || mode == callForced
+	}
+	return mode == callForced
+}
+
+// intent is a recorded credential call.
+type intent struct {
+	epoch int64
+	start time.Time // when the call was counted, on the leader's clock
+	mode  string
+}
+
+func intentValue(epoch string, start time.Time, mode string) string {
+	return epoch + "\t" + strconv.FormatInt(start.UnixMilli(), 10) + "\t" + mode
+}
+
+func parseIntent(s string) (intent, error) {
+	f := strings.Split(s, "\t")
+	if len(f) != 3 {
+		return intent{}, fmt.Errorf("malformed intent: %d fields", len(f))
+	}
+	e, err1 := strconv.ParseInt(f[0], 10, 64)
+	ms, err2 := strconv.ParseInt(f[1], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return intent{}, fmt.Errorf("malformed intent: %w", err)
+	}
+	return intent{epoch: e, start: time.UnixMilli(ms), mode: f[2]}, nil
+}
+
+// clearIntentLua removes an intent this leader recorded, after a call that
+// certainly minted nothing. KEYS[3] intent hash; ARGV[3] field, ARGV[4] the
+// epoch prefix of the value.
+const clearIntentLua = fenceLua + `
+local v = redis.call('HGET', KEYS[3], ARGV[3])
+if v and string.sub(v, 1, string.len(ARGV[4])) == ARGV[4] then redis.call('HDEL', KEYS[3], ARGV[3]) end
+return {1, 0, 0}
+`
+
+// notMinted reports whether a failed credential call certainly minted
+// nothing: WeChat answered with an errcode, or the request was never sent.
+func notMinted(err error) bool {
+	var ae *wechat.APIError
+	if errors.As(err, &ae) {
+		return true
+	}
+	var te *wechat.TransportError
+	return errors.As(err, &te) && !te.OutcomeUnknown()
+}
+
+// clearIntent drops the intent of a call of this term that failed without
+// minting a token, so a successor does not refresh for nothing.
+func (b *Broker) clearIntent(t *term, it *item) {
+	ctx, cancel := context.WithTimeout(t.ctx, b.cfg.WeChat.Timeout)
+	defer cancel()
+	_, err := b.runFenced(ctx, b.scripts.clearIntent, t.fence,
+		[]string{b.keys.lock(), b.keys.epoch(), b.keys.intent(it.ns)}, it.appid, t.fence.epoch+"\t")
+	if err != nil {
+		b.rejected(t, it, err)
+	}
+}
+
+// settleIntents runs when a term begins: every access token with an intent
+// of an earlier term is treated as superseded (it ends within the overlap
+// after that call began) and refreshed at once. The intent stays until a new
+// token is stored, so the next leader does the same should this one die too,
+// and a force marker of the dead leader does not block reports meanwhile.
+func (b *Broker) settleIntents(t *term) {
+	ctx, cancel := context.WithTimeout(t.ctx, b.cfg.WeChat.Timeout)
+	defer cancel()
+	pipe := b.rdb.Pipeline()
+	cmds := make(map[string]*redis.MapStringStringCmd, len(b.apps))
+	for ns := range b.apps {
+		cmds[ns] = pipe.HGetAll(ctx, b.keys.intent(ns))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		b.setRedis(err)
+		if t.ctx.Err() == nil {
+			b.log.Warn("cannot read credential-call intents; relying on the schedule", zapErr(err))
+		}
+		return
+	}
+	for ns, cmd := range cmds {
+		for appid, raw := range cmd.Val() {
+			e, ok := b.entry(ns, appid)
+			if !ok {
+				continue
+			}
+			in, err := parseIntent(raw)
+			if err != nil {
+				b.log.Warn("ignoring malformed credential-call intent", zapNS(ns), zapApp(appid), zapErr(err))
+				continue
+			}
+			if in.epoch == t.epoch {
+				continue
+			}
+			b.settleIntent(t, e.token, in)
+		}
+	}
+}
+
+// settleIntent shortens it's stored token after an unsettled call of an
+// earlier term and marks it for a refresh at once.
+func (b *Broker) settleIntent(t *term, it *item, in intent) {
+	k := t.sched.tasks[it]
+	if !k.acquire(t.ctx) {
+		return
+	}
+	defer k.release()
+	k.superseded.Store(true)
+	cur := it.cur.Load()
+	limit := in.start.Add(b.overlap)
+	fields := append(itemFields(it), zap.Int64("call_epoch", in.epoch), zap.Time("call_started", in.start),
+		zap.Bool("forced", in.mode == callForced))
+	if cur == nil || !cur.ExpiresAt.After(limit) || cur.FetchedAt.After(in.start) {
+		b.log.Warn("a previous leader's credential call left no outcome; refreshing at once", fields...)
+		return
+	}
+	b.log.Warn("a previous leader's credential call left no outcome; treating the stored token as superseded and refreshing at once",
+		append(fields, zapTok(cur.Value), zap.Time("assumed_expiry", limit))...)
+	if _, err := b.store(t, it, cur.Value, limit, cur.FetchedAt, cur.Src); err != nil && !errors.Is(err, errFenced) {
+		b.log.Warn("cannot shorten the stored token's expiry", append(itemFields(it), zapErr(err))...)
+	}
+}

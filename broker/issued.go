@@ -1,0 +1,193 @@
+package broker
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/singleflight"
+)
+
+// The gateway accepts any access token the broker ever handed out, until
+// that token's own expiry, even when it was replaced or killed since: that is
+// exactly what an SDK with a stale cache sends. Every replica must recognise
+// every such token, including ones stored before it started or whose pub/sub
+// message it missed. So the leader's fenced write also stores, per access
+// token, {p}:ns:<namespace>:issued:<sha256 of the token> =
+// "namespace\tfield\texpiry" with the token's lifetime as TTL (Redis forgets
+// it soon after it expires), and each
+// replica keeps the tokens it has applied in an in-process map. A lookup of a
+// known token costs no Redis round trip; an unknown one costs one pipelined
+// GET per namespace (one round trip, shared by concurrent lookups of the same
+// value: the token does not say its namespace), and a token Redis does not know
+// is remembered as unknown, so that garbage does not cost a round trip per
+// request.
+
+// Bounds of the in-process maps.
+const (
+	issuedPruneEvery = 256    // adds between sweeps of expired entries
+	unknownMax       = 10_000 // remembered unknown tokens; the set is cleared when full
+	maxTokenLen      = 2048   // longer values are never looked up in Redis
+)
+
+// ErrTokenLookup is returned (wrapped) by IssuedTokenApp when Redis could not
+// answer for a token this replica does not know.
+var ErrTokenLookup = errors.New("broker: token lookup in redis failed")
+
+func (k keys) issued(ns, token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return k.p + ":ns:" + ns + ":issued:" + hex.EncodeToString(sum[:])
+}
+
+type issuedEntry struct {
+	it  *item
+	exp time.Time
+}
+
+// issuedIndex is the in-process map of handed-out access tokens.
+type issuedIndex struct {
+	mu      sync.RWMutex
+	m       map[string]issuedEntry
+	unknown map[string]struct{}
+	adds    int
+	flight  singleflight.Group
+}
+
+func (x *issuedIndex) lookup(tok string) (issuedEntry, bool, bool) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	e, ok := x.m[tok]
+	_, unknown := x.unknown[tok]
+	return e, ok, unknown
+}
+
+// add records tok for it until exp (a later expiry of the same value wins).
+func (x *issuedIndex) add(tok string, it *item, exp, now time.Time) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.m == nil {
+		x.m = map[string]issuedEntry{}
+	}
+	if old, ok := x.m[tok]; ok && old.exp.After(exp) {
+		return
+	}
+	x.m[tok] = issuedEntry{it: it, exp: exp}
+	delete(x.unknown, tok)
+	if x.adds++; x.adds >= issuedPruneEvery {
+		x.adds = 0
+		for k, e := range x.m {
+			if !now.Before(e.exp) {
+				delete(x.m, k)
+			}
+		}
+	}
+}
+
+func (x *issuedIndex) markUnknown(tok string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.unknown == nil || len(x.unknown) >= unknownMax {
+		x.unknown = map[string]struct{}{}
+	}
+	if _, ok := x.m[tok]; !ok {
+		x.unknown[tok] = struct{}{}
+	}
+}
+
+// IssuedTokenApp names the app an access token was handed out for, by any
+// replica, as long as the token has not reached its own expiry, even when it
+// was replaced (or killed by an outside fetch) since. Tokens this replica has
+// seen are answered from memory; others cost one Redis GET, and tokens Redis
+// does not know are remembered as unknown. It returns ok false for an unknown
+// or expired token, and an error wrapping ErrTokenLookup when Redis could not
+// be asked. It is safe for concurrent use.
+func (b *Broker) IssuedTokenApp(ctx context.Context, tok string) (ns, appid string, ok bool, err error) {
+	now := b.now()
+	e, known, unknown := b.issued.lookup(tok)
+	if known {
+		if now.Before(e.exp) {
+			return e.it.ns, e.it.appid, true, nil
+		}
+		return "", "", false, nil
+	}
+	if unknown || !validValue(tok) || len(tok) > maxTokenLen {
+		return "", "", false, nil
+	}
+	v, err, _ := b.issued.flight.Do(tok, func() (any, error) {
+		return b.lookupIssued(ctx, tok)
+	})
+	if err != nil {
+		return "", "", false, err
+	}
+	e, found := v.(issuedEntry)
+	if !found || e.it == nil || !now.Before(e.exp) {
+		return "", "", false, nil
+	}
+	return e.it.ns, e.it.appid, true, nil
+}
+
+// lookupIssued asks Redis about a token this replica does not know.
+func (b *Broker) lookupIssued(ctx context.Context, tok string) (issuedEntry, error) {
+	// Concurrent lookups share this one: the first caller going away must
+	// not fail the others.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.WeChat.Timeout)
+	defer cancel()
+	pipe := b.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, 0, len(b.apps))
+	for ns := range b.apps {
+		cmds = append(cmds, pipe.Get(ctx, b.keys.issued(ns, tok)))
+	}
+	_, _ = pipe.Exec(ctx) // each command's own error is looked at below
+	raw := ""
+	var lookupErr error
+	for _, c := range cmds {
+		v, err := c.Result()
+		switch {
+		case err == nil:
+			raw = v
+		case !errors.Is(err, redis.Nil):
+			lookupErr = err
+		}
+	}
+	if raw == "" && lookupErr != nil {
+		b.setRedis(lookupErr)
+		return issuedEntry{}, fmt.Errorf("%w: %w", ErrTokenLookup, lookupErr)
+	}
+	if raw == "" {
+		b.issued.markUnknown(tok)
+		return issuedEntry{}, nil
+	}
+	ns, rest, _ := strings.Cut(raw, "\t")
+	field, expText, _ := strings.Cut(rest, "\t")
+	expMs, perr := strconv.ParseInt(expText, 10, 64)
+	it := b.itemByField(ns, field)
+	if perr != nil || it == nil || it.kind != KindAccessToken {
+		b.issued.markUnknown(tok)
+		return issuedEntry{}, nil
+	}
+	e := issuedEntry{it: it, exp: time.UnixMilli(expMs)}
+	b.issued.add(tok, it, e.exp, b.now())
+	return e, nil
+}
+
+// issuedKeep is how long Redis keeps an issued-token entry after the
+// token's expiry (clock differences between replicas); the entry carries
+// the expiry itself, which is what lookups check.
+const issuedKeep = time.Minute
+
+// issuedTTL is the TTL argument of the write script for a token expiring at
+// exp, in milliseconds; "0" means the token is already dead: no entry.
+func issuedTTL(exp, now time.Time) string {
+	left := exp.Sub(now)
+	if left <= 0 {
+		return "0"
+	}
+	return strconv.FormatInt((left + issuedKeep).Milliseconds(), 10)
+}

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap/zaptest"
+)
+
+// syncBuffer is an io.Writer safe for the dev goroutine and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var devRedisLine = regexp.MustCompile(`(?m)^embedded Redis\s+(\S+)$`)
+
+// TestDevTTLsCountDown: dev mode's embedded Redis expires keys, so the
+// force_min_interval marker of a report goes away after the interval and the
+// next report of a token is not answered 429 (before, miniredis never
+// counted TTLs down and every report after the first was refused for as long
+// as the process ran).
+func TestDevTTLsCountDown(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- dev(ctx, "127.0.0.1:0", "", zaptest.NewLogger(t), &stdout, io.Discard) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Error("dev did not stop within 15s")
+		}
+	})
+	var key, tokenURL, redisAddr string
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out := stdout.String()
+		var m, r []string
+		for _, line := range strings.Split(out, "\n") {
+			if mm := curlToken.FindStringSubmatch(line); mm != nil {
+				m = mm
+			}
+		}
+		r = devRedisLine.FindStringSubmatch(out)
+		if m != nil && r != nil {
+			key, tokenURL, redisAddr = m[1], m[2], r[1]
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dev printed no banner within 30s:\n%s", out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The classic demo app: a report is a forced fetch counted against
+	// force_min_interval.
+	app := devApps[1]
+	base := strings.TrimSuffix(tokenURL, "/apps/"+devApps[0].appid+"/access_token")
+	appURL := base + "/apps/" + app.appid + "/access_token"
+	report := func() (int, string) {
+		t.Helper()
+		code, body, err := httpGet(appURL, "", key)
+		if err != nil || code != http.StatusOK {
+			t.Fatalf("GET token of %s: %d %s %v", app.appid, code, body, err)
+		}
+		var tok struct {
+			AccessToken string `json:"access_token"`
+		}
+		if err := json.Unmarshal(body, &tok); err != nil {
+			t.Fatal(err)
+		}
+		req, err := http.NewRequest(http.MethodPost, appURL+"/invalidate",
+			strings.NewReader(`{"access_token":"`+tok.AccessToken+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatalf("POST invalidate: %v", err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := report(); code != http.StatusOK {
+		t.Fatalf("first report: %d %s; want 200", code, body)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	marker := "{wxbroker}:ns:" + app.ns + ":forcelast:" + app.appid
+	if n, err := rdb.Exists(context.Background(), marker).Result(); err != nil || n != 1 {
+		t.Fatalf("EXISTS %s after a report = %d, %v; want the force_min_interval marker", marker, n, err)
+	}
+	// The marker lives devForceInterval: wait for it to expire (it never
+	// did before), then report again.
+	waitUntil := time.Now().Add(devForceInterval + 15*time.Second)
+	for {
+		n, err := rdb.Exists(context.Background(), marker).Result()
+		if err == nil && n == 0 {
+			break
+		}
+		if time.Now().After(waitUntil) {
+			t.Fatalf("force_min_interval marker still present %s after the report; want it gone after %s", devForceInterval+15*time.Second, devForceInterval)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code, body := report(); code != http.StatusOK {
+		t.Errorf("report after force_min_interval: %d %s; want 200", code, body)
+	}
+}
