@@ -87,5 +87,5 @@ func BenchmarkInvalidate1000(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(1, "wechat_calls/op") // checked in every iteration
-	b.Logf("DESIGN §9 1000 concurrent invalidations of one token over 3 replicas → exactly 1 WeChat call: MET in every iteration")
+	b.Logf("target: 1000 concurrent invalidations of one token over 3 replicas → exactly 1 WeChat call: MET in every iteration")
 }

@@ -135,6 +135,12 @@ type redisState struct {
 }
 
 // New checks opts and builds a Broker. It does not touch Redis; Run does.
+//
+// Options.Config must be a configuration that passed config.Validate (Load
+// and Parse validate): the rules between settings, such as renew_interval
+// below half of lock_ttl, are checked there and only there. New rejects only
+// the durations it could not run with at all (timers and leases of zero or
+// negative length).
 func New(opts Options) (*Broker, error) {
 	switch {
 	case opts.Config == nil:
@@ -149,9 +155,9 @@ func New(opts Options) (*Broker, error) {
 		return nil, errors.New("broker: Options.Metrics is required")
 	}
 	cfg := opts.Config
-	if cfg.Leader.LockTTL <= 0 || cfg.Leader.RenewInterval <= 0 || cfg.Leader.RenewInterval >= cfg.Leader.LockTTL {
-		return nil, fmt.Errorf("broker: leader.renew_interval (%s) must be positive and below leader.lock_ttl (%s)",
-			cfg.Leader.RenewInterval, cfg.Leader.LockTTL)
+	if cfg.Leader.LockTTL <= 0 || cfg.Leader.RenewInterval <= 0 {
+		return nil, fmt.Errorf("broker: leader.lock_ttl (%s) and leader.renew_interval (%s) must be positive: validate the configuration first (config.Validate)",
+			cfg.Leader.LockTTL, cfg.Leader.RenewInterval)
 	}
 	if cfg.WeChat.Timeout <= 0 {
 		return nil, fmt.Errorf("broker: wechat.timeout (%s) must be positive", cfg.WeChat.Timeout)
@@ -188,7 +194,7 @@ func New(opts Options) (*Broker, error) {
 		verdictReuse:   verdictReuseDefault,
 	}
 	b.index.m = map[string]*item{}
-	for _, nsName := range sortedNamespaces(cfg) {
+	for _, nsName := range cfg.NamespaceNames() {
 		ns := cfg.Namespaces[nsName]
 		if ns == nil {
 			continue

@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"sort"
 	"sync"
 	"sync/atomic"
 
@@ -113,13 +112,4 @@ func (x *tokenIndex) remove(tok string, it *item) {
 	if x.m[tok] == it {
 		delete(x.m, tok)
 	}
-}
-
-func sortedNamespaces(cfg *config.Config) []string {
-	names := make([]string, 0, len(cfg.Namespaces))
-	for n := range cfg.Namespaces {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
 }

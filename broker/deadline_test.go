@@ -13,7 +13,7 @@ import (
 	"github.com/wxbroker/wxbroker/wechat/wechattest"
 )
 
-// TestNothingServedUnderOneSecond (§4.3): a token or ticket with less than
+// TestNothingServedUnderOneSecond (invariant 3): a token or ticket with less than
 // one second of life is not served (an answer "expires_in": 0 is of no use),
 // while one with a second left still is.
 func TestNothingServedUnderOneSecond(t *testing.T) {
@@ -51,7 +51,7 @@ func TestNothingServedUnderOneSecond(t *testing.T) {
 	}
 }
 
-// TestRetriesFitRemainingLife (§4.3): as the cached token nears its expiry,
+// TestRetriesFitRemainingLife (invariant 3): as the cached token nears its expiry,
 // the retry spacing shrinks so that several attempts fit in the life it has
 // left (never below wechat.timeout), and the 60 s after 45011 gives way to
 // one last attempt while the token is still served.
@@ -117,7 +117,7 @@ func TestRetriesFitRemainingLife(t *testing.T) {
 	}
 }
 
-// TestRefreshDueBeforeServingStops (§4.3): with a lifetime so short that
+// TestRefreshDueBeforeServingStops (invariant 3): with a lifetime so short that
 // before_expiry would leave less than a call and the second below which
 // nothing is served, the refresh is due earlier.
 func TestRefreshDueBeforeServingStops(t *testing.T) {

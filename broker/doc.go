@@ -1,4 +1,4 @@
-// Package broker owns the WeChat credential lifecycle (DESIGN.md §4): one
+// Package broker owns the WeChat credential lifecycle (docs/ARCHITECTURE.md, invariants 1-9): one
 // replica, the leader elected through a Redis lock, fetches access tokens and
 // tickets before they expire and writes them to Redis through fenced scripts;
 // every replica serves them from an in-process cache kept current by Redis

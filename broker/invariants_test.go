@@ -21,7 +21,8 @@ import (
 	"github.com/wxbroker/wxbroker/wechat/wechattest"
 )
 
-// These tests pin down DESIGN §4 invariants that the scenario tests
+// These tests pin down the invariants of docs/ARCHITECTURE.md, each tagged
+// "(invariant N)" with the rule's number there, that the scenario tests
 // elsewhere exercise only in passing: each fails if the invariant it names is
 // broken (they were checked against mutations of the broker).
 
@@ -100,7 +101,7 @@ func (h *stuckRenewals) ProcessPipelineHook(next redis.ProcessPipelineHook) redi
 	return next
 }
 
-// TestLeaseDeadline (§4.1): a renewal that hangs in Redis does not keep a
+// TestLeaseDeadline (invariant 1): a renewal that hangs in Redis does not keep a
 // leader alive. Once less lease is left than WeChat's timeout, no credential
 // call starts; at the local deadline the leader context is cancelled.
 func TestLeaseDeadline(t *testing.T) {
@@ -144,7 +145,7 @@ func TestLeaseDeadline(t *testing.T) {
 	}
 }
 
-// TestFailedRenewalEndsTermAtOnce (§4.1): a failed renewal cancels the
+// TestFailedRenewalEndsTermAtOnce (invariant 1): a failed renewal cancels the
 // leader context right away, long before the local lease deadline.
 func TestFailedRenewalEndsTermAtOnce(t *testing.T) {
 	app := classicApp(1)
@@ -172,7 +173,7 @@ func TestFailedRenewalEndsTermAtOnce(t *testing.T) {
 	}
 }
 
-// TestFencedRejectionStepsDown (§4.2): a leader whose write the fence
+// TestFencedRejectionStepsDown (invariant 2): a leader whose write the fence
 // rejects (a newer epoch exists) steps down instead of leading on with
 // writes that can never land, and leadership resumes under a new epoch.
 func TestFencedRejectionStepsDown(t *testing.T) {
@@ -215,7 +216,7 @@ func TestFencedRejectionStepsDown(t *testing.T) {
 	}
 }
 
-// TestStableInvalidationTriesNormalModeFirst (§4.4): when a stable token
+// TestStableInvalidationTriesNormalModeFirst (invariant 4): when a stable token
 // fails because someone else forced a refresh, a normal-mode call already
 // returns the newer token, so the broker spends no forced refresh.
 func TestStableInvalidationTriesNormalModeFirst(t *testing.T) {
@@ -251,7 +252,7 @@ func TestStableInvalidationTriesNormalModeFirst(t *testing.T) {
 	}
 }
 
-// TestQuotaCountsEveryCall (§4.7): every credential call — token,
+// TestQuotaCountsEveryCall (invariant 7): every credential call — token,
 // stable_token, getticket, normal or forced — is counted per app on the UTC+8
 // day, in Redis, in the quota gauge and in Status. The clock stands at 01:00
 // UTC+8, still the previous day in UTC.
@@ -313,7 +314,7 @@ func TestQuotaCountsEveryCall(t *testing.T) {
 	}
 }
 
-// TestExpiredNeverServed (§4.3): while refreshes fail the cached token and
+// TestExpiredNeverServed (invariant 3): while refreshes fail the cached token and
 // ticket are served until they expire, and never after.
 func TestExpiredNeverServed(t *testing.T) {
 	clock := clocktest.New(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
@@ -380,7 +381,7 @@ func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 	}
 }
 
-// TestReadsNeverTouchRedis (§4.9): token, ticket and token-lookup reads are
+// TestReadsNeverTouchRedis (invariant 9): token, ticket and token-lookup reads are
 // answered from the in-process cache without a single Redis command.
 func TestReadsNeverTouchRedis(t *testing.T) {
 	rdb := redistest.Start(t).Client(t)
@@ -420,7 +421,7 @@ func TestReadsNeverTouchRedis(t *testing.T) {
 	}
 }
 
-// TestRefreshSchedule (§4.3): classic tokens fall due when before_expiry
+// TestRefreshSchedule (invariant 3): classic tokens fall due when before_expiry
 // (25%) of their life is left, spread by up to jitter (10%) earlier; stable
 // tokens inside WeChat's rotation window. Tokens fetched at the same instant
 // do not fall due at the same instant.
@@ -467,7 +468,7 @@ func TestRefreshSchedule(t *testing.T) {
 	}
 }
 
-// TestRetryBackoff (§4.3): failed refreshes back off exponentially on the
+// TestRetryBackoff (invariant 3): failed refreshes back off exponentially on the
 // broker's clock, and at least 60 s after 45011.
 func TestRetryBackoff(t *testing.T) {
 	tests := []struct {
@@ -520,7 +521,7 @@ func TestRetryBackoff(t *testing.T) {
 	}
 }
 
-// TestUnknownOutcomeShortensStoredToken (§4.3): when a classic fetch may
+// TestUnknownOutcomeShortensStoredToken (invariant 3): when a classic fetch may
 // have minted a token (the response was lost), the stored token is treated
 // as ending after WeChat's overlap, so it is not served once WeChat killed it.
 func TestUnknownOutcomeShortensStoredToken(t *testing.T) {
@@ -560,7 +561,7 @@ func TestUnknownOutcomeShortensStoredToken(t *testing.T) {
 	}
 }
 
-// TestNamespaceKeys (§4.6): every per-app Redis key lives under its
+// TestNamespaceKeys (invariant 6): every per-app Redis key lives under its
 // namespace, and a namespace's hashes hold only its own apps.
 func TestNamespaceKeys(t *testing.T) {
 	prodApp, stagingApp := classicApp(1, "jsapi"), classicApp(2)
@@ -635,7 +636,7 @@ func TestNamespaceKeys(t *testing.T) {
 	}
 }
 
-// TestReconcileRepairsMissedEvent (§4.9): a write whose pub/sub message was
+// TestReconcileRepairsMissedEvent (invariant 9): a write whose pub/sub message was
 // lost reaches every replica through the periodic reconcile.
 func TestReconcileRepairsMissedEvent(t *testing.T) {
 	app := classicApp(1)
@@ -658,7 +659,7 @@ func TestReconcileRepairsMissedEvent(t *testing.T) {
 	})
 }
 
-// TestPubSubUpdatesFollowers (§4.9): a new token reaches a follower through
+// TestPubSubUpdatesFollowers (invariant 9): a new token reaches a follower through
 // pub/sub, long before its next reconcile.
 func TestPubSubUpdatesFollowers(t *testing.T) {
 	app := classicApp(1)
@@ -716,7 +717,7 @@ func (w *inflightWeChat) Token(ctx context.Context, appID, secret string) (wecha
 	return w.WeChat.Token(ctx, appID, secret)
 }
 
-// TestRefreshConcurrencyBound (§4.3): no more than refresh.concurrency
+// TestRefreshConcurrencyBound (invariant 3): no more than refresh.concurrency
 // credential calls run at once, however many tokens fall due together.
 func TestRefreshConcurrencyBound(t *testing.T) {
 	var apps []*config.App

@@ -50,14 +50,14 @@ func (b *Broker) refreshDeadline(it *item, r *record) time.Time {
 	if life <= 0 {
 		return r.ExpiresAt
 	}
-	rc := b.cfg.Refresh
+	before, _ := b.cfg.Refresh.Lead(life)
 	if it.kind != KindAccessToken {
-		return r.ExpiresAt.Add(-rc.BeforeExpiry.Of(life) / 2)
+		return r.ExpiresAt.Add(-before / 2)
 	}
-	if w := rc.StableRotationWindow; it.app.app.TokenMode != config.ModeClassic && w > 0 && w < life {
-		return r.ExpiresAt.Add(-w*4/5 + min(rc.Jitter.Of(w), w/2))
+	if lead, jitter, ok := b.cfg.Refresh.StableLead(life); ok && it.app.app.TokenMode != config.ModeClassic {
+		return r.ExpiresAt.Add(-lead + jitter)
 	}
-	return r.ExpiresAt.Add(-rc.BeforeExpiry.Of(life))
+	return r.ExpiresAt.Add(-before)
 }
 
 // markStopped exports that retries of it stopped after errcode code.

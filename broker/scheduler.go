@@ -254,23 +254,22 @@ func (s *scheduler) dueFor(k *task, now time.Time) time.Time {
 	if life <= 0 {
 		return now
 	}
+	before, jitter := r.Lead(life)
 	// However short the lifetime, the refresh is due early enough that one
 	// call ends before the record stops being served (minServeLife).
 	latest := rec.ExpiresAt.Add(-minServeLife - s.b.cfg.WeChat.Timeout)
 	if k.it.kind == KindAccessToken {
-		w := r.StableRotationWindow
-		if k.it.app.app.TokenMode != config.ModeClassic && w > 0 && w < life {
+		if lead, j, ok := r.StableLead(life); ok && k.it.app.app.TokenMode != config.ModeClassic {
 			// WeChat hands out the successor of a stable token only within
-			// its last w: call when 80% of the window is left, jitter later
+			// its rotation window: call when 80% of it is left, jitter later
 			// (but not before the window opens).
-			j := min(r.Jitter.Of(w), w/2)
-			due := rec.ExpiresAt.Add(-w * 4 / 5).Add(time.Duration(k.jitter * float64(j)))
+			due := rec.ExpiresAt.Add(-lead).Add(time.Duration(k.jitter * float64(j)))
 			if due.After(latest) {
-				due = laterOf(latest, rec.ExpiresAt.Add(-w))
+				due = laterOf(latest, rec.ExpiresAt.Add(-r.StableRotationWindow))
 			}
 			return due
 		}
-		due := rec.ExpiresAt.Add(-r.BeforeExpiry.Of(life)).Add(-time.Duration(k.jitter * float64(r.Jitter.Of(life))))
+		due := rec.ExpiresAt.Add(-before).Add(-time.Duration(k.jitter * float64(jitter)))
 		return earlierOf(due, latest)
 	}
 	// A ticket follows its access token: a new token brings a new ticket.
@@ -281,8 +280,7 @@ func (s *scheduler) dueFor(k *task, now time.Time) time.Time {
 	if rec.Src != shortHash(tok.Value) {
 		return now
 	}
-	before := r.BeforeExpiry.Of(life)
-	due := earlierOf(rec.ExpiresAt.Add(-before).Add(-time.Duration(k.jitter*float64(r.Jitter.Of(life)))), latest)
+	due := earlierOf(rec.ExpiresAt.Add(-before).Add(-time.Duration(k.jitter*float64(jitter))), latest)
 	// When the token is being refreshed right now, or is replaced before
 	// this ticket needs refreshing anyway, the chained fetch (a stored token
 	// kicks its tickets) makes this one unnecessary: wait for it, but no

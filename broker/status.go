@@ -118,7 +118,7 @@ func (b *Broker) Status(ctx context.Context) Status {
 		st.Role = RoleStandby
 	}
 	now := b.now()
-	for _, ns := range sortedNamespaces(b.cfg) {
+	for _, ns := range b.cfg.NamespaceNames() {
 		if b.cfg.Namespaces[ns] == nil {
 			continue
 		}
@@ -197,7 +197,7 @@ func Inspect(ctx context.Context, rdb redis.UniversalClient, cfg *config.Config)
 		return Status{Role: RoleInspect, Redis: RedisStatus{Error: err.Error(), Since: now.UTC()}}, err
 	}
 	st := Status{Role: RoleInspect, LeaderID: snap.leader, Epoch: snap.epoch, Redis: RedisStatus{OK: true}}
-	for _, ns := range sortedNamespaces(cfg) {
+	for _, ns := range cfg.NamespaceNames() {
 		if cfg.Namespaces[ns] == nil {
 			continue
 		}
@@ -246,7 +246,7 @@ func gather(ctx context.Context, rdb redis.UniversalClient, k keys, cfg *config.
 		cmd      *redis.StringCmd
 	}
 	var counters []counter
-	for _, ns := range sortedNamespaces(cfg) {
+	for _, ns := range cfg.NamespaceNames() {
 		n := cfg.Namespaces[ns]
 		if n == nil {
 			continue

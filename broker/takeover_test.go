@@ -21,8 +21,8 @@ import (
 
 // These tests cover what a new leader must take over from a previous term
 // that died or from a Redis that lost data: the intent of a credential call
-// without an outcome (§4.3 unknown outcome, §4.4 force budget), records Redis
-// holds in an older version (§4.8 reseed), and the epoch (§4.2 fencing).
+// without an outcome (invariant 3 unknown outcome, invariant 4 force budget), records Redis
+// holds in an older version (invariant 8 reseed), and the epoch (invariant 2 fencing).
 
 // storedRaw reads it's raw record from Redis ("" when missing).
 func storedRaw(t *testing.T, rdb *redis.Client, b *Broker, it *item) string {
@@ -46,8 +46,8 @@ func storedValue(t *testing.T, rdb *redis.Client, b *Broker, it *item) string {
 	return r.Value
 }
 
-// TestTakeoverAfterLeaderDiedDuringCall (§4.3 unknown outcome across
-// processes, §4.4 force budget): the leader dies between WeChat minting a new
+// TestTakeoverAfterLeaderDiedDuringCall (invariant 3 unknown outcome across
+// processes, invariant 4 force budget): the leader dies between WeChat minting a new
 // classic token (a forced refresh) and storing it. The next leader finds the
 // call's intent, treats the stored token as superseded and refreshes at once
 // instead of serving the dead token until its scheduled refresh; the dead
@@ -132,7 +132,7 @@ func TestTakeoverAfterLeaderDiedDuringCall(t *testing.T) {
 	}
 }
 
-// TestDeadLeaderForceMarker (§4.4): the force marker of a term whose forced
+// TestDeadLeaderForceMarker (invariant 4): the force marker of a term whose forced
 // call left no outcome does not block the next leader; one whose call was
 // stored does, and so does the current leader's own.
 func TestDeadLeaderForceMarker(t *testing.T) {
@@ -165,7 +165,7 @@ func TestDeadLeaderForceMarker(t *testing.T) {
 	}
 }
 
-// TestFailedCallSettlesIntent (§4.3): a credential call WeChat refused
+// TestFailedCallSettlesIntent (invariant 3): a credential call WeChat refused
 // minted nothing, so it leaves no intent for the next leader to act on.
 func TestFailedCallSettlesIntent(t *testing.T) {
 	app := classicApp(1)
@@ -186,7 +186,7 @@ func TestFailedCallSettlesIntent(t *testing.T) {
 	}
 }
 
-// TestOlderRecordRewritten (§4.8): when Redis goes back to an older record
+// TestOlderRecordRewritten (invariant 8): when Redis goes back to an older record
 // (a Sentinel failover that lost the last write), the leader rewrites the
 // newer one it holds — at the start of a term and while it leads — so a
 // replica that starts afterwards gets the newer token, not the dead one.
@@ -265,7 +265,7 @@ func TestOlderRecordRewritten(t *testing.T) {
 	}
 }
 
-// TestEpochNeverGoesBackwards (§4.2): a Redis restart without persistence
+// TestEpochNeverGoesBackwards (invariant 2): a Redis restart without persistence
 // starts INCR at 1 again; the next leader moves the epoch past the highest
 // one the running replicas know, also when it only watched as a standby.
 func TestEpochNeverGoesBackwards(t *testing.T) {
@@ -316,7 +316,7 @@ type reloadingClient struct {
 
 func (c *reloadingClient) ReloadState(context.Context) { c.reloads.Add(1) }
 
-// TestClusterStateReloaded (§4.8): on Redis errors and on a lost lease the
+// TestClusterStateReloaded (invariant 8): on Redis errors and on a lost lease the
 // broker asks a Cluster client to reload its slot map at once, instead of
 // routing the broker's slot to a dead master until the client's own periodic
 // reload.

@@ -28,7 +28,7 @@ import (
 	"github.com/wxbroker/wxbroker/wechat/wechattest"
 )
 
-// DESIGN §9: 10,000 configured apps with short simulated lifetimes → no
+// A target of docs/BENCHMARKS.md: 10,000 configured apps with short simulated lifetimes → no
 // refresh late, < 0.5 core and < 256 MB per replica.
 //
 // BenchmarkTenThousandApps runs one broker (the leader: the replica that does
@@ -62,13 +62,6 @@ const (
 
 // simEnv carries a JSON simSpec to the child process that serves the simulator.
 const simEnv = "WXBROKER_BENCH_SIM"
-
-func TestMain(m *testing.M) {
-	if spec := os.Getenv(simEnv); spec != "" {
-		os.Exit(runSimProcess(spec))
-	}
-	os.Exit(m.Run())
-}
 
 type simSpec struct {
 	Apps           int           `json:"apps"` // appID(0) … appID(Apps-1), secrets secretOf(appid)
@@ -289,7 +282,7 @@ func BenchmarkTenThousandApps(b *testing.B) {
 		}
 		return "MISSED"
 	}
-	b.Logf("DESIGN §9 %d apps, %s lifetimes, %s window, %d refreshes (%.0f/s), first tokens after %s: "+
+	b.Logf("target: %d apps, %s lifetimes, %s window, %d refreshes (%.0f/s), first tokens after %s: "+
 		"cores %.3f (target < %.1f): %s; peak RSS %.0f MB, heap %.0f MB (target < %d MB): %s; "+
 		"late %d, expired reads %d (target 0): %s; least margin over the promise %s; %d warnings logged",
 		tenAppsCount, tenAppsLifetime, wall.Round(time.Second), calls, float64(calls)/wall.Seconds(),

@@ -1,11 +1,15 @@
 // Package config defines wxbroker's typed configuration: it loads YAML, expands
 // ${ENV} references, reads *_file secrets, applies defaults and validates the
-// result, listing every problem at once.
+// result, listing every problem at once. It also derives, once, what the rest
+// of wxbroker uses as given: each client's compiled access (Access), the
+// refresh schedule's lead times (Refresh.StableLead, Refresh.Lead) and the
+// decoded login keys (JWT.Ed25519Key, Login.SessionKeyAES).
 package config
 
 import "time"
 
-// Config is the whole wxbroker configuration (DESIGN.md §3).
+// Config is the whole wxbroker configuration, one field per key of the YAML
+// file.
 type Config struct {
 	InstanceID   string                `yaml:"instance_id"`
 	Listen       string                `yaml:"listen"`
@@ -128,6 +132,9 @@ type Client struct {
 	// InvalidatePerMinute bounds the client's reports per minute (all apps
 	// together); the burst is the same number. 0: DefaultInvalidatePerMinute.
 	InvalidatePerMinute int `yaml:"invalidate_per_minute"`
+
+	// access is the compiled form of this entry (Config.Compile).
+	access *Access
 }
 
 // Login configures the user-login endpoints on public_listen.

@@ -297,10 +297,12 @@ func TestParsePortion(t *testing.T) {
 		{"", Portion{}, true},
 	}
 	for _, tt := range tests {
-		got, err := ParsePortion(tt.in)
-		if (err != nil) != tt.wantErr || got != tt.want {
-			t.Errorf("ParsePortion(%q) = %v, %v; want %v, error %v", tt.in, got, err, tt.want, tt.wantErr)
-		}
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParsePortion(tt.in)
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Errorf("ParsePortion(%q) = %v, %v; want %v, error %v", tt.in, got, err, tt.want, tt.wantErr)
+			}
+		})
 	}
 	if got := (Portion{Fraction: 0.25}).Of(2 * time.Hour); got != 30*time.Minute {
 		t.Errorf("25%% of 2h = %v; want 30m", got)
@@ -340,10 +342,12 @@ func TestExpandEnv(t *testing.T) {
 		{"${OPEN", "${OPEN", 1},
 	}
 	for _, tt := range tests {
-		got, errs := expandEnv(tt.in, lookupTestEnv, false)
-		if got != tt.want || len(errs) != tt.errs {
-			t.Errorf("expandEnv(%q) = %q, %d errors; want %q, %d errors", tt.in, got, len(errs), tt.want, tt.errs)
-		}
+		t.Run(tt.in, func(t *testing.T) {
+			got, errs := expandEnv(tt.in, lookupTestEnv, false)
+			if got != tt.want || len(errs) != tt.errs {
+				t.Errorf("expandEnv(%q) = %q, %d errors; want %q, %d errors", tt.in, got, len(errs), tt.want, tt.errs)
+			}
+		})
 	}
 }
 
@@ -352,24 +356,41 @@ func TestClientAllows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	order, sre := &c.Clients[0], &c.Clients[1]
+	access := func(cl *Client) *Access {
+		t.Helper()
+		a, err := cl.Access(c)
+		if err != nil {
+			t.Fatalf("%s.Access: %v", cl.Name, err)
+		}
+		return a
+	}
+	order, sre := access(&c.Clients[0]), access(&c.Clients[1])
 	tests := []struct {
-		cl        *Client
+		name      string
+		a         *Access
 		ns, appid string
 		want      bool
 	}{
-		{order, "prod", "wx04a7af67c8f47620", true},
-		{order, "prod", "wx1111111111111111", false},
-		{order, "staging", "wx3333333333333333", true},
-		{sre, "prod", "wx1111111111111111", true},
+		{"order exact", order, "prod", "wx04a7af67c8f47620", true},
+		{"order other app", order, "prod", "wx1111111111111111", false},
+		{"order namespace wildcard", order, "staging", "wx3333333333333333", true},
+		{"sre everything", sre, "prod", "wx1111111111111111", true},
 	}
 	for _, tt := range tests {
-		if got := tt.cl.Allows(tt.ns, tt.appid); got != tt.want {
-			t.Errorf("%s.Allows(%q, %q) = %v; want %v", tt.cl.Name, tt.ns, tt.appid, got, tt.want)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.a.Allows(tt.ns, tt.appid); got != tt.want {
+				t.Errorf("Allows(%q, %q) = %v; want %v", tt.ns, tt.appid, got, tt.want)
+			}
+		})
 	}
-	if got := strings.Join(order.AllowedNamespaces(c), ","); got != "prod,staging" {
-		t.Errorf("AllowedNamespaces = %q; want prod,staging", got)
+	if got := strings.Join(order.Namespaces(), ","); got != "prod,staging" {
+		t.Errorf("Namespaces = %q; want prod,staging", got)
+	}
+	if got := order.OnlyNamespace(); got != "" {
+		t.Errorf("OnlyNamespace = %q; want none (two namespaces)", got)
+	}
+	if c.Clients[0].access != order {
+		t.Error("Load did not compile the client's access once: Access built a new one")
 	}
 	if got := HashKey("demo"); got != "2a97516c354b68848cdbd8f54a226a0a55b21ed138e207ad6c5cbb9c00aa5aea" {
 		t.Errorf("HashKey(demo) = %s", got)
@@ -395,4 +416,23 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("parse returned both a config and an error")
 		}
 	})
+}
+
+// TestAccessAllowsDoesNotAllocate pins the read path's cost: an allow check
+// is map lookups with comparable keys, never a string built per request.
+func TestAccessAllowsDoesNotAllocate(t *testing.T) {
+	c, err := loadTestdata(t, "testdata/good.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := c.Clients[0].Access(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A miss, so every set is consulted; the names are long enough that a
+	// joined "ns/appid" key would not fit the compiler's stack buffer.
+	ns, appid := "a-namespace-that-is-not-configured", "wx1111111111111111"
+	if n := testing.AllocsPerRun(100, func() { _ = a.Allows(ns, appid) }); n != 0 {
+		t.Errorf("Allows allocates %v times per call; want 0", n)
+	}
 }

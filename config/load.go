@@ -16,7 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// Default returns a Config holding every default of DESIGN.md §3 and no
+// Default returns a Config holding every default and no
 // namespaces, clients or login flows. Parse decodes the file over it, so a key
 // that is absent from the file keeps its default, while a key that is present
 // (even with a zero value) is taken as written and validated.
@@ -178,6 +178,9 @@ func parse(data []byte, baseDir string, lookup func(string) (string, bool)) (*Co
 	}
 	if len(problems) > 0 {
 		return nil, &ValidationError{Problems: problems}
+	}
+	if err := c.Compile(); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
@@ -374,7 +377,7 @@ func expandEnv(s string, lookup func(string) (string, bool), secret bool) (strin
 				errs = append(errs, expandError{fmt.Sprintf("environment variable %s is not set", name),
 					fmt.Sprintf("export %s, or write ${%s} to allow it to be empty", name, name)})
 			default:
-				// Unset expands to "" as in the shell (DESIGN §3: an optional
+				// Unset expands to "" as in the shell (so that an optional
 				// `password: ${REDIS_PASSWORD}`); required values such as app
 				// secrets are then reported empty by Validate.
 			}

@@ -1,12 +1,5 @@
 package config
 
-import (
-	"crypto/sha256"
-	"encoding/hex"
-	"sort"
-	"strings"
-)
-
 // App returns the app appid of namespace ns.
 func (c *Config) App(ns, appid string) (*App, bool) {
 	return c.Namespaces[ns].app(appid)
@@ -46,44 +39,4 @@ func (c *Config) Apps() []AppRef {
 		}
 	}
 	return refs
-}
-
-// Allows reports whether the client may read tokens of appid in namespace
-// ns: some allow pattern "namespace/appid" matches, "*" matching any part.
-func (cl *Client) Allows(ns, appid string) bool {
-	for _, pat := range cl.Allow {
-		pns, papp, ok := strings.Cut(pat, "/")
-		if ok && (pns == "*" || pns == ns) && (papp == "*" || papp == appid) {
-			return true
-		}
-	}
-	return false
-}
-
-// AllowedNamespaces returns the namespaces the client's allow patterns may reach,
-// sorted; "*" stands for all of them.
-func (cl *Client) AllowedNamespaces(c *Config) []string {
-	set := map[string]bool{}
-	for _, pat := range cl.Allow {
-		pns, _, ok := strings.Cut(pat, "/")
-		switch {
-		case !ok:
-		case pns == "*":
-			return c.NamespaceNames()
-		case c.Namespaces[pns] != nil:
-			set[pns] = true
-		}
-	}
-	names := make([]string, 0, len(set))
-	for n := range set {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
-
-// HashKey returns the hex SHA-256 of a client key, the form clients[].key_sha256 holds.
-func HashKey(key string) string {
-	sum := sha256.Sum256([]byte(key))
-	return hex.EncodeToString(sum[:])
 }

@@ -1,10 +1,6 @@
 package config
 
 import (
-	"crypto/ed25519"
-	"crypto/x509"
-	"encoding/base64"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"net/url"
@@ -356,8 +352,8 @@ func (v *validator) clients(c *Config) {
 }
 
 func (v *validator) allow(key, pat string, c *Config) {
-	ns, appid, ok := strings.Cut(pat, "/")
-	if !ok || ns == "" || appid == "" || strings.Contains(appid, "/") {
+	ns, appid, ok := splitAllow(pat)
+	if !ok {
 		v.add(key, pat, `is not a "namespace/appid" pattern`,
 			`write "prod/wx0123456789abcdef", "staging/*" or "*/*"`)
 		return
@@ -485,19 +481,8 @@ func (v *validator) signingKey(j JWT) {
 		}
 		return
 	}
-	fix := "create a key with: openssl genpkey -algorithm ed25519 -out jwt-ed25519.pem"
-	block, _ := pem.Decode([]byte(j.SigningKey.Reveal()))
-	if block == nil {
-		v.add(key, j.SigningKey.String(), "is not a PEM key", fix)
-		return
-	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	if err != nil {
-		v.add(key, j.SigningKey.String(), "is not a PKCS#8 private key", fix)
-		return
-	}
-	if _, ok := k.(ed25519.PrivateKey); !ok {
-		v.add(key, j.SigningKey.String(), fmt.Sprintf("is a %T, not an Ed25519 key", k), fix)
+	if _, err := j.Ed25519Key(); err != nil {
+		v.add(key, j.SigningKey.String(), err.Error(), "create a key with: openssl genpkey -algorithm ed25519 -out jwt-ed25519.pem")
 	}
 }
 
@@ -513,9 +498,7 @@ func (v *validator) encryptionKey(l *Login) {
 		}
 		return
 	}
-	b, err := base64.StdEncoding.DecodeString(l.SessionKeyEncryptionKey.Reveal())
-	if err != nil || len(b) != 32 {
-		v.add(key, l.SessionKeyEncryptionKey.String(), "is not the base64 encoding of 32 bytes (an AES-256 key)",
-			"create a key with: openssl rand -base64 32")
+	if _, err := l.SessionKeyAES(); err != nil {
+		v.add(key, l.SessionKeyEncryptionKey.String(), err.Error(), "create a key with: openssl rand -base64 32")
 	}
 }

@@ -180,7 +180,7 @@ func testGrafanaDashboard(t *testing.T) {
 	if queries == 0 {
 		t.Fatal("dashboard has no queries")
 	}
-	// Every metric of DESIGN §8 has a panel: a new metric needs one too.
+	// Every metric of docs/METRICS.md has a panel: a new metric needs one too.
 	for name := range registered {
 		if !strings.HasPrefix(name, "wxbroker_") || strings.HasSuffix(name, "_bucket") ||
 			strings.HasSuffix(name, "_sum") || strings.HasSuffix(name, "_count") {

@@ -1,5 +1,5 @@
 // Package metrics defines every Prometheus collector wxbroker exports, in one
-// place, registered on an injected registry (DESIGN.md §8). Labels come from
+// place, registered on an injected registry (docs/METRICS.md). Labels come from
 // configuration or fixed sets only: never openids, user ids, IPs or raw URLs.
 package metrics
 

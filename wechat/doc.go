@@ -1,8 +1,8 @@
-// Package wechat is a client for WeChat's server APIs: access tokens (classic
-// and stable), JS-SDK tickets, mini-program login (code2Session,
-// checkSessionKey, phone numbers, encryptedData), website and Official
-// Account OAuth, Open Platform component tokens, quota management, and any
-// other token-checked API through Call.
+// Package wechat is a client for the WeChat server APIs wxbroker uses: access
+// tokens (classic and stable), JS-SDK tickets, mini-program login
+// (code2Session, phone numbers, encryptedData), website and Official Account
+// OAuth (access token, user info), Open Platform component and authorizer
+// tokens, and any other token-checked API through Call.
 //
 // The client sends every request to Options.BaseURL and, when that fails at
 // the transport level (no answer, a non-200 status, an HTML page, garbled

@@ -15,7 +15,8 @@ type Hint struct {
 	FixZH, FixEN     string
 }
 
-// hints covers every code of WECHAT_API.md §7, the troubleshooting table of
+// hints covers every code of WeChat's global return-code list that the
+// client's APIs answer, the troubleshooting table of
 // the login guide (40013, 40125, 40029, 40163, 45011) and a few neighbours
 // the same APIs answer. Keep it sorted by code.
 var hints = []Hint{

@@ -8,7 +8,8 @@ import (
 )
 
 func TestHintsCoverDocumentedCodes(t *testing.T) {
-	// WECHAT_API.md §7 plus the login guide's troubleshooting table.
+	// WeChat's global return codes these APIs answer, plus the login guide's
+	// troubleshooting table.
 	documented := []int{
 		-1, 0, 40001, 40002, 40013, 40014, 40029, 40030, 40125, 40163, 40164, 40226, 40243,
 		41001, 41002, 41004, 42001, 42002, 42003, 42007, 45009, 45011, 45047, 48001, 48006,

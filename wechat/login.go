@@ -47,22 +47,6 @@ func (c *Client) Code2Session(ctx context.Context, appID, secret, code string) (
 	return Session{OpenID: a.OpenID, SessionKey: a.SessionKey, UnionID: a.UnionID}, nil
 }
 
-// CheckSession asks WeChat whether sessionKey is still the user's current
-// session_key (GET /wxa/checksession, signed with SessionSignature(sessionKey,
-// "")). 87009 means it is stale: the user must log in again. Errors:
-// *APIError, *TransportError.
-func (c *Client) CheckSession(ctx context.Context, accessToken, openID, sessionKey string) error {
-	sig := SessionSignature(sessionKey, "")
-	return c.do(ctx, request{
-		api: APICheckSession, method: http.MethodGet, path: "/wxa/checksession",
-		query: url.Values{
-			"access_token": {accessToken}, "signature": {sig}, "openid": {openID}, "sig_method": {"hmac_sha256"},
-		},
-		secrets:  []string{accessToken, sessionKey, sig},
-		readOnly: true,
-	}, nil)
-}
-
 // Watermark proves which app and when encrypted user data was produced for.
 type Watermark struct {
 	Timestamp int64
@@ -172,24 +156,6 @@ func (c *Client) OAuthAccessToken(ctx context.Context, appID, secret, code strin
 	return t, err
 }
 
-// OAuthRefreshToken renews a user's OAuth access token (GET
-// /sns/oauth2/refresh_token; no AppSecret needed). 40030 and 42002 mean the
-// refresh token is invalid or expired: the user must authorize again.
-// Errors: *APIError, *TransportError.
-func (c *Client) OAuthRefreshToken(ctx context.Context, appID, refreshToken string) (OAuthToken, error) {
-	var a oauthAnswer
-	var t OAuthToken
-	err := c.do(ctx, request{
-		api: APIOAuthRefreshToken, method: http.MethodGet, path: "/sns/oauth2/refresh_token",
-		query: url.Values{
-			"appid": {appID}, "grant_type": {"refresh_token"}, "refresh_token": {refreshToken},
-		},
-		secrets: []string{refreshToken},
-		check:   func() (err error) { t, err = a.token(); return err },
-	}, &a)
-	return t, err
-}
-
 // UserInfo is a user's public profile from /sns/userinfo.
 type UserInfo struct {
 	OpenID     string
@@ -237,18 +203,6 @@ func (c *Client) UserInfo(ctx context.Context, accessToken, openID string) (User
 		OpenID: a.OpenID, Nickname: a.Nickname, Sex: int(a.Sex), Province: a.Province, City: a.City,
 		Country: a.Country, HeadImgURL: a.HeadImgURL, Privilege: a.Privilege, UnionID: a.UnionID,
 	}, nil
-}
-
-// OAuthCheck reports whether a user's OAuth access token is still valid for
-// openID (GET /sns/auth): nil when it is, an *APIError (40003 invalid openid,
-// 42001 expired, 40001) when not, a *TransportError when WeChat did not answer.
-func (c *Client) OAuthCheck(ctx context.Context, accessToken, openID string) error {
-	return c.do(ctx, request{
-		api: APIOAuthCheck, method: http.MethodGet, path: "/sns/auth",
-		query:    url.Values{"access_token": {accessToken}, "openid": {openID}},
-		secrets:  []string{accessToken},
-		readOnly: true,
-	}, nil)
 }
 
 // QRConnectURL builds the website-login page URL the browser is sent to:

@@ -112,6 +112,9 @@ type ComponentToken struct {
 // /cgi-bin/component/api_component_token) with the platform's AppSecret and
 // the latest component_verify_ticket pushed by WeChat. 61005/61006 mean the
 // ticket expired or is invalid. Errors: *APIError, *TransportError.
+//
+// No wxbroker code calls it yet: it stays for brokering Open Platform
+// tokens, which a filed issue plans (as does AuthorizerToken).
 func (c *Client) ComponentToken(ctx context.Context, componentAppID, componentSecret, verifyTicket string) (ComponentToken, error) {
 	var a struct {
 		AccessToken string  `json:"component_access_token"`
@@ -151,6 +154,9 @@ type AuthorizerToken struct {
 // authorizer_refresh_token is invalid. When WeChat's answer omits
 // authorizer_refresh_token, RefreshToken is the one sent. Errors: *APIError,
 // *TransportError.
+//
+// No wxbroker code calls it yet: it stays for brokering Open Platform
+// tokens, which a filed issue plans (as does ComponentToken).
 func (c *Client) AuthorizerToken(ctx context.Context, componentAccessToken, componentAppID, authorizerAppID, authorizerRefreshToken string) (AuthorizerToken, error) {
 	var a struct {
 		AccessToken  string  `json:"authorizer_access_token"`
@@ -180,110 +186,6 @@ func (c *Client) AuthorizerToken(ctx context.Context, componentAccessToken, comp
 		},
 	}, &a)
 	return t, err
-}
-
-// ClearQuota resets the app's daily API quotas with its AppSecret (POST
-// /cgi-bin/clear_quota/v2), which works even when no access token can be
-// fetched any more. Each account may clear 10 times a month (48006 after).
-// WeChat's docs disagree on where appid and appsecret go, so they are sent
-// both in the query (the form SDKs ship) and in the JSON body. No fallback
-// URL is tried once the request may have been processed. Errors: *APIError,
-// *TransportError.
-func (c *Client) ClearQuota(ctx context.Context, appID, secret string) error {
-	return c.do(ctx, request{
-		api: APIClearQuota, method: http.MethodPost, path: "/cgi-bin/clear_quota/v2",
-		query: url.Values{"appid": {appID}, "appsecret": {secret}},
-		body: struct {
-			AppID  string `json:"appid"`
-			Secret string `json:"appsecret"`
-		}{appID, secret},
-		secrets: []string{secret},
-		once:    true,
-	}, nil)
-}
-
-// Quota is an API's daily quota.
-type Quota struct {
-	DailyLimit, Used, Remain int64
-}
-
-// APIQuota reads the daily quota of one API (POST /cgi-bin/openapi/quota/get),
-// cgiPath like "/cgi-bin/token" (leading slash, no host; /sns/* is not
-// supported: 76022). Errors: *APIError, *TransportError.
-func (c *Client) APIQuota(ctx context.Context, accessToken, cgiPath string) (Quota, error) {
-	var a struct {
-		Quota *struct {
-			DailyLimit flexInt `json:"daily_limit"`
-			Used       flexInt `json:"used"`
-			Remain     flexInt `json:"remain"`
-		} `json:"quota"`
-	}
-	err := c.do(ctx, request{
-		api: APIQuotaGet, method: http.MethodPost, path: "/cgi-bin/openapi/quota/get",
-		query: url.Values{"access_token": {accessToken}},
-		body: struct {
-			CgiPath string `json:"cgi_path"`
-		}{cgiPath},
-		secrets: []string{accessToken},
-		check: func() error {
-			if a.Quota == nil {
-				return errMissing("quota")
-			}
-			return nil
-		},
-	}, &a)
-	if err != nil {
-		return Quota{}, err
-	}
-	return Quota{DailyLimit: int64(a.Quota.DailyLimit), Used: int64(a.Quota.Used), Remain: int64(a.Quota.Remain)}, nil
-}
-
-// RidInfo describes a past request, found by the rid in its errmsg.
-type RidInfo struct {
-	InvokeTime   int64 // Unix seconds
-	CostInMs     int64
-	RequestURL   string // the query string WeChat received
-	RequestBody  string
-	ResponseBody string
-	ClientIP     string // the egress IP WeChat saw: the one to whitelist on 40164
-}
-
-// RidInfo looks up a request by rid (POST /cgi-bin/openapi/rid/get). Only the
-// same account's rids of the last 7 days are found (76001–76004); /sns/*
-// requests are not covered (76022). Errors: *APIError, *TransportError.
-func (c *Client) RidInfo(ctx context.Context, accessToken, rid string) (RidInfo, error) {
-	var a struct {
-		Request *struct {
-			InvokeTime   flexInt `json:"invoke_time"`
-			CostInMs     flexInt `json:"cost_in_ms"`
-			RequestURL   string  `json:"request_url"`
-			RequestBody  string  `json:"request_body"`
-			ResponseBody string  `json:"response_body"`
-			ClientIP     string  `json:"client_ip"`
-		} `json:"request"`
-	}
-	err := c.do(ctx, request{
-		api: APIRidGet, method: http.MethodPost, path: "/cgi-bin/openapi/rid/get",
-		query: url.Values{"access_token": {accessToken}},
-		body: struct {
-			Rid string `json:"rid"`
-		}{rid},
-		secrets: []string{accessToken},
-		check: func() error {
-			if a.Request == nil {
-				return errMissing("request")
-			}
-			return nil
-		},
-	}, &a)
-	if err != nil {
-		return RidInfo{}, err
-	}
-	r := a.Request
-	return RidInfo{
-		InvokeTime: int64(r.InvokeTime), CostInMs: int64(r.CostInMs), RequestURL: r.RequestURL,
-		RequestBody: r.RequestBody, ResponseBody: r.ResponseBody, ClientIP: r.ClientIP,
-	}, nil
 }
 
 // Call calls any token-checked API: method and path (e.g. POST

@@ -3,7 +3,6 @@ package api
 import (
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/hex"
 	"fmt"
 	"strings"
 
@@ -12,18 +11,12 @@ import (
 	"github.com/wxbroker/wxbroker/config"
 )
 
-// client is a configured client with its allow patterns compiled.
+// client is a configured client with its compiled access (config.Access).
 type client struct {
 	name   string
-	digest [sha256.Size]byte
 	admin  bool
-
-	all     bool                // "*/*"
-	anyApp  map[string]struct{} // "ns/*": namespace
-	anyNS   map[string]struct{} // "*/appid": appid
-	exact   map[appKey]struct{} // "ns/appid"
-	onlyNS  string              // the client's only namespace, "" when it has several
-	nsCount int
+	access *config.Access
+	onlyNS string // the client's only namespace, "" when it has several
 
 	// invalidate is clients[].invalidate; reports bounds its reports
 	// (clients[].invalidate_per_minute). See invalidate_guard.go.
@@ -35,19 +28,7 @@ type client struct {
 type appKey struct{ ns, appid string }
 
 // allows reports whether the client may read appid in namespace ns.
-func (c *client) allows(ns, appid string) bool {
-	if c.all {
-		return true
-	}
-	if _, ok := c.anyApp[ns]; ok {
-		return true
-	}
-	if _, ok := c.anyNS[appid]; ok {
-		return true
-	}
-	_, ok := c.exact[appKey{ns, appid}]
-	return ok
-}
+func (c *client) allows(ns, appid string) bool { return c.access.Allows(ns, appid) }
 
 // keyring finds the client a key belongs to.
 //
@@ -63,48 +44,29 @@ type keyring struct {
 	byDigest map[[sha256.Size]byte]*client
 }
 
+// newKeyring indexes the clients of cfg by key digest. It takes each
+// client's access as config compiled it (config.Client.Access) and parses
+// nothing itself.
 func newKeyring(cfg *config.Config) (*keyring, error) {
 	k := &keyring{byDigest: make(map[[sha256.Size]byte]*client, len(cfg.Clients))}
 	for i := range cfg.Clients {
 		cc := &cfg.Clients[i]
-		raw, err := hex.DecodeString(strings.ToLower(cc.KeySHA256))
-		if err != nil || len(raw) != sha256.Size {
-			return nil, fmt.Errorf("api: clients[%d] (%s): key_sha256 is not 64 hex digits", i, cc.Name)
+		acc, err := cc.Access(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("api: clients[%d] (%s): %w", i, cc.Name, err)
 		}
 		c := &client{
 			name:       cc.Name,
 			admin:      cc.Admin,
+			access:     acc,
+			onlyNS:     acc.OnlyNamespace(),
 			invalidate: cc.MayInvalidate(),
 			reports:    newReportLimiter(cc.InvalidateRate()),
-			anyApp:     map[string]struct{}{},
-			anyNS:      map[string]struct{}{},
-			exact:      map[appKey]struct{}{},
 		}
-		copy(c.digest[:], raw)
-		for _, pat := range cc.Allow {
-			ns, appid, ok := strings.Cut(pat, "/")
-			switch {
-			case !ok:
-				return nil, fmt.Errorf("api: clients[%d] (%s): allow pattern %q is not namespace/appid", i, cc.Name, pat)
-			case ns == "*" && appid == "*":
-				c.all = true
-			case appid == "*":
-				c.anyApp[ns] = struct{}{}
-			case ns == "*":
-				c.anyNS[appid] = struct{}{}
-			default:
-				c.exact[appKey{ns, appid}] = struct{}{}
-			}
-		}
-		nss := cc.AllowedNamespaces(cfg)
-		c.nsCount = len(nss)
-		if len(nss) == 1 {
-			c.onlyNS = nss[0]
-		}
-		if _, dup := k.byDigest[c.digest]; dup {
+		if _, dup := k.byDigest[acc.Digest]; dup {
 			return nil, fmt.Errorf("api: clients[%d] (%s): key is shared with another client", i, cc.Name)
 		}
-		k.byDigest[c.digest] = c
+		k.byDigest[acc.Digest] = c
 	}
 	return k, nil
 }
@@ -116,7 +78,7 @@ func (k *keyring) lookup(key string) *client {
 	}
 	d := sha256.Sum256([]byte(key))
 	c := k.byDigest[d]
-	if c == nil || subtle.ConstantTimeCompare(c.digest[:], d[:]) != 1 {
+	if c == nil || subtle.ConstantTimeCompare(c.access.Digest[:], d[:]) != 1 {
 		return nil
 	}
 	return c

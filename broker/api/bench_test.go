@@ -24,7 +24,7 @@ import (
 	"github.com/wxbroker/wxbroker/metrics"
 )
 
-// DESIGN §9: a token read through the full API (auth, ACL, audit, metrics)
+// A target of docs/BENCHMARKS.md: a token read through the full API (auth, ACL, audit, metrics)
 // must reach ≥ 0.9× the throughput of a bare echo handler returning the same
 // JSON and ≥ 1.8× an echo handler doing one Redis GET per request, with p99
 // within 1.2× of the bare handler's at the same concurrency.
@@ -214,7 +214,7 @@ func BenchmarkTokenReadRatios(b *testing.B) {
 		}
 		return fmt.Sprintf("%s %.2f (target %s %.1f): %s", name, got, cmp, target, v)
 	}
-	b.Logf("DESIGN §9 token read, %d connections, %d rounds of %s per server, medians of the rounds' ratios: %s; %s; %s",
+	b.Logf("target: token read, %d connections, %d rounds of %s per server, medians of the rounds' ratios: %s; %s; %s",
 		benchConns, benchRounds, benchDuration,
 		verdict("api/bare", apiBare, targetAPIBare, true),
 		verdict("api/redis", apiRedis, targetAPIRedis, true),

@@ -1,4 +1,4 @@
-// Package api is wxbroker's internal HTTP API (DESIGN.md §5), served on the
+// Package api is wxbroker's internal HTTP API (docs/API.md), served on the
 // listen address: token, ticket and JS-SDK signature reads, conditional
 // invalidation, the two WeChat-compatible routes (/cgi-bin/token and
 // /cgi-bin/ticket/getticket), the admin status, health, readiness and
@@ -7,7 +7,8 @@
 // sent once more with a new token after a 40001/42001/40014.
 //
 // Reads are served from the broker's in-process cache. The read path is kept
-// cheap on purpose: client keys and allow patterns are compiled once in New,
+// cheap on purpose: client keys and allow patterns come compiled from config
+// (config.Access) and New indexes them by key digest,
 // responses are encoded without reflection, metrics children are cached, and
 // the per-read audit line is appended to an in-memory buffer that one
 // goroutine writes out (at least every second), never one write syscall per

@@ -10,7 +10,8 @@ import (
 
 // The read routes encode their answers by appending to a pooled buffer rather
 // than through encoding/json: the answer has a fixed shape, and reflection
-// plus its allocations would be a visible share of a cache read (DESIGN §9).
+// plus its allocations would be a visible share of a cache read (the token-read targets of
+// docs/BENCHMARKS.md).
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 

@@ -25,7 +25,7 @@ import (
 
 // TestWithRealBroker runs the API over a real broker (real redis-server,
 // simulated WeChat): a read, an invalidation and the refreshes they cause,
-// then checks /metrics for every DESIGN §8 metric with the expected values.
+// then checks /metrics for every docs/METRICS.md metric with the expected values.
 func TestWithRealBroker(t *testing.T) {
 	rs := redistest.Start(t)
 	sim := wechattest.NewServer(wechattest.Options{})

@@ -40,18 +40,21 @@ func TestAppWildcardPattern(t *testing.T) {
 	t.Cleanup(func() { _ = a.Close() })
 	h := &harness{api: a}
 	tests := []struct {
+		name string
 		path string
 		want int
 	}{
-		{tokenPath("prod", appB), 200},
-		{tokenPath("staging", appB), 404}, // allowed pattern, app not configured there
-		{tokenPath("prod", appA), 403},
-		{tokenPath("staging", appC), 403},
+		{"matching app", tokenPath("prod", appB), 200},
+		{"matching app not configured in namespace", tokenPath("staging", appB), 404}, // allowed pattern, app not configured there
+		{"other app", tokenPath("prod", appA), 403},
+		{"other app other namespace", tokenPath("staging", appC), 403},
 	}
 	for _, tt := range tests {
-		if r := h.do(t, "GET", tt.path, keyB, nil); r.status != tt.want {
-			t.Errorf("GET %s = %d %s; want %d", tt.path, r.status, r.body, tt.want)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			if r := h.do(t, "GET", tt.path, keyB, nil); r.status != tt.want {
+				t.Errorf("GET %s = %d %s; want %d", tt.path, r.status, r.body, tt.want)
+			}
+		})
 	}
 }
 

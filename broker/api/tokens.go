@@ -61,9 +61,10 @@ func (a *API) authorize(c echo.Context, ns, appid string) (*client, error) {
 }
 
 // getAccessToken serves GET /v1/namespaces/:ns/apps/:appid/access_token.
-// It is the hot path of DESIGN §9: one map lookup finds the app's counter and
-// the memo of its current token (audit reference, quoted value, expires_at
-// text), so a read does no hashing, formatting or allocation of its own.
+// It is the hot path the token-read targets of docs/BENCHMARKS.md measure:
+// one map lookup finds the app's counter and the memo of its current token
+// (audit reference, quoted value, expires_at text), so a read does no
+// hashing, formatting or allocation of its own.
 func (a *API) getAccessToken(c echo.Context) error {
 	ns, appid := c.Param("ns"), c.Param("appid")
 	cl, err := a.authorize(c, ns, appid)

@@ -1,5 +1,5 @@
 // Package login serves wxbroker's user-login endpoints on public_listen
-// (DESIGN.md §6): WeChat mini-program login (jscode2session), website QR
+// (docs/LOGIN.md): WeChat mini-program login (jscode2session), website QR
 // login (qrconnect + OAuth code exchange), access JWTs signed with Ed25519
 // and published as a JWKS, rotating refresh tokens with reuse detection,
 // web sessions, and the user store.

@@ -2,10 +2,6 @@ package login
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/x509"
-	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
@@ -111,13 +107,13 @@ func New(opts Options) (*Server, error) {
 	if l.JWT.AccessTTL <= 0 || l.JWT.RefreshTTL <= 0 {
 		return nil, errors.New("login: login.jwt.access_ttl and refresh_ttl must be positive")
 	}
-	priv, err := parseSigningKey(l.JWT.SigningKey)
+	priv, err := l.JWT.Ed25519Key()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("login: login.jwt.signing_key %w", err)
 	}
-	aesKey, err := base64.StdEncoding.DecodeString(l.SessionKeyEncryptionKey.Reveal())
-	if err != nil || len(aesKey) != 32 {
-		return nil, errors.New("login: login.session_key_encryption_key is not the base64 encoding of 32 bytes")
+	aesKey, err := l.SessionKeyAES()
+	if err != nil {
+		return nil, fmt.Errorf("login: login.session_key_encryption_key %w", err)
 	}
 	seal, err := newSealer(aesKey)
 	if err != nil {
@@ -164,24 +160,7 @@ func New(opts Options) (*Server, error) {
 	return s, nil
 }
 
-// parseSigningKey parses a PKCS#8 PEM Ed25519 private key.
-func parseSigningKey(pemKey config.Secret) (ed25519.PrivateKey, error) {
-	block, _ := pem.Decode([]byte(pemKey.Reveal()))
-	if block == nil {
-		return nil, errors.New("login: login.jwt.signing_key is not a PEM key")
-	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	if err != nil {
-		return nil, errors.New("login: login.jwt.signing_key is not a PKCS#8 private key")
-	}
-	priv, ok := k.(ed25519.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("login: login.jwt.signing_key is a %T, not an Ed25519 key", k)
-	}
-	return priv, nil
-}
-
-// Handler returns the http.Handler serving every DESIGN.md §6 route.
+// Handler returns the http.Handler serving every route of docs/LOGIN.md.
 func (s *Server) Handler() http.Handler { return s.echo }
 
 // Route templates, also used as metric labels.

@@ -211,6 +211,9 @@ func devConfig(listen, public, redisAddr, simURL, key string) (*config.Config, e
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("dev config: %w", err)
 	}
+	if err := cfg.Compile(); err != nil {
+		return nil, fmt.Errorf("dev config: %w", err)
+	}
 	return cfg, nil
 }
 

@@ -103,7 +103,7 @@ func newLogger(c config.Log, ws zapcore.WriteSyncer) (*zap.Logger, error) {
 	return zap.New(zapcore.NewCore(enc, ws, lvl), zap.ErrorOutput(ws)), nil
 }
 
-// newRedis builds the client DESIGN §3 describes: one address is a single
+// newRedis builds the client redis.addrs and redis.master_name select: one address is a single
 // node, master_name selects Sentinel, several addresses select Cluster.
 func newRedis(c config.Redis) redis.UniversalClient {
 	return redis.NewUniversalClient(&redis.UniversalOptions{
