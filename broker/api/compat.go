@@ -57,13 +57,17 @@ func (a *API) wxFromBroker(err error, unknownApp *wxError) *wxError {
 func writeWeChatError(c echo.Context, e *wxError) error {
 	buf := getBuf()
 	defer putBuf(buf)
-	b := append(*buf, `{"errcode":`...)
+	*buf = appendWeChatError(*buf, e)
+	return writeJSON(c, http.StatusOK, *buf)
+}
+
+// appendWeChatError appends e as WeChat's {"errcode","errmsg"} JSON.
+func appendWeChatError(b []byte, e *wxError) []byte {
+	b = append(b, `{"errcode":`...)
 	b = strconv.AppendInt(b, int64(e.code), 10)
 	b = append(b, `,"errmsg":`...)
 	b = appendString(b, e.msg)
-	b = append(b, '}')
-	*buf = b
-	return writeJSON(c, http.StatusOK, b)
+	return append(b, '}')
 }
 
 // cgiToken serves GET /cgi-bin/token?grant_type=client_credential&appid=..&secret=<client key>.

@@ -419,11 +419,7 @@ func (g *gateway) refuse(w http.ResponseWriter, c *gwCall, e *wxError) {
 	c.errcode = e.code
 	buf := getBuf()
 	defer putBuf(buf)
-	b := append(*buf, `{"errcode":`...)
-	b = strconv.AppendInt(b, int64(e.code), 10)
-	b = append(b, `,"errmsg":`...)
-	b = appendString(b, e.msg)
-	b = append(b, '}')
+	b := appendWeChatError(*buf, e)
 	*buf = b
 	h := w.Header()
 	h["Content-Type"] = headerJSON

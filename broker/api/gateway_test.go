@@ -432,7 +432,13 @@ func TestGateway(t *testing.T) {
 
 	// No AppSecret in anything the service sent, in any log, in any audit
 	// line, nor in any request the gateway forwarded except the
-	// jscode2session calls, which WeChat answers only with it.
+	// jscode2session calls, which WeChat answers only with it. Closing the
+	// APIs flushes their buffered audit logs (written every second otherwise).
+	for _, r := range e.replicas {
+		if err := r.api.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for appid, secret := range gwSecrets {
 		for _, r := range e.sent.all() {
 			if strings.Contains(r.query+string(r.body)+fmt.Sprint(r.header), secret) {
@@ -460,7 +466,7 @@ func TestGateway(t *testing.T) {
 		}
 	}
 	if !strings.Contains(e.audit.String(), `"event":"gateway"`) {
-		t.Error("no gateway audit line")
+		t.Errorf("no gateway audit line in %q", e.audit.String())
 	}
 	got := testutil.ToFloat64(e.replicas[0].m.Gateway.Requests.WithLabelValues("prod", appA, "/cgi-bin/menu/get", metrics.GatewayOK, "0"))
 	if got != 1 {

@@ -30,37 +30,34 @@ func newSealer(key []byte) (*sealer, error) {
 
 // Seal returns base64(nonce || ciphertext).
 func (s *sealer) Seal(plaintext, ad string) string {
-	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plaintext)+s.aead.Overhead())
-	_, _ = rand.Read(nonce) // crypto/rand.Read never fails (Go 1.24+)
-	return base64.RawStdEncoding.EncodeToString(s.aead.Seal(nonce, nonce, []byte(plaintext), []byte(ad)))
+	return s.seal(base64.RawStdEncoding, plaintext, ad)
 }
 
 var errUnseal = errors.New("login: sealed value does not open (wrong key or tampered)")
 
 // Open reverses Seal.
 func (s *sealer) Open(sealed, ad string) (string, error) {
-	b, err := base64.RawStdEncoding.DecodeString(sealed)
-	if err != nil || len(b) < s.aead.NonceSize() {
-		return "", errUnseal
-	}
-	n := s.aead.NonceSize()
-	pt, err := s.aead.Open(nil, b[:n], b[n:], []byte(ad))
-	if err != nil {
-		return "", errUnseal
-	}
-	return string(pt), nil
+	return s.open(base64.RawStdEncoding, sealed, ad)
 }
 
 // SealURL is Seal with base64url, for cookie values.
 func (s *sealer) SealURL(plaintext, ad string) string {
-	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plaintext)+s.aead.Overhead())
-	_, _ = rand.Read(nonce) // crypto/rand.Read never fails (Go 1.24+)
-	return base64.RawURLEncoding.EncodeToString(s.aead.Seal(nonce, nonce, []byte(plaintext), []byte(ad)))
+	return s.seal(base64.RawURLEncoding, plaintext, ad)
 }
 
 // OpenURL reverses SealURL.
 func (s *sealer) OpenURL(sealed, ad string) (string, error) {
-	b, err := base64.RawURLEncoding.DecodeString(sealed)
+	return s.open(base64.RawURLEncoding, sealed, ad)
+}
+
+func (s *sealer) seal(enc *base64.Encoding, plaintext, ad string) string {
+	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plaintext)+s.aead.Overhead())
+	_, _ = rand.Read(nonce) // crypto/rand.Read never fails (Go 1.24+)
+	return enc.EncodeToString(s.aead.Seal(nonce, nonce, []byte(plaintext), []byte(ad)))
+}
+
+func (s *sealer) open(enc *base64.Encoding, sealed, ad string) (string, error) {
+	b, err := enc.DecodeString(sealed)
 	if err != nil || len(b) < s.aead.NonceSize() {
 		return "", errUnseal
 	}
