@@ -34,7 +34,10 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-var devRedisLine = regexp.MustCompile(`(?m)^embedded Redis\s+(\S+)$`)
+var (
+	devRedisLine = regexp.MustCompile(`(?m)^embedded Redis\s+(\S+)$`)
+	devSimLine   = regexp.MustCompile(`(?m)^WeChat simulator\s+(\S+)`)
+)
 
 // TestDevTTLsCountDown: dev mode's embedded Redis expires keys, so the
 // force_min_interval marker of a report goes away after the interval and the
@@ -54,7 +57,7 @@ func TestDevTTLsCountDown(t *testing.T) {
 			t.Error("dev did not stop within 15s")
 		}
 	})
-	var key, tokenURL, redisAddr string
+	var key, tokenURL, redisAddr, simURL string
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		out := stdout.String()
@@ -65,8 +68,9 @@ func TestDevTTLsCountDown(t *testing.T) {
 			}
 		}
 		r = devRedisLine.FindStringSubmatch(out)
-		if m != nil && r != nil {
-			key, tokenURL, redisAddr = m[1], m[2], r[1]
+		sim := devSimLine.FindStringSubmatch(out)
+		if m != nil && r != nil && sim != nil {
+			key, tokenURL, redisAddr, simURL = m[1], m[2], r[1], sim[1]
 			break
 		}
 		if time.Now().After(deadline) {
@@ -74,13 +78,24 @@ func TestDevTTLsCountDown(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	// The classic demo app: a report is a forced fetch counted against
-	// force_min_interval.
+	// The classic demo app: a report of a token WeChat refuses is a forced
+	// fetch counted against force_min_interval. The broker checks a report
+	// with get_api_domain_ip first; the simulator answers that check with
+	// 40001 (a fault), so each report is proven and forces a fetch.
 	app := devApps[1]
 	base := strings.TrimSuffix(tokenURL, "/apps/"+devApps[0].appid+"/access_token")
 	appURL := base + "/apps/" + app.appid + "/access_token"
 	report := func() (int, string) {
 		t.Helper()
+		fault, err := http.Post(simURL+"/sim/faults", "application/json",
+			strings.NewReader(`{"api":"get_api_domain_ip","n":1,"errcode":40001}`))
+		if err != nil {
+			t.Fatalf("POST /sim/faults: %v", err)
+		}
+		_ = fault.Body.Close()
+		if fault.StatusCode != http.StatusOK {
+			t.Fatalf("POST /sim/faults: %s", fault.Status)
+		}
 		code, body, err := httpGet(appURL, "", key)
 		if err != nil || code != http.StatusOK {
 			t.Fatalf("GET token of %s: %d %s %v", app.appid, code, body, err)
