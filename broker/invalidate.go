@@ -279,8 +279,7 @@ const verifyFlag = "verify"
 
 // forward publishes a report (invalPayload) to the leader.
 func (b *Broker) forward(ctx context.Context, payload string) {
-	err := b.rdb.Publish(ctx, b.keys.inval(), payload).Err()
-	b.setRedis(err)
+	_ = b.store.publish(ctx, b.store.keys.inval(), payload)
 }
 
 // addWaiter registers a waiter for the outcome of key and reports whether
@@ -342,7 +341,7 @@ func (b *Broker) handleInvalRequest(payload string) {
 		}
 		pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.WeChat.Timeout)
 		defer pcancel()
-		b.setRedis(b.rdb.Publish(pctx, b.keys.invalDone(), payload+"\t"+res).Err())
+		_ = b.store.publish(pctx, b.store.keys.invalDone(), payload+"\t"+res)
 	})
 }
 

@@ -95,7 +95,7 @@ func (b *Broker) fetchToken(t *term, it *item, mode string) (*record, error) {
 	if !validValue(tok.AccessToken) || tok.ExpiresIn <= 0 {
 		return nil, fmt.Errorf("%s answered an unusable token (expires_in %s)", api, tok.ExpiresIn)
 	}
-	return b.storeFetched(t, it, tok.AccessToken, start.Add(tok.ExpiresIn), start, "", true)
+	return b.saveFetched(t, it, tok.AccessToken, start.Add(tok.ExpiresIn), start, "", true)
 }
 
 // assumeSuperseded handles a classic fetch whose outcome is unknown: WeChat
@@ -108,7 +108,7 @@ func (b *Broker) assumeSuperseded(t *term, it *item, start time.Time) {
 	}
 	b.log.Warn("token fetch outcome unknown; assuming the stored token ends after the overlap",
 		append(itemFields(it), zapTok(cur.Value), zap.Time("assumed_expiry", limit))...)
-	if _, err := b.store(t, it, cur.Value, limit, cur.FetchedAt, cur.Src); err != nil && !errors.Is(err, errFenced) {
+	if _, err := b.save(t, it, cur.Value, limit, cur.FetchedAt, cur.Src); err != nil && !errors.Is(err, errFenced) {
 		b.log.Warn("cannot shorten the stored token's expiry", append(itemFields(it), zapErr(err))...)
 	}
 }
@@ -142,49 +142,8 @@ func (b *Broker) fetchTicket(t *term, it *item) (*record, error) {
 		if !validValue(tk.Ticket) || tk.ExpiresIn <= 0 {
 			return nil, fmt.Errorf("getticket answered an unusable ticket (expires_in %s)", tk.ExpiresIn)
 		}
-		return b.store(t, it, tk.Ticket, start.Add(tk.ExpiresIn), start, shortHash(tok.Value))
+		return b.save(t, it, tk.Ticket, start.Add(tk.ExpiresIn), start, shortHash(tok.Value))
 	}
-}
-
-// store writes a record through the fence and applies it to the cache. The
-// write does not stop with the term's context: the script, not a local
-// check, decides whether this leader may still write.
-func (b *Broker) store(t *term, it *item, value string, exp, at time.Time, src string) (*record, error) {
-	return b.storeFetched(t, it, value, exp, at, src, false)
-}
-
-// storeFetched is store for a credential a call returned (fetched set): the
-// write also settles the call's intent.
-func (b *Broker) storeFetched(t *term, it *item, value string, exp, at time.Time, src string, fetched bool) (*record, error) {
-	if h := b.hooks.beforeWrite; h != nil {
-		h(it)
-	}
-	cur := it.cur.Load()
-	var gen int64
-	same := false
-	if cur != nil {
-		gen, same = cur.Gen, cur.Value == value
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(t.ctx), b.cfg.WeChat.Timeout)
-	defer cancel()
-	rec, err := b.writeRecordSettling(ctx, t.fence, it, value, exp, at, src, same, gen, fetched)
-	if err != nil {
-		if errors.Is(err, errFenced) {
-			b.rejected(t, it, err)
-			return nil, err
-		}
-		return nil, &writeError{rec: &record{Value: value, ExpiresAt: exp, FetchedAt: at, Src: src}, err: err}
-	}
-	b.apply(it, rec)
-	if fetched && it.kind == KindAccessToken {
-		t.sched.tasks[it].superseded.Store(false)
-	}
-	if it.kind == KindAccessToken && !same {
-		for _, tk := range it.app.tickets {
-			t.sched.kick(tk)
-		}
-	}
-	return rec, nil
 }
 
 // refreshTask runs one scheduled refresh of k and returns when to run next;
@@ -197,7 +156,7 @@ func (b *Broker) refreshTask(t *term, k *task) (time.Time, bool) {
 	if p := k.pending; p != nil {
 		k.pending = nil
 		if b.now().Before(p.ExpiresAt) {
-			rec, err = b.storeFetched(t, it, p.Value, p.ExpiresAt, p.FetchedAt, p.Src, true)
+			rec, err = b.saveFetched(t, it, p.Value, p.ExpiresAt, p.FetchedAt, p.Src, true)
 		}
 	}
 	if rec == nil && err == nil {
