@@ -154,14 +154,7 @@ func (b *Broker) saveFetched(t *term, it *item, value string, exp, at time.Time,
 		return nil, &writeError{rec: &record{Value: value, ExpiresAt: exp, FetchedAt: at, Src: src}, err: err}
 	}
 	b.apply(it, rec)
-	if fetched && it.kind == KindAccessToken {
-		t.sched.tasks[it].superseded.Store(false)
-	}
-	if it.kind == KindAccessToken && !same {
-		for _, tk := range it.app.tickets {
-			t.sched.kick(tk)
-		}
-	}
+	t.sched.stored(it, fetched, !same)
 	return rec, nil
 }
 

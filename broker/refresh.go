@@ -146,9 +146,24 @@ func (b *Broker) fetchTicket(t *term, it *item) (*record, error) {
 	}
 }
 
-// refreshTask runs one scheduled refresh of k and returns when to run next;
-// false when the term is over.
-func (b *Broker) refreshTask(t *term, k *task) (time.Time, bool) {
+// outcome is what one refresh attempt ended with. The scheduler alone turns
+// it into the next due time (scheduler.next).
+type outcome struct {
+	rec *record // the stored record, on success
+	err error
+	// retryAfter is the least wait before a retry that the error itself asks
+	// for (45011: WeChat's MinBackoff); zero otherwise.
+	retryAfter time.Duration
+	// stopUntil, when set, stops retries until then: an error retrying
+	// cannot fix (far), or WeChat's daily quota (the next UTC+8 midnight).
+	stopUntil time.Time
+	termOver  bool // the term ended: the next leader takes over from Redis
+}
+
+// refresh runs one scheduled refresh of k (a pending write, else a fetch),
+// records its metrics and, unless a retry follows, its status, and returns
+// the outcome. The caller holds k's lock.
+func (b *Broker) refresh(t *term, k *task) outcome {
 	it := k.it
 	began := time.Now()
 	var rec *record
@@ -167,7 +182,7 @@ func (b *Broker) refreshTask(t *term, k *task) (time.Time, bool) {
 		}
 	}
 	if t.ctx.Err() != nil {
-		return time.Time{}, false // the next leader takes over from what Redis holds
+		return outcome{termOver: true}
 	}
 	now := b.now()
 	var we *writeError
@@ -180,24 +195,13 @@ func (b *Broker) refreshTask(t *term, k *task) (time.Time, bool) {
 		b.m.TokenRefreshDuration.WithLabelValues(it.ns, it.kind).Observe(time.Since(began).Seconds())
 		b.recordStatus(t, it, &refreshStatus{LastRefresh: rec.FetchedAt})
 		b.clearStopped(it)
-		next := t.sched.dueFor(k, now)
-		if next.After(now) {
-			k.failures = 0
-			return next, true
-		}
-		// Still due right after a refresh: WeChat returned a token without
-		// the expected lifetime (a stable token's successor not minted yet).
-		k.failures++
-		return now.Add(b.retryWait(it, k.failures, 0, now)), true
-	case errors.Is(err, errLeaseShort):
-		return now.Add(b.cfg.Leader.RenewInterval / 4), true
-	case errors.Is(err, errNoAccessToken):
-		return now.Add(far), true
+		return outcome{rec: rec}
+	case errors.Is(err, errLeaseShort), errors.Is(err, errNoAccessToken):
+		return outcome{err: err}
 	}
 
 	b.m.TokenRefresh.WithLabelValues(it.ns, it.appid, it.kind, metrics.ResultError).Inc()
 	b.m.TokenRefreshDuration.WithLabelValues(it.ns, it.kind).Observe(time.Since(began).Seconds())
-	info := errorInfo(err, now)
 	var ae *wechat.APIError
 	if errors.As(err, &ae) && (ae.ConfigError() || ae.QuotaExceeded()) {
 		until := now.Add(far)
@@ -208,23 +212,15 @@ func (b *Broker) refreshTask(t *term, k *task) (time.Time, bool) {
 		b.log.Error("wechat refused the credential call; retries stopped until fixed",
 			append(itemFields(it), zap.String("api", ae.API), zap.Int("errcode", ae.Code), zap.String("rid", ae.RID),
 				zap.String("hint", h.Title), zap.String("fix", h.FixEN), zap.String("fix_zh", h.FixZH), zapErr(err))...)
-		b.recordStatus(t, it, &refreshStatus{LastError: info, RetriesStopped: true, NextAttempt: until})
+		b.recordStatus(t, it, &refreshStatus{LastError: errorInfo(err, now), RetriesStopped: true, NextAttempt: until})
 		b.markStopped(it, ae.Code)
-		return until, true
+		return outcome{err: err, stopUntil: until}
 	}
-	k.failures++
-	var least time.Duration
+	o := outcome{err: err}
 	if ae != nil {
-		least = ae.MinBackoff()
+		o.retryAfter = ae.MinBackoff()
 	}
-	wait := b.retryWait(it, k.failures, least, now)
-	fields := append(itemFields(it), zapErr(err), zap.Int("failures", k.failures), zap.Duration("retry_in", wait))
-	if cur := it.cur.Load(); cur != nil && now.Before(cur.ExpiresAt) {
-		fields = append(fields, zap.Duration("cached_valid_for", cur.ExpiresAt.Sub(now)))
-	}
-	b.log.Warn("refresh failed; serving the cached credential while it is valid", fields...)
-	b.recordStatus(t, it, &refreshStatus{LastError: info, NextAttempt: now.Add(wait)})
-	return now.Add(wait), true
+	return o
 }
 
 // recordStatus keeps the last refresh outcome (locally and in Redis). The
