@@ -27,7 +27,7 @@ import (
 //     clearing an intent and taking an epoch; the scripts themselves call
 //     GET, SET, INCR, EXPIRE, HGET, HSET, HDEL, HEXISTS, TIME and PUBLISH;
 //   - GET (pipelined): lock holder, epoch, quota counters, issued tokens;
-//   - HGET, HGETALL (pipelined): records, statuses, intents;
+//   - HGET: one record; HGETALL (pipelined): records, statuses, intents;
 //   - PTTL: when the current leader's lock expires;
 //   - WAIT: a new leader's lock and epoch reach a replica (Sentinel);
 //   - PUBLISH, SUBSCRIBE: record events and invalidation requests/answers.
