@@ -86,15 +86,13 @@ const overlapDefault = 300 * time.Second
 // Broker is the token lifecycle of one replica. Its methods are safe for
 // concurrent use; Run may be called once.
 type Broker struct {
-	cfg     *config.Config
-	rdb     redis.UniversalClient
-	wx      WeChat
-	log     *zap.Logger
-	m       *metrics.Metrics
-	now     func() time.Time
-	id      string
-	keys    keys
-	scripts scripts
+	cfg   *config.Config
+	store *store // every Redis access
+	wx    WeChat
+	log   *zap.Logger
+	m     *metrics.Metrics
+	now   func() time.Time
+	id    string
 
 	apps   map[string]map[string]*appEntry // namespace → appid → entry; read-only after New
 	items  []*item                         // every (namespace, appid, kind), in config order
@@ -175,14 +173,11 @@ func New(opts Options) (*Broker, error) {
 	}
 	b := &Broker{
 		cfg:            cfg,
-		rdb:            opts.Redis,
 		wx:             opts.WeChat,
 		log:            opts.Logger,
 		m:              opts.Metrics,
 		now:            now,
 		id:             id,
-		keys:           newKeys(cfg.Redis.KeyPrefix),
-		scripts:        newScripts(),
 		apps:           map[string]map[string]*appEntry{},
 		waiters:        map[string][]chan string{},
 		overlap:        overlapDefault,
@@ -222,8 +217,20 @@ func New(opts Options) (*Broker, error) {
 			b.apps[nsName][a.AppID] = e
 		}
 	}
+	b.store = newStore(opts.Redis, cfg.Redis.KeyPrefix, configuredNamespaces(cfg), b.setRedis)
 	b.seedMetrics(now())
 	return b, nil
+}
+
+// configuredNamespaces lists the namespaces that have a config, in order.
+func configuredNamespaces(cfg *config.Config) []string {
+	var out []string
+	for _, ns := range cfg.NamespaceNames() {
+		if cfg.Namespaces[ns] != nil {
+			out = append(out, ns)
+		}
+	}
+	return out
 }
 
 func ticketKind(typ string) (string, bool) {

@@ -23,7 +23,7 @@ var _ stateReloader = (*redis.ClusterClient)(nil)
 // does so in the background, coalescing requests); other clients ignore it.
 // It is called on every Redis error and when a term is lost.
 func (b *Broker) reloadClusterState(reason string) {
-	r, ok := b.rdb.(stateReloader)
+	r, ok := b.store.rdb.(stateReloader)
 	if !ok {
 		return
 	}

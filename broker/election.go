@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -89,14 +88,13 @@ func (b *Broker) campaign(ctx context.Context) (*term, time.Duration, error) {
 	cctx, cancel := context.WithTimeout(ctx, max(renew, time.Second))
 	defer cancel()
 	sent := time.Now()
-	lock, err := redislock.Obtain(cctx, b.rdb, b.keys.lock(), b.cfg.Leader.LockTTL,
-		&redislock.Options{Metadata: "|" + b.id, RetryStrategy: redislock.NoRetry()})
+	lock, err := b.store.obtainLock(cctx, b.id, b.cfg.Leader.LockTTL)
 	if errors.Is(err, redislock.ErrNotObtained) {
 		b.setRedis(nil)
 		b.observeLeader(cctx)
 		// Try again right after the holder's lock would expire, so a crashed
 		// leader is replaced within lock_ttl plus a moment.
-		if pttl, err := b.rdb.PTTL(cctx, b.keys.lock()).Result(); err == nil && pttl > 0 && pttl+20*time.Millisecond < wait {
+		if pttl, err := b.store.lockTTL(cctx); err == nil && pttl > 0 && pttl+20*time.Millisecond < wait {
 			wait = pttl + 20*time.Millisecond
 		}
 		return nil, wait, nil
@@ -117,7 +115,7 @@ func (b *Broker) campaign(ctx context.Context) (*term, time.Duration, error) {
 	}
 	// Under Sentinel, wait (briefly) for a replica to have the lock and the
 	// epoch; on a single node WAIT answers 0 after the timeout, which is fine.
-	_ = b.rdb.Do(cctx, "WAIT", 1, 100).Err()
+	b.store.waitReplica(cctx)
 	// The new leader starts from what Redis holds, not from a cache that may
 	// lag behind the previous leader's last writes.
 	if err := b.reconcile(cctx); err != nil {
@@ -230,7 +228,7 @@ func (b *Broker) watchdog(t *term) {
 
 // observeLeader records who holds the lock and the current epoch, for Status.
 func (b *Broker) observeLeader(ctx context.Context) {
-	id, epoch, err := readLeader(ctx, b)
+	id, epoch, err := b.store.readLeader(ctx)
 	if err != nil {
 		return
 	}
@@ -240,10 +238,4 @@ func (b *Broker) observeLeader(ctx context.Context) {
 	}
 	b.epoch.Store(epoch)
 	b.m.LeaderEpoch.Set(float64(b.noteEpoch(epoch)))
-}
-
-// leaderFromLock extracts the instance id from a lock value (token|id).
-func leaderFromLock(v string) string {
-	_, id, _ := strings.Cut(v, "|")
-	return id
 }

@@ -35,23 +35,16 @@ return {e, 0}
 // moving it past the highest epoch this replica knows.
 func (b *Broker) takeEpoch(ctx context.Context, lockValue string) (int64, error) {
 	known := b.maxEpoch.Load()
-	res, err := b.scripts.takeEpoch.Run(ctx, b.rdb, []string{b.keys.lock(), b.keys.epoch()}, lockValue, known).Int64Slice()
-	b.setRedis(err)
+	epoch, moved, err := b.store.takeEpoch(ctx, lockValue, known)
 	if err != nil {
 		return 0, fmt.Errorf("increment epoch: %w", err)
 	}
-	if len(res) != 2 {
-		return 0, fmt.Errorf("increment epoch: unexpected script reply of %d elements", len(res))
-	}
-	if res[0] < 0 {
-		return 0, fmt.Errorf("increment epoch: %w", errFenced)
-	}
-	if res[1] == 1 {
+	if moved {
 		b.log.Warn("redis handed out an epoch not above the highest known (redis restarted without its data or failed over); moved past it",
-			zap.Int64("known_epoch", known), zap.Int64("epoch", res[0]))
+			zap.Int64("known_epoch", known), zap.Int64("epoch", epoch))
 	}
-	b.noteEpoch(res[0])
-	return res[0], nil
+	b.noteEpoch(epoch)
+	return epoch, nil
 }
 
 // noteEpoch records an epoch seen, keeping the highest; it reports the

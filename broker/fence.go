@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -91,32 +90,6 @@ type fence struct {
 	epoch     string
 }
 
-// runFenced runs a fenced script and returns its three numbers.
-func (b *Broker) runFenced(ctx context.Context, s *redis.Script, f fence, keys []string, args ...any) ([3]int64, error) {
-	var out [3]int64
-	all := append([]any{f.lockValue, f.epoch}, args...)
-	res, err := s.Run(ctx, b.rdb, keys, all...).Result()
-	b.setRedis(err)
-	if err != nil {
-		return out, err
-	}
-	vals, ok := res.([]any)
-	if !ok || len(vals) != 3 {
-		return out, fmt.Errorf("unexpected script reply %T", res)
-	}
-	for i, v := range vals {
-		n, ok := v.(int64)
-		if !ok {
-			return out, fmt.Errorf("unexpected script reply element %T", v)
-		}
-		out[i] = n
-	}
-	if out[0] == -1 {
-		return out, errFenced
-	}
-	return out, nil
-}
-
 // writeRecord stores a new record for it under fence f. sameValue keeps the
 // generation (a changed expiry of the same token); curGen is the generation
 // the leader knows, so a Redis that lost its data does not restart the count.
@@ -128,41 +101,61 @@ func (b *Broker) writeRecord(ctx context.Context, f fence, it *item, value strin
 // access token's credential-call intent in the same script: the record is
 // what the recorded call returned.
 func (b *Broker) writeRecordSettling(ctx context.Context, f fence, it *item, value string, exp, at time.Time, src string, sameValue bool, curGen int64, settles bool) (*record, error) {
-	same := "0"
-	if sameValue {
-		same = "1"
-	}
-	settled := ""
-	if settles && it.kind == KindAccessToken {
-		settled = it.appid
-	}
-	keys := []string{b.keys.lock(), b.keys.epoch(), b.keys.tok(it.ns), b.keys.rev(), b.keys.intent(it.ns)}
-	args := []any{it.ns, it.field, curGen, same, recordTail(value, exp, at, src), b.keys.events(), settled}
+	w := recordWrite{ns: it.ns, field: it.field, value: value, exp: exp, at: at, src: src, sameValue: sameValue, curGen: curGen}
 	if it.kind == KindAccessToken {
-		keys = append(keys, b.keys.issued(it.ns, value))
-		args = append(args, issuedTTL(exp, b.now()), strconv.FormatInt(exp.UnixMilli(), 10))
+		if settles {
+			w.settles = it.appid
+		}
+		w.issuedTTL = issuedTTL(exp, b.now())
 	}
-	out, err := b.runFenced(ctx, b.scripts.writeRecord, f, keys, args...)
+	rec, err := b.store.writeRecord(ctx, f, w)
 	if err != nil {
 		return nil, fmt.Errorf("write %s of appid %q: %w", it.kind, it.appid, err)
 	}
-	return &record{Rev: out[2], Gen: out[1], Value: value, ExpiresAt: exp.Truncate(time.Millisecond),
-		FetchedAt: at.Truncate(time.Millisecond), Src: src}, nil
+	return rec, nil
 }
 
 // writeStatus stores it's refresh status under fence f.
 func (b *Broker) writeStatus(ctx context.Context, f fence, it *item, st *refreshStatus) error {
 	it.status.Store(st)
-	js, err := json.Marshal(st)
-	if err != nil {
-		return fmt.Errorf("encode status: %w", err)
-	}
-	_, err = b.runFenced(ctx, b.scripts.writeStatus, f,
-		[]string{b.keys.lock(), b.keys.epoch(), b.keys.status(it.ns)}, it.field, string(js))
-	if err != nil {
+	if err := b.store.writeStatus(ctx, f, it.ns, it.field, st); err != nil {
 		return fmt.Errorf("write status of appid %q: %w", it.appid, err)
 	}
 	return nil
+}
+
+// save writes a record through the fence and applies it to the cache. The
+// write does not stop with the term's context: the script, not a local
+// check, decides whether this leader may still write.
+func (b *Broker) save(t *term, it *item, value string, exp, at time.Time, src string) (*record, error) {
+	return b.saveFetched(t, it, value, exp, at, src, false)
+}
+
+// saveFetched is save for a credential a call returned (fetched set): the
+// write also settles the call's intent.
+func (b *Broker) saveFetched(t *term, it *item, value string, exp, at time.Time, src string, fetched bool) (*record, error) {
+	if h := b.hooks.beforeWrite; h != nil {
+		h(it)
+	}
+	cur := it.cur.Load()
+	var gen int64
+	same := false
+	if cur != nil {
+		gen, same = cur.Gen, cur.Value == value
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(t.ctx), b.cfg.WeChat.Timeout)
+	defer cancel()
+	rec, err := b.writeRecordSettling(ctx, t.fence, it, value, exp, at, src, same, gen, fetched)
+	if err != nil {
+		if errors.Is(err, errFenced) {
+			b.rejected(t, it, err)
+			return nil, err
+		}
+		return nil, &writeError{rec: &record{Value: value, ExpiresAt: exp, FetchedAt: at, Src: src}, err: err}
+	}
+	b.apply(it, rec)
+	t.sched.stored(it, fetched, !same)
+	return rec, nil
 }
 
 // rejected handles a fenced-out write: count it and step down.

@@ -32,12 +32,12 @@ func idleBroker(t *testing.T, cfg *config.Config, rdb redis.UniversalClient) *Br
 func leadership(t *testing.T, b *Broker, rdb *redis.Client, id string) fence {
 	t.Helper()
 	ctx := t.Context()
-	rdb.Del(ctx, b.keys.lock())
-	lock, err := redislock.Obtain(ctx, rdb, b.keys.lock(), time.Minute, &redislock.Options{Metadata: "|" + id})
+	rdb.Del(ctx, b.store.keys.lock())
+	lock, err := redislock.Obtain(ctx, rdb, b.store.keys.lock(), time.Minute, &redislock.Options{Metadata: "|" + id})
 	if err != nil {
 		t.Fatalf("obtain: %v", err)
 	}
-	epoch, err := rdb.Incr(ctx, b.keys.epoch()).Result()
+	epoch, err := rdb.Incr(ctx, b.store.keys.epoch()).Result()
 	if err != nil {
 		t.Fatalf("incr epoch: %v", err)
 	}
@@ -54,14 +54,14 @@ func TestFencedWrites(t *testing.T) {
 		change func(t *testing.T, b *Broker, a fence) fence
 	}{
 		{"newer epoch issued, same lock value", func(t *testing.T, b *Broker, a fence) fence {
-			rdb.Incr(t.Context(), b.keys.epoch())
+			rdb.Incr(t.Context(), b.store.keys.epoch())
 			return fence{}
 		}},
 		{"lock changed hands", func(t *testing.T, b *Broker, a fence) fence {
 			return leadership(t, b, rdb, "b")
 		}},
 		{"lock expired", func(t *testing.T, b *Broker, a fence) fence {
-			rdb.Del(t.Context(), b.keys.lock())
+			rdb.Del(t.Context(), b.store.keys.lock())
 			return fence{}
 		}},
 	}

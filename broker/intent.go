@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/wxbroker/wxbroker/config"
@@ -89,9 +88,7 @@ func notMinted(err error) bool {
 func (b *Broker) clearIntent(t *term, it *item) {
 	ctx, cancel := context.WithTimeout(t.ctx, b.cfg.WeChat.Timeout)
 	defer cancel()
-	_, err := b.runFenced(ctx, b.scripts.clearIntent, t.fence,
-		[]string{b.keys.lock(), b.keys.epoch(), b.keys.intent(it.ns)}, it.appid, t.fence.epoch+"\t")
-	if err != nil {
+	if err := b.store.clearIntent(ctx, t.fence, it.ns, it.appid); err != nil {
 		b.rejected(t, it, err)
 	}
 }
@@ -104,20 +101,15 @@ func (b *Broker) clearIntent(t *term, it *item) {
 func (b *Broker) settleIntents(t *term) {
 	ctx, cancel := context.WithTimeout(t.ctx, b.cfg.WeChat.Timeout)
 	defer cancel()
-	pipe := b.rdb.Pipeline()
-	cmds := make(map[string]*redis.MapStringStringCmd, len(b.apps))
-	for ns := range b.apps {
-		cmds[ns] = pipe.HGetAll(ctx, b.keys.intent(ns))
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		b.setRedis(err)
+	stored, err := b.store.intents(ctx)
+	if err != nil {
 		if t.ctx.Err() == nil {
 			b.log.Warn("cannot read credential-call intents; relying on the schedule", zapErr(err))
 		}
 		return
 	}
-	for ns, cmd := range cmds {
-		for appid, raw := range cmd.Val() {
+	for ns, intents := range stored {
+		for appid, raw := range intents {
 			e, ok := b.entry(ns, appid)
 			if !ok {
 				continue
@@ -154,7 +146,7 @@ func (b *Broker) settleIntent(t *term, it *item, in intent) {
 	}
 	b.log.Warn("a previous leader's credential call left no outcome; treating the stored token as superseded and refreshing at once",
 		append(fields, zapTok(cur.Value), zap.Time("assumed_expiry", limit))...)
-	if _, err := b.store(t, it, cur.Value, limit, cur.FetchedAt, cur.Src); err != nil && !errors.Is(err, errFenced) {
+	if _, err := b.save(t, it, cur.Value, limit, cur.FetchedAt, cur.Src); err != nil && !errors.Is(err, errFenced) {
 		b.log.Warn("cannot shorten the stored token's expiry", append(itemFields(it), zapErr(err))...)
 	}
 }

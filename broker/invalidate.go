@@ -95,7 +95,7 @@ func (b *Broker) conditionalRefresh(ctx context.Context, it *item, failed string
 		return tok, false, err
 	}
 	if t := b.term.Load(); t != nil && t.ctx.Err() == nil {
-		_, err := b.leaderInvalidate(ctx, t, it, failed, verify, since)
+		_, err := b.refreshIfCurrent(ctx, t, it, failed, verify, since)
 		switch {
 		case err == nil:
 			tok, err = b.currentExcept(it, failed)
@@ -138,13 +138,15 @@ func (b *Broker) currentExcept(it *item, failed string) (Token, error) {
 	return Token{AccessToken: cur.Value, ExpiresAt: cur.ExpiresAt, Generation: cur.Gen}, nil
 }
 
-// leaderInvalidate performs the conditional refresh on the leader: only if
+// refreshIfCurrent is the conditional refresh on the leader, the one path
+// for a token WeChat rejected: invalidation reports (conditionalRefresh,
+// handleInvalRequest) and fetchTicket's 40001 call it. It refreshes only if
 // failed is still the current token, one refresh at a time per app. With
 // verify, it first checks failed with WeChat (errStillAccepted when WeChat
 // accepts it; a verdict reached after since answers without a new check). Classic mode counts the fetch against the force budget;
 // stable mode first makes a normal-mode call and forces only if WeChat hands
 // back the failed token.
-func (b *Broker) leaderInvalidate(ctx context.Context, t *term, it *item, failed string, verify bool, since time.Time) (*record, error) {
+func (b *Broker) refreshIfCurrent(ctx context.Context, t *term, it *item, failed string, verify bool, since time.Time) (*record, error) {
 	k := t.sched.tasks[it]
 	if !k.acquire(ctx) {
 		return nil, fmt.Errorf("wait for the refresh in progress: %w", context.Cause(ctx))
@@ -160,14 +162,7 @@ func (b *Broker) leaderInvalidate(ctx context.Context, t *term, it *item, failed
 		}
 	}
 	now := b.now()
-	if now.Before(cur.ExpiresAt) && k.external != failed {
-		// The current token failed before its expiry and this broker did not
-		// replace it: someone outside fetched a token for this AppID.
-		k.external = failed
-		b.m.ExternalInvalidation.WithLabelValues(it.ns, it.appid).Inc()
-		b.log.Warn("access token invalidated outside the broker: another process fetched a token with this appid",
-			append(itemFields(it), zapTok(failed), zap.Duration("expires_in", cur.ExpiresAt.Sub(now)))...)
-	}
+	b.detectExternalInvalidation(k, cur, failed, now)
 	began := time.Now()
 	var rec *record
 	var err error
@@ -206,6 +201,22 @@ func (b *Broker) leaderInvalidate(ctx context.Context, t *term, it *item, failed
 	b.m.TokenRefreshDuration.WithLabelValues(it.ns, it.kind).Observe(time.Since(began).Seconds())
 	b.recordStatus(t, it, &refreshStatus{LastRefresh: rec.FetchedAt})
 	return rec, nil
+}
+
+// detectExternalInvalidation counts and logs (once per token) a current
+// token that failed before its expiry: this broker did not replace it, so
+// someone outside fetched a token for this AppID. The caller holds k's lock
+// and has checked that failed is it's current record cur.
+func (b *Broker) detectExternalInvalidation(k *task, cur *record, failed string, now time.Time) bool {
+	if !now.Before(cur.ExpiresAt) || k.external == failed {
+		return false
+	}
+	it := k.it
+	k.external = failed
+	b.m.ExternalInvalidation.WithLabelValues(it.ns, it.appid).Inc()
+	b.log.Warn("access token invalidated outside the broker: another process fetched a token with this appid",
+		append(itemFields(it), zapTok(failed), zap.Duration("expires_in", cur.ExpiresAt.Sub(now)))...)
+	return true
 }
 
 // followInvalidate hands a report to the leader through Redis and waits until
@@ -279,8 +290,7 @@ const verifyFlag = "verify"
 
 // forward publishes a report (invalPayload) to the leader.
 func (b *Broker) forward(ctx context.Context, payload string) {
-	err := b.rdb.Publish(ctx, b.keys.inval(), payload).Err()
-	b.setRedis(err)
+	_ = b.store.publish(ctx, b.store.keys.inval(), payload)
 }
 
 // addWaiter registers a waiter for the outcome of key and reports whether
@@ -330,7 +340,7 @@ func (b *Broker) handleInvalRequest(payload string) {
 	t.sched.goForwarded(payload, func() {
 		ctx, cancel := context.WithTimeout(t.ctx, b.invalidateWait())
 		defer cancel()
-		_, err := b.leaderInvalidate(ctx, t, e.token, failed, flag == verifyFlag, since)
+		_, err := b.refreshIfCurrent(ctx, t, e.token, failed, flag == verifyFlag, since)
 		res := outcomeOK
 		switch {
 		case errors.Is(err, errStillAccepted):
@@ -342,7 +352,7 @@ func (b *Broker) handleInvalRequest(payload string) {
 		}
 		pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.WeChat.Timeout)
 		defer pcancel()
-		b.setRedis(b.rdb.Publish(pctx, b.keys.invalDone(), payload+"\t"+res).Err())
+		_ = b.store.publish(pctx, b.store.keys.invalDone(), payload+"\t"+res)
 	})
 }
 

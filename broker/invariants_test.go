@@ -184,7 +184,7 @@ func TestFencedRejectionStepsDown(t *testing.T) {
 	leader(t, 5*time.Second, n)
 	cur := token(t, n, app.AppID)
 	tm := n.b.term.Load()
-	newer, err := e.redis.Client(t).Incr(context.Background(), n.b.keys.epoch()).Result()
+	newer, err := e.redis.Client(t).Incr(context.Background(), n.b.store.keys.epoch()).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,7 +295,7 @@ func TestQuotaCountsEveryCall(t *testing.T) {
 		if got := e.sim.Calls(tc.api, tc.app.AppID); got != tc.want {
 			t.Fatalf("simulator saw %d %s calls; want %d", got, tc.api, tc.want)
 		}
-		key := n.b.keys.quota(testNS, tc.app.AppID, tc.api, wechatDay)
+		key := n.b.store.keys.quota(testNS, tc.app.AppID, tc.api, wechatDay)
 		if got, err := rdb.Get(context.Background(), key).Int(); err != nil || got != tc.want {
 			t.Errorf("%s = %d, %v; want %d (one per call, on the UTC+8 day)", key, got, err, tc.want)
 		}
@@ -308,7 +308,7 @@ func TestQuotaCountsEveryCall(t *testing.T) {
 			}
 		}
 	}
-	key := n.b.keys.force(testNS, classic.AppID, wechatDay)
+	key := n.b.store.keys.force(testNS, classic.AppID, wechatDay)
 	if got, err := rdb.Get(context.Background(), key).Int(); err != nil || got != 1 {
 		t.Errorf("%s = %d, %v; want 1 forced fetch", key, got, err)
 	}
@@ -590,7 +590,7 @@ func TestNamespaceKeys(t *testing.T) {
 
 	ctx := context.Background()
 	rdb := e.redis.Client(t)
-	k := n.b.keys
+	k := n.b.store.keys
 	all, err := rdb.Keys(ctx, k.p+"*").Result()
 	if err != nil {
 		t.Fatal(err)
@@ -650,7 +650,7 @@ func TestReconcileRepairsMissedEvent(t *testing.T) {
 	r := a.b.apps[testNS][app.AppID].token.cur.Load()
 	now := time.Now()
 	raw := fmt.Sprintf("%d\t%d\t%s", r.Rev+1000, r.Gen+1, recordTail("missed-event-token", now.Add(time.Hour), now, ""))
-	if err := e.redis.Client(t).HSet(context.Background(), a.b.keys.tok(testNS), a.b.items[0].field, raw).Err(); err != nil {
+	if err := e.redis.Client(t).HSet(context.Background(), a.b.store.keys.tok(testNS), a.b.items[0].field, raw).Err(); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 3*time.Second, "the follower to reconcile (every 500ms)", func() bool {

@@ -2,16 +2,12 @@ package broker
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -40,11 +36,6 @@ const (
 // ErrTokenLookup is returned (wrapped) by IssuedTokenApp when Redis could not
 // answer for a token this replica does not know.
 var ErrTokenLookup = errors.New("broker: token lookup in redis failed")
-
-func (k keys) issued(ns, token string) string {
-	sum := sha256.Sum256([]byte(token))
-	return k.p + ":ns:" + ns + ":issued:" + hex.EncodeToString(sum[:])
-}
 
 type issuedEntry struct {
 	it  *item
@@ -139,40 +130,16 @@ func (b *Broker) lookupIssued(ctx context.Context, tok string) (issuedEntry, err
 	// not fail the others.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.WeChat.Timeout)
 	defer cancel()
-	pipe := b.rdb.Pipeline()
-	cmds := make([]*redis.StringCmd, 0, len(b.apps))
-	for ns := range b.apps {
-		cmds = append(cmds, pipe.Get(ctx, b.keys.issued(ns, tok)))
+	ns, field, exp, found, err := b.store.lookupIssued(ctx, tok)
+	if err != nil {
+		return issuedEntry{}, fmt.Errorf("%w: %w", ErrTokenLookup, err)
 	}
-	_, _ = pipe.Exec(ctx) // each command's own error is looked at below
-	raw := ""
-	var lookupErr error
-	for _, c := range cmds {
-		v, err := c.Result()
-		switch {
-		case err == nil:
-			raw = v
-		case !errors.Is(err, redis.Nil):
-			lookupErr = err
-		}
-	}
-	if raw == "" && lookupErr != nil {
-		b.setRedis(lookupErr)
-		return issuedEntry{}, fmt.Errorf("%w: %w", ErrTokenLookup, lookupErr)
-	}
-	if raw == "" {
-		b.issued.markUnknown(tok)
-		return issuedEntry{}, nil
-	}
-	ns, rest, _ := strings.Cut(raw, "\t")
-	field, expText, _ := strings.Cut(rest, "\t")
-	expMs, perr := strconv.ParseInt(expText, 10, 64)
 	it := b.itemByField(ns, field)
-	if perr != nil || it == nil || it.kind != KindAccessToken {
+	if !found || it == nil || it.kind != KindAccessToken {
 		b.issued.markUnknown(tok)
 		return issuedEntry{}, nil
 	}
-	e := issuedEntry{it: it, exp: time.UnixMilli(expMs)}
+	e := issuedEntry{it: it, exp: exp}
 	b.issued.add(tok, it, e.exp, b.now())
 	return e, nil
 }

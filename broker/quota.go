@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -81,29 +82,27 @@ func (b *Broker) preCall(ctx context.Context, f fence, it *item, api, mode strin
 			value = intentValue(f.epoch, now, mode)
 		}
 	}
-	out, err := b.runFenced(ctx, b.scripts.preCall, f,
-		[]string{b.keys.lock(), b.keys.epoch(), b.keys.quota(it.ns, it.appid, api, d),
-			b.keys.forceLast(it.ns, it.appid), b.keys.force(it.ns, it.appid, d), b.keys.intent(it.ns)},
-		int64(counterTTL/time.Second), mode, b.cfg.Refresh.ForceMinInterval.Milliseconds(), b.cfg.Refresh.ForceDailyCap,
-		field, value)
+	out, err := b.store.preCall(ctx, f, preCallArgs{
+		ns: it.ns, appid: it.appid, api: api, day: d, mode: mode,
+		forceMinInterval: b.cfg.Refresh.ForceMinInterval, forceDailyCap: b.cfg.Refresh.ForceDailyCap,
+		intentField: field, intentValue: value,
+	})
 	switch {
+	case errors.Is(err, errForceInterval), errors.Is(err, errForceCap):
+		return 0, err
 	case err != nil:
 		return 0, fmt.Errorf("count %s call of appid %q: %w", api, it.appid, err)
-	case out[0] == -2:
-		return 0, errForceInterval
-	case out[0] == -3:
-		return 0, errForceCap
-	case out[0] == 1:
+	case out.staleMarker:
 		b.log.Warn("force_min_interval marker of a previous leader ignored: its forced call left no outcome",
 			append(itemFields(it), zap.String("api", api))...)
 	}
 	if mode != callForceCheck {
-		b.m.WeChatQuotaUsed.WithLabelValues(it.ns, it.appid, api).Set(float64(out[1]))
+		b.m.WeChatQuotaUsed.WithLabelValues(it.ns, it.appid, api).Set(float64(out.quota))
 	}
 	if mode != callPlain {
-		b.m.ForcedRefreshUsed.WithLabelValues(it.ns, it.appid).Set(float64(out[2]))
+		b.m.ForcedRefreshUsed.WithLabelValues(it.ns, it.appid).Set(float64(out.forced))
 	}
-	return out[1], nil
+	return out.quota, nil
 }
 
 // quotaAPIs are the credential endpoints the broker calls.
@@ -114,7 +113,7 @@ func quotaAPIs() [3]string {
 // loadQuotaGauges sets wxbroker_wechat_quota_used from today's counters, so a
 // new leader exports the day's count before its first call.
 func (b *Broker) loadQuotaGauges(ctx context.Context) {
-	snap, err := gather(ctx, b.rdb, b.keys, b.cfg, b.now())
+	snap, err := b.store.gather(ctx, b.cfg, b.now())
 	if err != nil {
 		return
 	}

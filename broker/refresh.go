@@ -95,7 +95,7 @@ func (b *Broker) fetchToken(t *term, it *item, mode string) (*record, error) {
 	if !validValue(tok.AccessToken) || tok.ExpiresIn <= 0 {
 		return nil, fmt.Errorf("%s answered an unusable token (expires_in %s)", api, tok.ExpiresIn)
 	}
-	return b.storeFetched(t, it, tok.AccessToken, start.Add(tok.ExpiresIn), start, "", true)
+	return b.saveFetched(t, it, tok.AccessToken, start.Add(tok.ExpiresIn), start, "", true)
 }
 
 // assumeSuperseded handles a classic fetch whose outcome is unknown: WeChat
@@ -108,7 +108,7 @@ func (b *Broker) assumeSuperseded(t *term, it *item, start time.Time) {
 	}
 	b.log.Warn("token fetch outcome unknown; assuming the stored token ends after the overlap",
 		append(itemFields(it), zapTok(cur.Value), zap.Time("assumed_expiry", limit))...)
-	if _, err := b.store(t, it, cur.Value, limit, cur.FetchedAt, cur.Src); err != nil && !errors.Is(err, errFenced) {
+	if _, err := b.save(t, it, cur.Value, limit, cur.FetchedAt, cur.Src); err != nil && !errors.Is(err, errFenced) {
 		b.log.Warn("cannot shorten the stored token's expiry", append(itemFields(it), zapErr(err))...)
 	}
 }
@@ -131,7 +131,7 @@ func (b *Broker) fetchTicket(t *term, it *item) (*record, error) {
 		var ae *wechat.APIError
 		if errors.As(err, &ae) && ae.InvalidCredential() && attempt == 0 {
 			b.m.InvalidCredential.WithLabelValues(it.ns, it.appid, metrics.SourceBroker).Inc()
-			if _, err := b.leaderInvalidate(t.ctx, t, it.app.token, tok.Value, false, time.Now()); err != nil {
+			if _, err := b.refreshIfCurrent(t.ctx, t, it.app.token, tok.Value, false, time.Now()); err != nil {
 				return nil, fmt.Errorf("refresh the access token getticket rejected: %w", err)
 			}
 			continue
@@ -142,54 +142,28 @@ func (b *Broker) fetchTicket(t *term, it *item) (*record, error) {
 		if !validValue(tk.Ticket) || tk.ExpiresIn <= 0 {
 			return nil, fmt.Errorf("getticket answered an unusable ticket (expires_in %s)", tk.ExpiresIn)
 		}
-		return b.store(t, it, tk.Ticket, start.Add(tk.ExpiresIn), start, shortHash(tok.Value))
+		return b.save(t, it, tk.Ticket, start.Add(tk.ExpiresIn), start, shortHash(tok.Value))
 	}
 }
 
-// store writes a record through the fence and applies it to the cache. The
-// write does not stop with the term's context: the script, not a local
-// check, decides whether this leader may still write.
-func (b *Broker) store(t *term, it *item, value string, exp, at time.Time, src string) (*record, error) {
-	return b.storeFetched(t, it, value, exp, at, src, false)
+// outcome is what one refresh attempt ended with. The scheduler alone turns
+// it into the next due time (scheduler.next).
+type outcome struct {
+	rec *record // the stored record, on success
+	err error
+	// retryAfter is the least wait before a retry that the error itself asks
+	// for (45011: WeChat's MinBackoff); zero otherwise.
+	retryAfter time.Duration
+	// stopUntil, when set, stops retries until then: an error retrying
+	// cannot fix (far), or WeChat's daily quota (the next UTC+8 midnight).
+	stopUntil time.Time
+	termOver  bool // the term ended: the next leader takes over from Redis
 }
 
-// storeFetched is store for a credential a call returned (fetched set): the
-// write also settles the call's intent.
-func (b *Broker) storeFetched(t *term, it *item, value string, exp, at time.Time, src string, fetched bool) (*record, error) {
-	if h := b.hooks.beforeWrite; h != nil {
-		h(it)
-	}
-	cur := it.cur.Load()
-	var gen int64
-	same := false
-	if cur != nil {
-		gen, same = cur.Gen, cur.Value == value
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(t.ctx), b.cfg.WeChat.Timeout)
-	defer cancel()
-	rec, err := b.writeRecordSettling(ctx, t.fence, it, value, exp, at, src, same, gen, fetched)
-	if err != nil {
-		if errors.Is(err, errFenced) {
-			b.rejected(t, it, err)
-			return nil, err
-		}
-		return nil, &writeError{rec: &record{Value: value, ExpiresAt: exp, FetchedAt: at, Src: src}, err: err}
-	}
-	b.apply(it, rec)
-	if fetched && it.kind == KindAccessToken {
-		t.sched.tasks[it].superseded.Store(false)
-	}
-	if it.kind == KindAccessToken && !same {
-		for _, tk := range it.app.tickets {
-			t.sched.kick(tk)
-		}
-	}
-	return rec, nil
-}
-
-// refreshTask runs one scheduled refresh of k and returns when to run next;
-// false when the term is over.
-func (b *Broker) refreshTask(t *term, k *task) (time.Time, bool) {
+// refresh runs one scheduled refresh of k (a pending write, else a fetch),
+// records its metrics and, unless a retry follows, its status, and returns
+// the outcome. The caller holds k's lock.
+func (b *Broker) refresh(t *term, k *task) outcome {
 	it := k.it
 	began := time.Now()
 	var rec *record
@@ -197,7 +171,7 @@ func (b *Broker) refreshTask(t *term, k *task) (time.Time, bool) {
 	if p := k.pending; p != nil {
 		k.pending = nil
 		if b.now().Before(p.ExpiresAt) {
-			rec, err = b.storeFetched(t, it, p.Value, p.ExpiresAt, p.FetchedAt, p.Src, true)
+			rec, err = b.saveFetched(t, it, p.Value, p.ExpiresAt, p.FetchedAt, p.Src, true)
 		}
 	}
 	if rec == nil && err == nil {
@@ -208,7 +182,7 @@ func (b *Broker) refreshTask(t *term, k *task) (time.Time, bool) {
 		}
 	}
 	if t.ctx.Err() != nil {
-		return time.Time{}, false // the next leader takes over from what Redis holds
+		return outcome{termOver: true}
 	}
 	now := b.now()
 	var we *writeError
@@ -221,24 +195,13 @@ func (b *Broker) refreshTask(t *term, k *task) (time.Time, bool) {
 		b.m.TokenRefreshDuration.WithLabelValues(it.ns, it.kind).Observe(time.Since(began).Seconds())
 		b.recordStatus(t, it, &refreshStatus{LastRefresh: rec.FetchedAt})
 		b.clearStopped(it)
-		next := t.sched.dueFor(k, now)
-		if next.After(now) {
-			k.failures = 0
-			return next, true
-		}
-		// Still due right after a refresh: WeChat returned a token without
-		// the expected lifetime (a stable token's successor not minted yet).
-		k.failures++
-		return now.Add(b.retryWait(it, k.failures, 0, now)), true
-	case errors.Is(err, errLeaseShort):
-		return now.Add(b.cfg.Leader.RenewInterval / 4), true
-	case errors.Is(err, errNoAccessToken):
-		return now.Add(far), true
+		return outcome{rec: rec}
+	case errors.Is(err, errLeaseShort), errors.Is(err, errNoAccessToken):
+		return outcome{err: err}
 	}
 
 	b.m.TokenRefresh.WithLabelValues(it.ns, it.appid, it.kind, metrics.ResultError).Inc()
 	b.m.TokenRefreshDuration.WithLabelValues(it.ns, it.kind).Observe(time.Since(began).Seconds())
-	info := errorInfo(err, now)
 	var ae *wechat.APIError
 	if errors.As(err, &ae) && (ae.ConfigError() || ae.QuotaExceeded()) {
 		until := now.Add(far)
@@ -249,23 +212,15 @@ func (b *Broker) refreshTask(t *term, k *task) (time.Time, bool) {
 		b.log.Error("wechat refused the credential call; retries stopped until fixed",
 			append(itemFields(it), zap.String("api", ae.API), zap.Int("errcode", ae.Code), zap.String("rid", ae.RID),
 				zap.String("hint", h.Title), zap.String("fix", h.FixEN), zap.String("fix_zh", h.FixZH), zapErr(err))...)
-		b.recordStatus(t, it, &refreshStatus{LastError: info, RetriesStopped: true, NextAttempt: until})
+		b.recordStatus(t, it, &refreshStatus{LastError: errorInfo(err, now), RetriesStopped: true, NextAttempt: until})
 		b.markStopped(it, ae.Code)
-		return until, true
+		return outcome{err: err, stopUntil: until}
 	}
-	k.failures++
-	var least time.Duration
+	o := outcome{err: err}
 	if ae != nil {
-		least = ae.MinBackoff()
+		o.retryAfter = ae.MinBackoff()
 	}
-	wait := b.retryWait(it, k.failures, least, now)
-	fields := append(itemFields(it), zapErr(err), zap.Int("failures", k.failures), zap.Duration("retry_in", wait))
-	if cur := it.cur.Load(); cur != nil && now.Before(cur.ExpiresAt) {
-		fields = append(fields, zap.Duration("cached_valid_for", cur.ExpiresAt.Sub(now)))
-	}
-	b.log.Warn("refresh failed; serving the cached credential while it is valid", fields...)
-	b.recordStatus(t, it, &refreshStatus{LastError: info, NextAttempt: now.Add(wait)})
-	return now.Add(wait), true
+	return o
 }
 
 // recordStatus keeps the last refresh outcome (locally and in Redis). The

@@ -3,10 +3,13 @@ package broker
 import (
 	"container/heap"
 	"context"
+	"errors"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/wxbroker/wxbroker/config"
 )
@@ -163,10 +166,63 @@ func (s *scheduler) runTask(k *task) {
 			return
 		}
 	}
-	next, ok := s.b.refreshTask(s.t, k)
+	o := s.b.refresh(s.t, k)
+	next, ok := s.next(k, o, s.b.now())
 	k.release()
 	if ok {
 		s.requeue(k, next)
+	}
+}
+
+// next turns the outcome of a refresh of k into k's next due time; false
+// when the term is over. The caller holds k's lock.
+func (s *scheduler) next(k *task, o outcome, now time.Time) (time.Time, bool) {
+	b, it := s.b, k.it
+	switch {
+	case o.termOver:
+		return time.Time{}, false
+	case o.err == nil:
+		next := s.dueFor(k, now)
+		if next.After(now) {
+			k.failures = 0
+			return next, true
+		}
+		// Still due right after a refresh: WeChat returned a token without
+		// the expected lifetime (a stable token's successor not minted yet).
+		k.failures++
+		return now.Add(b.retryWait(it, k.failures, 0, now)), true
+	case errors.Is(o.err, errLeaseShort):
+		return now.Add(b.cfg.Leader.RenewInterval / 4), true
+	case errors.Is(o.err, errNoAccessToken):
+		return now.Add(far), true // a new access token makes its tickets due (stored)
+	case !o.stopUntil.IsZero():
+		return o.stopUntil, true
+	}
+	k.failures++
+	wait := b.retryWait(it, k.failures, o.retryAfter, now)
+	fields := append(itemFields(it), zapErr(o.err), zap.Int("failures", k.failures), zap.Duration("retry_in", wait))
+	if cur := it.cur.Load(); cur != nil && now.Before(cur.ExpiresAt) {
+		fields = append(fields, zap.Duration("cached_valid_for", cur.ExpiresAt.Sub(now)))
+	}
+	b.log.Warn("refresh failed; serving the cached credential while it is valid", fields...)
+	b.recordStatus(s.t, it, &refreshStatus{LastError: errorInfo(o.err, now), NextAttempt: now.Add(wait)})
+	return now.Add(wait), true
+}
+
+// stored is told of every record the leader wrote for it: an access token a
+// credential call returned ends a previous leader's supersession, and a new
+// access token value makes its tickets due at once.
+func (s *scheduler) stored(it *item, fetched, newValue bool) {
+	if it.kind != KindAccessToken {
+		return
+	}
+	if fetched {
+		s.tasks[it].superseded.Store(false)
+	}
+	if newValue {
+		for _, tk := range it.app.tickets {
+			s.kick(tk)
+		}
 	}
 }
 

@@ -110,7 +110,7 @@ func TestSentinelFailoverLosingLastWrite(t *testing.T) {
 	})
 	field := a.items[0].field
 	waitFor(t, 5*time.Second, "the replica to hold the token", func() bool {
-		raw, err := rep.HGet(context.Background(), a.keys.tok(testNS), field).Result()
+		raw, err := rep.HGet(context.Background(), a.store.keys.tok(testNS), field).Result()
 		r, perr := parseRecord(raw)
 		return err == nil && perr == nil && r.Value == old.AccessToken
 	})
@@ -132,7 +132,7 @@ func TestSentinelFailoverLosingLastWrite(t *testing.T) {
 		return err == nil && len(addr) == 2 && net.JoinHostPort(addr[0], addr[1]) == replica.Addr
 	})
 	waitFor(t, 20*time.Second, "the leader to rewrite the newer token on the promoted replica", func() bool {
-		raw, err := rep.HGet(context.Background(), a.keys.tok(testNS), field).Result()
+		raw, err := rep.HGet(context.Background(), a.store.keys.tok(testNS), field).Result()
 		r, perr := parseRecord(raw)
 		return err == nil && perr == nil && r.Value == fresh.AccessToken
 	})

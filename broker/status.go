@@ -2,10 +2,7 @@ package broker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -104,7 +101,7 @@ func (b *Broker) Status(ctx context.Context) Status {
 		st.LeaderID = *id
 	}
 	st.Epoch = b.epoch.Load()
-	snap, err := gather(ctx, b.rdb, b.keys, b.cfg, b.now())
+	snap, err := b.store.gather(ctx, b.cfg, b.now())
 	b.setRedis(err)
 	if err == nil {
 		st.LeaderID, st.Epoch = snap.leader, snap.epoch
@@ -192,7 +189,7 @@ func Inspect(ctx context.Context, rdb redis.UniversalClient, cfg *config.Config)
 		return Status{}, errors.New("broker: Inspect needs a Redis client and a config")
 	}
 	now := time.Now()
-	snap, err := gather(ctx, rdb, newKeys(cfg.Redis.KeyPrefix), cfg, now)
+	snap, err := newStore(rdb, cfg.Redis.KeyPrefix, configuredNamespaces(cfg), nil).gather(ctx, cfg, now)
 	if err != nil {
 		return Status{Role: RoleInspect, Redis: RedisStatus{Error: err.Error(), Since: now.UTC()}}, err
 	}
@@ -220,101 +217,4 @@ func Inspect(ctx context.Context, rdb redis.UniversalClient, cfg *config.Config)
 		}
 	}
 	return st, nil
-}
-
-// snapshot is the shared state read from Redis in one pipeline.
-type snapshot struct {
-	leader  string
-	epoch   int64
-	records map[string]map[string]*record        // ns → field → record
-	status  map[string]map[string]*refreshStatus // ns → field → status
-	quota   map[string]map[string]int64          // ns/appid → api → calls today
-	forced  map[string]int64                     // ns/appid → forced refreshes today
-}
-
-func gather(ctx context.Context, rdb redis.UniversalClient, k keys, cfg *config.Config, now time.Time) (*snapshot, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	d := day(now)
-	pipe := rdb.Pipeline()
-	lock := pipe.Get(ctx, k.lock())
-	epoch := pipe.Get(ctx, k.epoch())
-	toks := map[string]*redis.MapStringStringCmd{}
-	sts := map[string]*redis.MapStringStringCmd{}
-	type counter struct {
-		app, api string
-		cmd      *redis.StringCmd
-	}
-	var counters []counter
-	for _, ns := range cfg.NamespaceNames() {
-		n := cfg.Namespaces[ns]
-		if n == nil {
-			continue
-		}
-		toks[ns] = pipe.HGetAll(ctx, k.tok(ns))
-		sts[ns] = pipe.HGetAll(ctx, k.status(ns))
-		for _, a := range n.Apps {
-			if a == nil {
-				continue
-			}
-			for _, api := range quotaAPIs() {
-				counters = append(counters, counter{ns + "/" + a.AppID, api, pipe.Get(ctx, k.quota(ns, a.AppID, api, d))})
-			}
-			counters = append(counters, counter{ns + "/" + a.AppID, "", pipe.Get(ctx, k.force(ns, a.AppID, d))})
-		}
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("read broker state: %w", err)
-	}
-	s := &snapshot{
-		leader:  leaderFromLock(lock.Val()),
-		records: map[string]map[string]*record{},
-		status:  map[string]map[string]*refreshStatus{},
-		quota:   map[string]map[string]int64{},
-		forced:  map[string]int64{},
-	}
-	s.epoch, _ = strconv.ParseInt(epoch.Val(), 10, 64)
-	for ns, cmd := range toks {
-		s.records[ns] = map[string]*record{}
-		for f, raw := range cmd.Val() {
-			if r, err := parseRecord(raw); err == nil {
-				s.records[ns][f] = r
-			}
-		}
-	}
-	for ns, cmd := range sts {
-		s.status[ns] = map[string]*refreshStatus{}
-		for f, raw := range cmd.Val() {
-			var rs refreshStatus
-			if json.Unmarshal([]byte(raw), &rs) == nil {
-				s.status[ns][f] = &rs
-			}
-		}
-	}
-	for _, c := range counters {
-		n, _ := strconv.ParseInt(c.cmd.Val(), 10, 64)
-		if c.api == "" {
-			s.forced[c.app] = n
-			continue
-		}
-		if s.quota[c.app] == nil {
-			s.quota[c.app] = map[string]int64{}
-		}
-		if n > 0 {
-			s.quota[c.app][c.api] = n
-		}
-	}
-	return s, nil
-}
-
-// readLeader reads the lock holder's instance id and the current epoch.
-func readLeader(ctx context.Context, b *Broker) (string, int64, error) {
-	pipe := b.rdb.Pipeline()
-	lock := pipe.Get(ctx, b.keys.lock())
-	epoch := pipe.Get(ctx, b.keys.epoch())
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return "", 0, err
-	}
-	e, _ := strconv.ParseInt(epoch.Val(), 10, 64)
-	return leaderFromLock(lock.Val()), e, nil
 }

@@ -4,15 +4,335 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/bsm/redislock"
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/zap"
+
+	"github.com/wxbroker/wxbroker/config"
 )
+
+// redisClient is every Redis command the broker sends, and nothing more
+// (bsm/redislock's RedisClient is the model). Any go-redis client satisfies
+// it: *redis.Client (single node, Sentinel) and *redis.ClusterClient.
+//
+// Commands, by what they are for:
+//   - EVALSHA / EVAL (redis.Scripter): the leader lock (redislock), the
+//     fenced record and status writes, the pre-call count with its intent,
+//     clearing an intent and taking an epoch; the scripts themselves call
+//     GET, SET, INCR, EXPIRE, HGET, HSET, HDEL, HEXISTS, TIME and PUBLISH;
+//   - GET (pipelined): lock holder, epoch, quota counters, issued tokens;
+//   - HGET: one record; HGETALL (pipelined): records, statuses, intents;
+//   - PTTL: when the current leader's lock expires;
+//   - WAIT: a new leader's lock and epoch reach a replica (Sentinel);
+//   - PUBLISH, SUBSCRIBE: record events and invalidation requests/answers.
+//
+// Cluster: every key and channel name starts with the hash tag {prefix}
+// (see keys), so all of them live in one slot and every script's keys are
+// on one node, as EVAL requires under Cluster.
+type redisClient interface {
+	redis.Scripter
+	Get(ctx context.Context, key string) *redis.StringCmd
+	HGet(ctx context.Context, key, field string) *redis.StringCmd
+	PTTL(ctx context.Context, key string) *redis.DurationCmd
+	Publish(ctx context.Context, channel string, message any) *redis.IntCmd
+	Subscribe(ctx context.Context, channels ...string) *redis.PubSub
+	Pipeline() redis.Pipeliner
+	Do(ctx context.Context, args ...any) *redis.Cmd
+}
+
+var (
+	_ redisClient           = (*redis.Client)(nil)
+	_ redisClient           = (*redis.ClusterClient)(nil)
+	_ redisClient           = redis.UniversalClient(nil)
+	_ redislock.RedisClient = redisClient(nil)
+)
+
+// store is the broker's shared state in Redis: key names, the record codec,
+// the fenced scripts, the epoch, snapshots and the pub/sub channels. It
+// knows nothing of terms, schedules or the cache; the Broker decides what to
+// write, the store how it is laid out and fenced.
+type store struct {
+	rdb        redisClient
+	keys       keys
+	scripts    scripts
+	namespaces []string // configured namespaces, in config order
+	// observe is told every command's outcome (Broker.setRedis); nil: none.
+	observe func(error)
+}
+
+func newStore(rdb redisClient, prefix string, namespaces []string, observe func(error)) *store {
+	if observe == nil {
+		observe = func(error) {}
+	}
+	return &store{rdb: rdb, keys: newKeys(prefix), scripts: newScripts(), namespaces: namespaces, observe: observe}
+}
+
+// runFenced runs a fenced script and returns its three numbers.
+func (s *store) runFenced(ctx context.Context, sc *redis.Script, f fence, keys []string, args ...any) ([3]int64, error) {
+	var out [3]int64
+	all := append([]any{f.lockValue, f.epoch}, args...)
+	res, err := sc.Run(ctx, s.rdb, keys, all...).Result()
+	s.observe(err)
+	if err != nil {
+		return out, err
+	}
+	vals, ok := res.([]any)
+	if !ok || len(vals) != 3 {
+		return out, fmt.Errorf("unexpected script reply %T", res)
+	}
+	for i, v := range vals {
+		n, ok := v.(int64)
+		if !ok {
+			return out, fmt.Errorf("unexpected script reply element %T", v)
+		}
+		out[i] = n
+	}
+	if out[0] == -1 {
+		return out, errFenced
+	}
+	return out, nil
+}
+
+// recordWrite is one fenced record write.
+type recordWrite struct {
+	ns, field string
+	value     string
+	exp, at   time.Time
+	src       string
+	sameValue bool   // keeps the generation (same value, other expiry)
+	curGen    int64  // generation the leader knows: a Redis that lost its data does not restart the count
+	settles   string // intent field removed in the same script ("": none)
+	issuedTTL string // access tokens: TTL (ms) of the issued-token entry ("0": none); "": not an access token
+}
+
+// writeRecord stores a record under fence f, assigning its revision and
+// generation, and publishes it on the events channel. It returns the record
+// as stored.
+func (s *store) writeRecord(ctx context.Context, f fence, w recordWrite) (*record, error) {
+	same := "0"
+	if w.sameValue {
+		same = "1"
+	}
+	keys := []string{s.keys.lock(), s.keys.epoch(), s.keys.tok(w.ns), s.keys.rev(), s.keys.intent(w.ns)}
+	args := []any{w.ns, w.field, w.curGen, same, recordTail(w.value, w.exp, w.at, w.src), s.keys.events(), w.settles}
+	if w.issuedTTL != "" {
+		keys = append(keys, s.keys.issued(w.ns, w.value))
+		args = append(args, w.issuedTTL, strconv.FormatInt(w.exp.UnixMilli(), 10))
+	}
+	out, err := s.runFenced(ctx, s.scripts.writeRecord, f, keys, args...)
+	if err != nil {
+		return nil, err
+	}
+	return &record{Rev: out[2], Gen: out[1], Value: w.value, ExpiresAt: w.exp.Truncate(time.Millisecond),
+		FetchedAt: w.at.Truncate(time.Millisecond), Src: w.src}, nil
+}
+
+// writeStatus stores an item's refresh status under fence f.
+func (s *store) writeStatus(ctx context.Context, f fence, ns, field string, st *refreshStatus) error {
+	js, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("encode status: %w", err)
+	}
+	_, err = s.runFenced(ctx, s.scripts.writeStatus, f, []string{s.keys.lock(), s.keys.epoch(), s.keys.status(ns)}, field, string(js))
+	return err
+}
+
+// preCallArgs is one credential call to count (see preCallLua).
+type preCallArgs struct {
+	ns, appid, api, day string
+	mode                string        // callPlain, callForced, callForceCheck
+	forceMinInterval    time.Duration // refresh.force_min_interval
+	forceDailyCap       int           // refresh.force_daily_cap
+	intentField         string        // "" records none
+	intentValue         string
+}
+
+// preCallResult is what preCall counted.
+type preCallResult struct {
+	quota, forced int64
+	// staleMarker: a force marker of another term whose call left no
+	// outcome was ignored.
+	staleMarker bool
+}
+
+// preCall counts a credential call under fence f and records its intent. It
+// returns errForceInterval or errForceCap when the force budget refuses it.
+func (s *store) preCall(ctx context.Context, f fence, a preCallArgs) (preCallResult, error) {
+	out, err := s.runFenced(ctx, s.scripts.preCall, f,
+		[]string{s.keys.lock(), s.keys.epoch(), s.keys.quota(a.ns, a.appid, a.api, a.day),
+			s.keys.forceLast(a.ns, a.appid), s.keys.force(a.ns, a.appid, a.day), s.keys.intent(a.ns)},
+		int64(counterTTL/time.Second), a.mode, a.forceMinInterval.Milliseconds(), a.forceDailyCap,
+		a.intentField, a.intentValue)
+	switch {
+	case err != nil:
+		return preCallResult{}, err
+	case out[0] == -2:
+		return preCallResult{}, errForceInterval
+	case out[0] == -3:
+		return preCallResult{}, errForceCap
+	}
+	return preCallResult{quota: out[1], forced: out[2], staleMarker: out[0] == 1}, nil
+}
+
+// clearIntent removes the intent of appid in ns if the term of fence f
+// recorded it.
+func (s *store) clearIntent(ctx context.Context, f fence, ns, appid string) error {
+	_, err := s.runFenced(ctx, s.scripts.clearIntent, f,
+		[]string{s.keys.lock(), s.keys.epoch(), s.keys.intent(ns)}, appid, f.epoch+"\t")
+	return err
+}
+
+// intents reads every namespace's recorded credential calls: namespace →
+// appid → raw intent.
+func (s *store) intents(ctx context.Context) (map[string]map[string]string, error) {
+	return s.hashes(ctx, s.keys.intent)
+}
+
+// records reads every namespace's records (one HGETALL each, pipelined):
+// namespace → field → raw record. It is the snapshot a reconcile applies.
+func (s *store) records(ctx context.Context) (map[string]map[string]string, error) {
+	return s.hashes(ctx, s.keys.tok)
+}
+
+func (s *store) hashes(ctx context.Context, key func(ns string) string) (map[string]map[string]string, error) {
+	pipe := s.rdb.Pipeline()
+	cmds := make(map[string]*redis.MapStringStringCmd, len(s.namespaces))
+	for _, ns := range s.namespaces {
+		cmds[ns] = pipe.HGetAll(ctx, key(ns))
+	}
+	_, err := pipe.Exec(ctx)
+	s.observe(err)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]map[string]string, len(cmds))
+	for ns, cmd := range cmds {
+		out[ns] = cmd.Val()
+	}
+	return out, nil
+}
+
+// record reads one stored record; ok is false when there is none.
+func (s *store) record(ctx context.Context, ns, field string) (raw string, ok bool, err error) {
+	raw, err = s.rdb.HGet(ctx, s.keys.tok(ns), field).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", false, nil
+	}
+	s.observe(err)
+	if err != nil {
+		return "", false, err
+	}
+	return raw, true, nil
+}
+
+// takeEpoch increments the epoch for the term whose lock value is
+// lockValue, moving it past known (see takeEpochLua). moved reports that
+// Redis handed out an epoch not above known.
+func (s *store) takeEpoch(ctx context.Context, lockValue string, known int64) (epoch int64, moved bool, err error) {
+	res, err := s.scripts.takeEpoch.Run(ctx, s.rdb, []string{s.keys.lock(), s.keys.epoch()}, lockValue, known).Int64Slice()
+	s.observe(err)
+	if err != nil {
+		return 0, false, err
+	}
+	if len(res) != 2 {
+		return 0, false, fmt.Errorf("unexpected script reply of %d elements", len(res))
+	}
+	if res[0] < 0 {
+		return 0, false, errFenced
+	}
+	return res[0], res[1] == 1, nil
+}
+
+// obtainLock tries once to take the leader lock for instance id.
+func (s *store) obtainLock(ctx context.Context, id string, ttl time.Duration) (*redislock.Lock, error) {
+	return redislock.Obtain(ctx, s.rdb, s.keys.lock(), ttl,
+		&redislock.Options{Metadata: "|" + id, RetryStrategy: redislock.NoRetry()})
+}
+
+// lockTTL is how long the current lock holder's lock has left (<= 0: none).
+func (s *store) lockTTL(ctx context.Context) (time.Duration, error) {
+	return s.rdb.PTTL(ctx, s.keys.lock()).Result()
+}
+
+// waitReplica waits briefly for a replica to acknowledge the writes so far
+// (Sentinel); on a single node WAIT answers 0 after the timeout.
+func (s *store) waitReplica(ctx context.Context) {
+	_ = s.rdb.Do(ctx, "WAIT", 1, 100).Err()
+}
+
+// readLeader reads the lock holder's instance id and the current epoch (0:
+// no epoch key).
+func (s *store) readLeader(ctx context.Context) (string, int64, error) {
+	pipe := s.rdb.Pipeline()
+	lock := pipe.Get(ctx, s.keys.lock())
+	epoch := pipe.Get(ctx, s.keys.epoch())
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return "", 0, err
+	}
+	e, _ := strconv.ParseInt(epoch.Val(), 10, 64)
+	return leaderFromLock(lock.Val()), e, nil
+}
+
+// leaderFromLock extracts the instance id from a lock value (token|id).
+func leaderFromLock(v string) string {
+	_, id, _ := strings.Cut(v, "|")
+	return id
+}
+
+// publish sends payload on channel (one of keys.inval, keys.invalDone).
+func (s *store) publish(ctx context.Context, channel, payload string) error {
+	err := s.rdb.Publish(ctx, channel, payload).Err()
+	s.observe(err)
+	return err
+}
+
+// subscribe subscribes to the events and invalidation channels.
+func (s *store) subscribe(ctx context.Context) *redis.PubSub {
+	return s.rdb.Subscribe(ctx, s.keys.events(), s.keys.inval(), s.keys.invalDone())
+}
+
+// lookupIssued reads the issued-token entry of tok in every namespace (one
+// pipelined GET each: the token does not say its namespace). found is false
+// when no namespace knows it; err is set only when none answered it.
+func (s *store) lookupIssued(ctx context.Context, tok string) (ns, field string, exp time.Time, found bool, err error) {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, 0, len(s.namespaces))
+	for _, ns := range s.namespaces {
+		cmds = append(cmds, pipe.Get(ctx, s.keys.issued(ns, tok)))
+	}
+	_, _ = pipe.Exec(ctx) // each command's own error is looked at below
+	raw := ""
+	var lookupErr error
+	for _, c := range cmds {
+		v, err := c.Result()
+		switch {
+		case err == nil:
+			raw = v
+		case !errors.Is(err, redis.Nil):
+			lookupErr = err
+		}
+	}
+	if raw == "" && lookupErr != nil {
+		s.observe(lookupErr)
+		return "", "", time.Time{}, false, lookupErr
+	}
+	if raw == "" {
+		return "", "", time.Time{}, false, nil
+	}
+	ns, rest, _ := strings.Cut(raw, "\t")
+	field, expText, _ := strings.Cut(rest, "\t")
+	expMs, perr := strconv.ParseInt(expText, 10, 64)
+	if perr != nil {
+		return "", "", time.Time{}, false, nil
+	}
+	return ns, field, time.UnixMilli(expMs), true, nil
+}
 
 // keys names every Redis key and channel; all share the hash tag {prefix}.
 type keys struct{ p string }
@@ -89,193 +409,95 @@ func validValue(v string) bool {
 	return v != "" && !strings.ContainsAny(v, "\t\r\n")
 }
 
-// reconcile loads every stored record from Redis into the cache (one HGETALL
-// per namespace, pipelined). Missing records leave the cache alone: a token
-// Redis lost stays served until it expires.
-func (b *Broker) reconcile(ctx context.Context) error {
-	_, err := b.reconcileLoad(ctx)
-	return err
+func (k keys) issued(ns, token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return k.p + ":ns:" + ns + ":issued:" + hex.EncodeToString(sum[:])
 }
 
-// reconcileLoad is reconcile that also returns what Redis held.
-func (b *Broker) reconcileLoad(ctx context.Context) (map[string]map[string]string, error) {
-	ctx, cancel := context.WithTimeout(ctx, b.cfg.Leader.LockTTL)
+// snapshot is the shared state read from Redis in one pipeline.
+type snapshot struct {
+	leader  string
+	epoch   int64
+	records map[string]map[string]*record        // ns → field → record
+	status  map[string]map[string]*refreshStatus // ns → field → status
+	quota   map[string]map[string]int64          // ns/appid → api → calls today
+	forced  map[string]int64                     // ns/appid → forced refreshes today
+}
+
+// gather reads the shared state an operator sees: leader, epoch, records,
+// statuses and today's counters.
+func (s *store) gather(ctx context.Context, cfg *config.Config, now time.Time) (*snapshot, error) {
+	k := s.keys
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	stored, err := b.load(ctx)
-	if err != nil {
-		return nil, err
+	d := day(now)
+	pipe := s.rdb.Pipeline()
+	lock := pipe.Get(ctx, k.lock())
+	epoch := pipe.Get(ctx, k.epoch())
+	toks := map[string]*redis.MapStringStringCmd{}
+	sts := map[string]*redis.MapStringStringCmd{}
+	type counter struct {
+		app, api string
+		cmd      *redis.StringCmd
 	}
-	for ns, fields := range stored {
-		for field, raw := range fields {
-			b.applyRaw(ns, field, raw)
-		}
-	}
-	return stored, nil
-}
-
-// refreshItem reads one item's record from Redis and applies it.
-func (b *Broker) refreshItem(ctx context.Context, it *item) error {
-	raw, err := b.rdb.HGet(ctx, b.keys.tok(it.ns), it.field).Result()
-	if errors.Is(err, redis.Nil) {
-		return nil
-	}
-	b.setRedis(err)
-	if err != nil {
-		return fmt.Errorf("load %s of appid %q: %w", it.kind, it.appid, err)
-	}
-	b.applyRaw(it.ns, it.field, raw)
-	return nil
-}
-
-// applyRaw applies a stored record named by namespace and hash field.
-func (b *Broker) applyRaw(ns, field, raw string) {
-	it := b.itemByField(ns, field)
-	if it == nil {
-		return // an app no longer configured
-	}
-	r, err := parseRecord(raw)
-	if err != nil {
-		b.log.Warn("ignoring malformed record", zapNS(ns), zapApp(it.appid), zapKind(it.kind), zapErr(err))
-		return
-	}
-	b.apply(it, r)
-}
-
-func (b *Broker) itemByField(ns, field string) *item {
-	appid, kind, ok := strings.Cut(field, "/")
-	if !ok {
-		return nil
-	}
-	e, ok := b.entry(ns, appid)
-	if !ok {
-		return nil
-	}
-	if kind == KindAccessToken {
-		return e.token
-	}
-	for _, it := range e.tickets {
-		if it.kind == kind {
-			return it
-		}
-	}
-	return nil
-}
-
-// reseed runs when a term begins: it reads every record from Redis and
-// repairs those older than the cache (see repair).
-func (b *Broker) reseed(t *term) {
-	ctx, cancel := context.WithTimeout(t.ctx, b.cfg.WeChat.Timeout)
-	defer cancel()
-	stored, err := b.load(ctx)
-	if err != nil {
-		return
-	}
-	b.repair(t, stored)
-}
-
-// load reads every namespace's records from Redis (one HGETALL each,
-// pipelined): namespace → field → raw record.
-func (b *Broker) load(ctx context.Context) (map[string]map[string]string, error) {
-	pipe := b.rdb.Pipeline()
-	cmds := make(map[string]*redis.MapStringStringCmd, len(b.apps))
-	for ns := range b.apps {
-		cmds[ns] = pipe.HGetAll(ctx, b.keys.tok(ns))
-	}
-	_, err := pipe.Exec(ctx)
-	b.setRedis(err)
-	if err != nil {
-		return nil, fmt.Errorf("load tokens: %w", err)
-	}
-	out := make(map[string]map[string]string, len(cmds))
-	for ns, cmd := range cmds {
-		out[ns] = cmd.Val()
-	}
-	return out, nil
-}
-
-// olderInRedis reports whether Redis's copy of a record (nil when missing)
-// is older than the cached one: missing, or written before it (lower
-// revision) with a lower generation or other content. That is what a Redis
-// that restarted without persistence, or a Sentinel failover to a replica
-// that missed the last writes, leaves behind.
-func olderInRedis(cached, stored *record) bool {
-	if stored == nil {
-		return true
-	}
-	if stored.Rev >= cached.Rev || stored.Gen > cached.Gen {
-		return false
-	}
-	return stored.Gen < cached.Gen || stored.Value != cached.Value || !stored.ExpiresAt.Equal(cached.ExpiresAt)
-}
-
-// repair writes back, under term t's fence, every valid cached record that
-// Redis no longer holds or holds in an older version, so that no token is
-// fetched again just because Redis forgot it, and no replica that starts
-// later loads a token the leader already replaced. stored is what Redis held
-// (load); each item is checked again under its task lock before the write.
-func (b *Broker) repair(t *term, stored map[string]map[string]string) {
-	for _, it := range b.items {
-		if t.ctx.Err() != nil {
-			return
-		}
-		cur := it.cur.Load()
-		if cur == nil || !b.now().Before(cur.ExpiresAt) || !olderInRedis(cur, storedRecord(stored, it)) {
+	var counters []counter
+	for _, ns := range cfg.NamespaceNames() {
+		n := cfg.Namespaces[ns]
+		if n == nil {
 			continue
 		}
-		k := t.sched.tasks[it]
-		if !k.acquire(t.ctx) {
-			return
+		toks[ns] = pipe.HGetAll(ctx, k.tok(ns))
+		sts[ns] = pipe.HGetAll(ctx, k.status(ns))
+		for _, a := range n.Apps {
+			if a == nil {
+				continue
+			}
+			for _, api := range quotaAPIs() {
+				counters = append(counters, counter{ns + "/" + a.AppID, api, pipe.Get(ctx, k.quota(ns, a.AppID, api, d))})
+			}
+			counters = append(counters, counter{ns + "/" + a.AppID, "", pipe.Get(ctx, k.force(ns, a.AppID, d))})
 		}
-		err := b.repairItem(t, it)
-		k.release()
-		if err != nil {
-			b.log.Warn("cannot restore cached credential to redis", append(itemFields(it), zapErr(err))...)
-			return
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read broker state: %w", err)
+	}
+	snap := &snapshot{
+		leader:  leaderFromLock(lock.Val()),
+		records: map[string]map[string]*record{},
+		status:  map[string]map[string]*refreshStatus{},
+		quota:   map[string]map[string]int64{},
+		forced:  map[string]int64{},
+	}
+	snap.epoch, _ = strconv.ParseInt(epoch.Val(), 10, 64)
+	for ns, cmd := range toks {
+		snap.records[ns] = map[string]*record{}
+		for f, raw := range cmd.Val() {
+			if r, err := parseRecord(raw); err == nil {
+				snap.records[ns][f] = r
+			}
 		}
 	}
-}
-
-// repairItem rewrites it's cached record if Redis still holds an older one
-// (read again: the leader may have written since the snapshot). The caller
-// holds it's task lock.
-func (b *Broker) repairItem(t *term, it *item) error {
-	ctx, cancel := context.WithTimeout(t.ctx, b.cfg.WeChat.Timeout)
-	raw, err := b.rdb.HGet(ctx, b.keys.tok(it.ns), it.field).Result()
-	cancel()
-	var old *record
-	switch {
-	case errors.Is(err, redis.Nil):
-	case err != nil:
-		b.setRedis(err)
-		return fmt.Errorf("read %s of appid %q: %w", it.kind, it.appid, err)
-	default:
-		old, _ = parseRecord(raw) // a malformed record is overwritten
+	for ns, cmd := range sts {
+		snap.status[ns] = map[string]*refreshStatus{}
+		for f, raw := range cmd.Val() {
+			var rs refreshStatus
+			if json.Unmarshal([]byte(raw), &rs) == nil {
+				snap.status[ns][f] = &rs
+			}
+		}
 	}
-	cur := it.cur.Load()
-	if cur == nil || !b.now().Before(cur.ExpiresAt) || !olderInRedis(cur, old) {
-		return nil
+	for _, c := range counters {
+		n, _ := strconv.ParseInt(c.cmd.Val(), 10, 64)
+		if c.api == "" {
+			snap.forced[c.app] = n
+			continue
+		}
+		if snap.quota[c.app] == nil {
+			snap.quota[c.app] = map[string]int64{}
+		}
+		if n > 0 {
+			snap.quota[c.app][c.api] = n
+		}
 	}
-	if _, err := b.store(t, it, cur.Value, cur.ExpiresAt, cur.FetchedAt, cur.Src); err != nil {
-		return err
-	}
-	fields := append(itemFields(it), zapTok(cur.Value), zap.Int64("generation", cur.Gen))
-	if old == nil {
-		b.log.Info("restored cached credential to redis", fields...)
-	} else {
-		b.log.Warn("redis held an older credential than the leader (lost writes); rewrote it",
-			append(fields, zap.Int64("redis_generation", old.Gen), zapTokAs("redis_token_sha256", old.Value))...)
-	}
-	return nil
-}
-
-func storedRecord(stored map[string]map[string]string, it *item) *record {
-	raw, ok := stored[it.ns][it.field]
-	if !ok {
-		return nil
-	}
-	r, err := parseRecord(raw)
-	if err != nil {
-		return nil // malformed: overwrite it
-	}
-	return r
+	return snap, nil
 }

@@ -15,7 +15,7 @@ import (
 // resubscribes by itself; every (re)subscription triggers a reconcile so
 // nothing published during an outage is missed.
 func (b *Broker) subscribe(ctx context.Context) {
-	ps := b.rdb.Subscribe(ctx, b.keys.events(), b.keys.inval(), b.keys.invalDone())
+	ps := b.store.subscribe(ctx)
 	defer ps.Close()
 	// ReceiveTimeout does not always notice a cancelled ctx while it waits on
 	// the connection (miniredis in dev mode); closing the PubSub ends the wait
@@ -47,7 +47,7 @@ func (b *Broker) subscribe(ctx context.Context) {
 		wait = minWait
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			if m.Kind == "subscribe" && m.Channel == b.keys.events() {
+			if m.Kind == "subscribe" && m.Channel == b.store.keys.events() {
 				b.setRedis(nil)
 				_ = b.reconcile(ctx)
 			}
@@ -60,15 +60,15 @@ func (b *Broker) subscribe(ctx context.Context) {
 // dispatch handles one pub/sub message.
 func (b *Broker) dispatch(m *redis.Message) {
 	switch m.Channel {
-	case b.keys.events():
+	case b.store.keys.events():
 		ns, rest, ok := strings.Cut(m.Payload, "\t")
 		field, raw, ok2 := strings.Cut(rest, "\t")
 		if ok && ok2 {
 			b.applyRaw(ns, field, raw)
 		}
-	case b.keys.inval():
+	case b.store.keys.inval():
 		b.handleInvalRequest(m.Payload)
-	case b.keys.invalDone():
+	case b.store.keys.invalDone():
 		b.handleInvalDone(m.Payload)
 	}
 }

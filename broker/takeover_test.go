@@ -27,7 +27,7 @@ import (
 // storedRaw reads it's raw record from Redis ("" when missing).
 func storedRaw(t *testing.T, rdb *redis.Client, b *Broker, it *item) string {
 	t.Helper()
-	raw, err := rdb.HGet(context.Background(), b.keys.tok(it.ns), it.field).Result()
+	raw, err := rdb.HGet(context.Background(), b.store.keys.tok(it.ns), it.field).Result()
 	if errors.Is(err, redis.Nil) {
 		return ""
 	}
@@ -127,7 +127,7 @@ func TestTakeoverAfterLeaderDiedDuringCall(t *testing.T) {
 		t.Errorf("Invalidate(dead token) after the takeover = generation %d, %v; want the current token", got.Generation, err)
 	}
 	rdb := e.redis.Client(t)
-	if n, err := rdb.HLen(context.Background(), bn.b.keys.intent(testNS)).Result(); err != nil || n != 0 {
+	if n, err := rdb.HLen(context.Background(), bn.b.store.keys.intent(testNS)).Result(); err != nil || n != 0 {
 		t.Errorf("intents left after the new token was stored = %d, %v; want 0", n, err)
 	}
 }
@@ -181,7 +181,7 @@ func TestFailedCallSettlesIntent(t *testing.T) {
 		t.Fatal("Invalidate succeeded although WeChat refused the call")
 	}
 	rdb := e.redis.Client(t)
-	if v, err := rdb.HGet(context.Background(), n.b.keys.intent(testNS), app.AppID).Result(); !errors.Is(err, redis.Nil) {
+	if v, err := rdb.HGet(context.Background(), n.b.store.keys.intent(testNS), app.AppID).Result(); !errors.Is(err, redis.Nil) {
 		t.Errorf("intent after a refused call = %q, %v; want none", v, err)
 	}
 }
@@ -233,10 +233,10 @@ func TestOlderRecordRewritten(t *testing.T) {
 			})
 			// The failover: Redis is back to the old record and revision.
 			ctx := context.Background()
-			if err := rdb.HSet(ctx, l.b.keys.tok(testNS), it.field, oldRaw).Err(); err != nil {
+			if err := rdb.HSet(ctx, l.b.store.keys.tok(testNS), it.field, oldRaw).Err(); err != nil {
 				t.Fatal(err)
 			}
-			if err := rdb.Set(ctx, l.b.keys.rev(), strconv.FormatInt(oldRec.Rev, 10), 0).Err(); err != nil {
+			if err := rdb.Set(ctx, l.b.store.keys.rev(), strconv.FormatInt(oldRec.Rev, 10), 0).Err(); err != nil {
 				t.Fatal(err)
 			}
 			if tc.takeover {
@@ -295,7 +295,7 @@ func TestEpochNeverGoesBackwards(t *testing.T) {
 	if tm == nil || tm.epoch <= prev.epoch {
 		t.Fatalf("epoch after the Redis restart = %v; want above %d", tm, prev.epoch)
 	}
-	got, err := e.redis.Client(t).Get(context.Background(), c.b.keys.epoch()).Int64()
+	got, err := e.redis.Client(t).Get(context.Background(), c.b.store.keys.epoch()).Int64()
 	if err != nil || got != tm.epoch {
 		t.Errorf("epoch key = %d, %v; want %d", got, err, tm.epoch)
 	}
@@ -330,7 +330,7 @@ func TestClusterStateReloaded(t *testing.T) {
 		n.hook = part
 		n.setup = func(b *Broker) {
 			rc = &reloadingClient{Client: n.rdb}
-			b.rdb = rc
+			b.store.rdb = rc
 		}
 	})
 	leader(t, 5*time.Second, n)

@@ -10,7 +10,7 @@ import (
 	"github.com/wxbroker/wxbroker/wechat"
 )
 
-// errStillAccepted is leaderInvalidate's answer to an unproven report of a
+// errStillAccepted is refreshIfCurrent's answer to an unproven report of a
 // token that WeChat still accepts: no refresh was made.
 var errStillAccepted = errors.New("broker: wechat still accepts the reported token")
 
