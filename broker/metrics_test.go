@@ -13,7 +13,6 @@ import (
 	"github.com/wxbroker/wxbroker/config"
 	"github.com/wxbroker/wxbroker/internal/clocktest"
 	"github.com/wxbroker/wxbroker/metrics"
-	"github.com/wxbroker/wxbroker/wechat"
 	"github.com/wxbroker/wxbroker/wechat/wechattest"
 )
 
@@ -98,15 +97,17 @@ func TestFirstConfigErrorExportsStoppedState(t *testing.T) {
 	badSecret.Secret = "wrong-secret"
 	cfg := testConfig(t, badSecret, whitelist, healthy)
 	e := newEnv(t, wechattest.Options{}, cfg)
-	e.sim.Fail(wechat.APIStableToken, 1, wechattest.Fault{Errcode: 40164})
+	// The whitelist app allows only an address the broker does not call
+	// from: WeChat (the simulator) answers its calls 40164.
+	e.sim.SetAllowedIPs(whitelist.AppID, "10.255.255.1")
 	n := e.start("a")
 	leader(t, 5*time.Second, n)
 	token(t, n, healthy.AppID)
 
 	want := map[string]float64{
 		"appid=" + badSecret.AppID + ",errcode=40125,kind=access_token,wx_namespace=" + testNS: 1,
+		"appid=" + whitelist.AppID + ",errcode=40164,kind=access_token,wx_namespace=" + testNS: 1,
 	}
-	// Fail(…, 1, …) answers the first stable_token call: either stable app.
 	waitFor(t, 5*time.Second, "both stopped states", func() bool {
 		return len(gathered(t, n.reg, "wxbroker_refresh_stopped")) == 2
 	})
