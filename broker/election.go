@@ -93,6 +93,7 @@ func (b *Broker) campaign(ctx context.Context) (*term, time.Duration, error) {
 		&redislock.Options{Metadata: "|" + b.id, RetryStrategy: redislock.NoRetry()})
 	if errors.Is(err, redislock.ErrNotObtained) {
 		b.setRedis(nil)
+		b.loss.held()
 		b.observeLeader(cctx)
 		// Try again right after the holder's lock would expire, so a crashed
 		// leader is replaced within lock_ttl plus a moment.
@@ -110,10 +111,20 @@ func (b *Broker) campaign(ctx context.Context) (*term, time.Duration, error) {
 		defer rcancel()
 		_ = lock.Release(rctx)
 	}
-	epoch, err := b.takeEpoch(cctx, lock.Token()+lock.Metadata())
+	epoch, moved, err := b.takeEpoch(cctx, lock.Token()+lock.Metadata())
 	if err != nil {
 		release()
 		return nil, wait, err
+	}
+	if moved {
+		// Redis lost its data: a previous leader may still believe in its
+		// lease (lostlease.go).
+		if sent, err = b.waitOutLostLease(ctx, lock, sent); err != nil {
+			release()
+			return nil, wait, err
+		}
+		cctx, cancel = context.WithTimeout(ctx, max(renew, time.Second))
+		defer cancel()
 	}
 	// Under Sentinel, wait (briefly) for a replica to have the lock and the
 	// epoch; on a single node WAIT answers 0 after the timeout, which is fine.

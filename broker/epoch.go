@@ -32,26 +32,27 @@ return {e, 0}
 `
 
 // takeEpoch increments the epoch for a term whose lock value is lockValue,
-// moving it past the highest epoch this replica knows.
-func (b *Broker) takeEpoch(ctx context.Context, lockValue string) (int64, error) {
+// moving it past the highest epoch this replica knows; moved reports that it
+// had to (Redis lost its data).
+func (b *Broker) takeEpoch(ctx context.Context, lockValue string) (epoch int64, moved bool, err error) {
 	known := b.maxEpoch.Load()
 	res, err := b.scripts.takeEpoch.Run(ctx, b.rdb, []string{b.keys.lock(), b.keys.epoch()}, lockValue, known).Int64Slice()
 	b.setRedis(err)
 	if err != nil {
-		return 0, fmt.Errorf("increment epoch: %w", err)
+		return 0, false, fmt.Errorf("increment epoch: %w", err)
 	}
 	if len(res) != 2 {
-		return 0, fmt.Errorf("increment epoch: unexpected script reply of %d elements", len(res))
+		return 0, false, fmt.Errorf("increment epoch: unexpected script reply of %d elements", len(res))
 	}
 	if res[0] < 0 {
-		return 0, fmt.Errorf("increment epoch: %w", errFenced)
+		return 0, false, fmt.Errorf("increment epoch: %w", errFenced)
 	}
 	if res[1] == 1 {
 		b.log.Warn("redis handed out an epoch not above the highest known (redis restarted without its data or failed over); moved past it",
 			zap.Int64("known_epoch", known), zap.Int64("epoch", res[0]))
 	}
 	b.noteEpoch(res[0])
-	return res[0], nil
+	return res[0], res[1] == 1, nil
 }
 
 // noteEpoch records an epoch seen, keeping the highest; it reports the
