@@ -93,7 +93,6 @@ func (b *Broker) campaign(ctx context.Context) (*term, time.Duration, error) {
 		&redislock.Options{Metadata: "|" + b.id, RetryStrategy: redislock.NoRetry()})
 	if errors.Is(err, redislock.ErrNotObtained) {
 		b.setRedis(nil)
-		b.loss.held()
 		b.observeLeader(cctx)
 		// Try again right after the holder's lock would expire, so a crashed
 		// leader is replaced within lock_ttl plus a moment.
@@ -111,14 +110,27 @@ func (b *Broker) campaign(ctx context.Context) (*term, time.Duration, error) {
 		defer rcancel()
 		_ = lock.Release(rctx)
 	}
+	// Redis lost its data when the epoch key is gone (or, below, when INCR
+	// does not go past the highest epoch known): a previous leader may still
+	// believe in its lease, so wait it out before leading (lostlease.go).
+	// Waiting before the epoch is taken lets the other replicas tell this
+	// lock from a leader's.
+	waited := false
+	if b.maxEpoch.Load() > 0 && b.epochLost(cctx) {
+		if sent, err = b.waitOutLostLease(ctx, lock, sent); err != nil {
+			release()
+			return nil, wait, err
+		}
+		waited = true
+		cctx, cancel = context.WithTimeout(ctx, max(renew, time.Second))
+		defer cancel()
+	}
 	epoch, moved, err := b.takeEpoch(cctx, lock.Token()+lock.Metadata())
 	if err != nil {
 		release()
 		return nil, wait, err
 	}
-	if moved {
-		// Redis lost its data: a previous leader may still believe in its
-		// lease (lostlease.go).
+	if moved && !waited {
 		if sent, err = b.waitOutLostLease(ctx, lock, sent); err != nil {
 			release()
 			return nil, wait, err
@@ -243,12 +255,16 @@ func (b *Broker) watchdog(t *term) {
 func (b *Broker) observeLeader(ctx context.Context) {
 	id, epoch, err := readLeader(ctx, b)
 	if err != nil {
+		b.loss.held() // the holder may be a leader
 		return
 	}
 	b.leaderID.Store(&id)
 	if epoch == 0 {
-		return // no epoch key: Redis lost its data and nobody has led since
+		// No epoch key: Redis lost its data and nobody has led since; the
+		// holder is a candidate waiting out a lost lease, not a leader.
+		return
 	}
+	b.loss.held()
 	b.epoch.Store(epoch)
 	b.m.LeaderEpoch.Set(float64(b.noteEpoch(epoch)))
 }

@@ -14,9 +14,10 @@ import (
 // replica that missed the last writes) the lock vanishes while the leader
 // that held it still believes in its lease until its next renewal fails or
 // its local deadline passes. A candidate that obtains the lock then could
-// lead next to it. So a candidate that finds Redis lost its data (takeEpoch
-// had to move the epoch past the highest it knew) keeps the lock but leads
-// only once every earlier lease must have ended.
+// lead next to it. So a candidate that finds Redis lost its data (the epoch
+// key is gone although this replica has seen one, or takeEpoch had to move
+// the epoch past the highest it knew) keeps the lock but leads only once
+// every earlier lease must have ended.
 //
 // Any earlier lease ends at most lock_ttl after its last successful renewal
 // was sent. That renewal reached Redis before Redis lost the data, so before
@@ -24,7 +25,9 @@ import (
 // lock held by someone else, and in any case before this obtain was sent.
 
 // lossWatch records, on the monotonic clock, when this replica last saw the
-// lock held by another process and when it first saw Redis fail after that.
+// lock held by another process that may lead (the epoch key exists: a
+// candidate waiting out a lost lease has not taken an epoch yet) and when it
+// first saw Redis fail after that.
 type lossWatch struct {
 	base     time.Time
 	seenHeld atomic.Int64 // ns since base, +1 (0: never)
@@ -57,6 +60,13 @@ func (w *lossWatch) previousLeaseEnd(sent time.Time, ttl time.Duration) time.Tim
 		}
 	}
 	return from.Add(ttl)
+}
+
+// epochLost reports whether the epoch key is missing (a failed read counts as
+// not missing: takeEpoch decides then).
+func (b *Broker) epochLost(ctx context.Context) bool {
+	n, err := b.rdb.Exists(ctx, b.keys.epoch()).Result()
+	return err == nil && n == 0
 }
 
 // waitOutLostLease holds lock, renewing it every renew_interval, until any
