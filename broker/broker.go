@@ -104,6 +104,8 @@ type Broker struct {
 	epoch    atomic.Int64           // last epoch seen
 	maxEpoch atomic.Int64           // highest epoch seen (epoch.go)
 	redisErr atomic.Pointer[redisState]
+	loss     lossWatch  // when Redis may have lost a leader's lock (lostlease.go)
+	pause    pauseGuard // pauses of this process, for the read path (pause.go)
 	running  atomic.Bool
 	// lastReload is when a cluster slot map reload was last logged (unix ns).
 	lastReload atomic.Int64
@@ -189,6 +191,8 @@ func New(opts Options) (*Broker, error) {
 		verdictReuse:   verdictReuseDefault,
 	}
 	b.index.m = map[string]*item{}
+	b.loss.base = time.Now()
+	b.pause.init(cfg.Leader.LockTTL)
 	for _, nsName := range cfg.NamespaceNames() {
 		ns := cfg.Namespaces[nsName]
 		if ns == nil {
@@ -256,6 +260,7 @@ func (b *Broker) Run(ctx context.Context) error {
 		b.log.Warn("initial load from redis failed; serving nothing until redis answers", zap.Error(err))
 	}
 	var wg sync.WaitGroup
+	wg.Go(func() { b.heartbeat(ctx) })
 	wg.Go(func() { b.subscribe(ctx) })
 	wg.Go(func() { b.reconcileLoop(ctx) })
 	wg.Go(func() { b.elect(ctx) })
@@ -279,6 +284,9 @@ func (b *Broker) AccessToken(ns, appid string) (Token, error) {
 	if !ok {
 		return Token{}, ErrUnknownApp
 	}
+	if err := b.afterPause(); err != nil {
+		return Token{}, err
+	}
 	r := e.token.cur.Load()
 	if !servable(r, b.now()) {
 		return Token{}, ErrNoToken
@@ -298,6 +306,9 @@ func (b *Broker) Ticket(ns, appid, typ string) (Ticket, error) {
 	it, ok := e.tickets[typ]
 	if !ok {
 		return Ticket{}, ErrUnknownTicket
+	}
+	if err := b.afterPause(); err != nil {
+		return Ticket{}, err
 	}
 	r := it.cur.Load()
 	if !servable(r, b.now()) {
@@ -363,6 +374,7 @@ func (b *Broker) setRedis(err error) {
 		return
 	}
 	if err != nil {
+		b.loss.failure()
 		b.reloadClusterState("redis error")
 	}
 	cur := b.redisErr.Load()

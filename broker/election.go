@@ -108,10 +108,33 @@ func (b *Broker) campaign(ctx context.Context) (*term, time.Duration, error) {
 		defer rcancel()
 		_ = lock.Release(rctx)
 	}
-	epoch, err := b.takeEpoch(cctx, lock.Token()+lock.Metadata())
+	// Redis lost its data when the epoch key is gone (or, below, when INCR
+	// does not go past the highest epoch known): a previous leader may still
+	// believe in its lease, so wait it out before leading (lostlease.go).
+	// Waiting before the epoch is taken lets the other replicas tell this
+	// lock from a leader's.
+	waited := false
+	if b.maxEpoch.Load() > 0 && b.epochLost(cctx) {
+		if sent, err = b.waitOutLostLease(ctx, lock, sent); err != nil {
+			release()
+			return nil, wait, err
+		}
+		waited = true
+		cctx, cancel = context.WithTimeout(ctx, max(renew, time.Second))
+		defer cancel()
+	}
+	epoch, moved, err := b.takeEpoch(cctx, lock.Token()+lock.Metadata())
 	if err != nil {
 		release()
 		return nil, wait, err
+	}
+	if moved && !waited {
+		if sent, err = b.waitOutLostLease(ctx, lock, sent); err != nil {
+			release()
+			return nil, wait, err
+		}
+		cctx, cancel = context.WithTimeout(ctx, max(renew, time.Second))
+		defer cancel()
 	}
 	// Under Sentinel, wait (briefly) for a replica to have the lock and the
 	// epoch; on a single node WAIT answers 0 after the timeout, which is fine.
@@ -230,12 +253,16 @@ func (b *Broker) watchdog(t *term) {
 func (b *Broker) observeLeader(ctx context.Context) {
 	id, epoch, err := b.store.readLeader(ctx)
 	if err != nil {
+		b.loss.held() // the holder may be a leader
 		return
 	}
 	b.leaderID.Store(&id)
 	if epoch == 0 {
-		return // no epoch key: Redis lost its data and nobody has led since
+		// No epoch key: Redis lost its data and nobody has led since; the
+		// holder is a candidate waiting out a lost lease, not a leader.
+		return
 	}
+	b.loss.held()
 	b.epoch.Store(epoch)
 	b.m.LeaderEpoch.Set(float64(b.noteEpoch(epoch)))
 }

@@ -32,19 +32,20 @@ return {e, 0}
 `
 
 // takeEpoch increments the epoch for a term whose lock value is lockValue,
-// moving it past the highest epoch this replica knows.
-func (b *Broker) takeEpoch(ctx context.Context, lockValue string) (int64, error) {
+// moving it past the highest epoch this replica knows; moved reports that it
+// had to (Redis lost its data).
+func (b *Broker) takeEpoch(ctx context.Context, lockValue string) (epoch int64, moved bool, err error) {
 	known := b.maxEpoch.Load()
-	epoch, moved, err := b.store.takeEpoch(ctx, lockValue, known)
+	epoch, moved, err = b.store.takeEpoch(ctx, lockValue, known)
 	if err != nil {
-		return 0, fmt.Errorf("increment epoch: %w", err)
+		return 0, false, fmt.Errorf("increment epoch: %w", err)
 	}
 	if moved {
 		b.log.Warn("redis handed out an epoch not above the highest known (redis restarted without its data or failed over); moved past it",
 			zap.Int64("known_epoch", known), zap.Int64("epoch", epoch))
 	}
 	b.noteEpoch(epoch)
-	return epoch, nil
+	return epoch, moved, nil
 }
 
 // noteEpoch records an epoch seen, keeping the highest; it reports the

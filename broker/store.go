@@ -249,6 +249,15 @@ func (s *store) takeEpoch(ctx context.Context, lockValue string, known int64) (e
 	return res[0], res[1] == 1, nil
 }
 
+// epochMissing reports whether the epoch key is absent (Redis lost its data).
+func (s *store) epochMissing(ctx context.Context) (bool, error) {
+	err := s.rdb.Get(ctx, s.keys.epoch()).Err()
+	if errors.Is(err, redis.Nil) {
+		return true, nil
+	}
+	return false, err
+}
+
 // obtainLock tries once to take the leader lock for instance id.
 func (s *store) obtainLock(ctx context.Context, id string, ttl time.Duration) (*redislock.Lock, error) {
 	return redislock.Obtain(ctx, s.rdb, s.keys.lock(), ttl,

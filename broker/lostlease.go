@@ -1,0 +1,102 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/bsm/redislock"
+	"go.uber.org/zap"
+)
+
+// When Redis loses its data (a restart without persistence, a failover to a
+// replica that missed the last writes) the lock vanishes while the leader
+// that held it still believes in its lease until its next renewal fails or
+// its local deadline passes. A candidate that obtains the lock then could
+// lead next to it. So a candidate that finds Redis lost its data (the epoch
+// key is gone although this replica has seen one, or takeEpoch had to move
+// the epoch past the highest it knew) keeps the lock but leads only once
+// every earlier lease must have ended.
+//
+// Any earlier lease ends at most lock_ttl after its last successful renewal
+// was sent. That renewal reached Redis before Redis lost the data, so before
+// this replica saw the first Redis error following its last sight of the
+// lock held by someone else, and in any case before this obtain was sent.
+
+// lossWatch records, on the monotonic clock, when this replica last saw the
+// lock held by another process that may lead (the epoch key exists: a
+// candidate waiting out a lost lease has not taken an epoch yet) and when it
+// first saw Redis fail after that.
+type lossWatch struct {
+	base     time.Time
+	seenHeld atomic.Int64 // ns since base, +1 (0: never)
+	failed   atomic.Int64 // ns since base, +1, of the first error after seenHeld (0: none)
+}
+
+func (w *lossWatch) since() int64 { return int64(time.Since(w.base)) + 1 }
+
+// held records that the lock was found held by another process.
+func (w *lossWatch) held() { w.seenHeld.Store(w.since()) }
+
+// failure records a Redis error; only the first after the last held counts.
+func (w *lossWatch) failure() {
+	now := w.since()
+	for {
+		cur := w.failed.Load()
+		if cur > w.seenHeld.Load() || w.failed.CompareAndSwap(cur, now) {
+			return
+		}
+	}
+}
+
+// previousLeaseEnd bounds the end of any lease granted before Redis lost its
+// data, given the time the obtain was sent.
+func (w *lossWatch) previousLeaseEnd(sent time.Time, ttl time.Duration) time.Time {
+	from := sent
+	if f := w.failed.Load(); f > w.seenHeld.Load() {
+		if at := w.base.Add(time.Duration(f - 1)); at.Before(from) {
+			from = at
+		}
+	}
+	return from.Add(ttl)
+}
+
+// epochLost reports whether the epoch key is missing (a failed read counts as
+// not missing: takeEpoch decides then).
+func (b *Broker) epochLost(ctx context.Context) bool {
+	missing, err := b.store.epochMissing(ctx)
+	return err == nil && missing
+}
+
+// waitOutLostLease holds lock, renewing it every renew_interval, until any
+// lease granted before Redis lost its data must have ended. It returns when
+// the last renewal (or the obtain) was sent, to start the new lease from.
+func (b *Broker) waitOutLostLease(ctx context.Context, lock *redislock.Lock, sent time.Time) (time.Time, error) {
+	until := b.loss.previousLeaseEnd(sent, b.cfg.Leader.LockTTL)
+	b.log.Warn("obtained the leader lock after redis lost its data; waiting for any previous leader's lease to end before leading",
+		zap.Duration("wait", time.Until(until)), zap.String("instance_id", b.id))
+	renew := b.cfg.Leader.RenewInterval
+	last := sent
+	for {
+		rem := time.Until(until)
+		if rem <= 0 {
+			return last, nil
+		}
+		if !sleepCtx(ctx, min(rem, renew)) {
+			return last, ctx.Err()
+		}
+		if time.Since(last) < renew {
+			continue
+		}
+		s := time.Now()
+		rctx, cancel := context.WithTimeout(ctx, renew)
+		err := lock.Refresh(rctx, b.cfg.Leader.LockTTL, nil)
+		cancel()
+		b.setRedis(err)
+		if err != nil {
+			return last, fmt.Errorf("renew leader lock while waiting out a lost lease: %w", err)
+		}
+		last = s
+	}
+}
