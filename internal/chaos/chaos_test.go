@@ -130,6 +130,9 @@ func TestLeaderSIGSTOPDuringReportedCall(t *testing.T) {
 	l := d.leader(10 * time.Second)
 	t1 := d.current(l, appClassic)
 	d.sim.fault(t, apiToken, 1, map[string]any{"latency_ms": time.Second.Milliseconds()})
+	// The broker checks a report with WeChat before it forces a fetch; the
+	// check answers 40001 here, as for a token another process killed.
+	d.sim.fault(t, "get_api_domain_ip", 1, map[string]any{"errcode": 40001})
 	calls := d.sim.calls(t, apiToken, appClassic)
 	minted := d.sim.minted(t, appClassic)
 	go d.report(l, appClassic, t1) // answered late or never: its leader is stopped
