@@ -34,7 +34,10 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-var devRedisLine = regexp.MustCompile(`(?m)^embedded Redis\s+(\S+)$`)
+var (
+	devRedisLine = regexp.MustCompile(`(?m)^embedded Redis\s+(\S+)$`)
+	devSimLine   = regexp.MustCompile(`(?m)^WeChat simulator\s+(\S+)`)
+)
 
 // TestDevTTLsCountDown: dev mode's embedded Redis expires keys, so the
 // force_min_interval marker of a report goes away after the interval and the
@@ -54,7 +57,7 @@ func TestDevTTLsCountDown(t *testing.T) {
 			t.Error("dev did not stop within 15s")
 		}
 	})
-	var key, tokenURL, redisAddr string
+	var key, tokenURL, redisAddr, simURL string
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		out := stdout.String()
@@ -65,8 +68,9 @@ func TestDevTTLsCountDown(t *testing.T) {
 			}
 		}
 		r = devRedisLine.FindStringSubmatch(out)
-		if m != nil && r != nil {
-			key, tokenURL, redisAddr = m[1], m[2], r[1]
+		sim := devSimLine.FindStringSubmatch(out)
+		if m != nil && r != nil && sim != nil {
+			key, tokenURL, redisAddr, simURL = m[1], m[2], r[1], sim[1]
 			break
 		}
 		if time.Now().After(deadline) {
@@ -91,6 +95,18 @@ func TestDevTTLsCountDown(t *testing.T) {
 		if err := json.Unmarshal(body, &tok); err != nil {
 			t.Fatal(err)
 		}
+		// The broker checks a report with WeChat and refreshes (and sets
+		// the marker) only when WeChat rejects the token: the simulator
+		// rejects it at that check, as it would a revoked token.
+		fault := `{"api":"get_api_domain_ip","n":1,"errcode":40001}`
+		resp, err := http.Post(simURL+"/sim/faults", "application/json", strings.NewReader(fault))
+		if err != nil {
+			t.Fatalf("POST /sim/faults: %v", err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("POST /sim/faults: %s", resp.Status)
+		}
 		req, err := http.NewRequest(http.MethodPost, appURL+"/invalidate",
 			strings.NewReader(`{"access_token":"`+tok.AccessToken+`"}`))
 		if err != nil {
@@ -98,7 +114,7 @@ func TestDevTTLsCountDown(t *testing.T) {
 		}
 		req.Header.Set("Authorization", "Bearer "+key)
 		req.Header.Set("Content-Type", "application/json")
-		resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+		resp, err = (&http.Client{Timeout: 10 * time.Second}).Do(req)
 		if err != nil {
 			t.Fatalf("POST invalidate: %v", err)
 		}
