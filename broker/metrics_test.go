@@ -101,13 +101,19 @@ func TestFirstConfigErrorExportsStoppedState(t *testing.T) {
 	e.sim.Fail(wechat.APIStableToken, 1, wechattest.Fault{Errcode: 40164})
 	n := e.start("a")
 	leader(t, 5*time.Second, n)
-	token(t, n, healthy.AppID)
+	// Fail(…, 1, …) answers the first stable_token call, and the two stable
+	// apps are refreshed concurrently: the 40164 goes to either. Wait for the
+	// token of whichever one it missed.
+	waitFor(t, 30*time.Second, "a token for the stable app the 40164 missed", func() bool {
+		_, errW := n.b.AccessToken(testNS, whitelist.AppID)
+		_, errH := n.b.AccessToken(testNS, healthy.AppID)
+		return errW == nil || errH == nil
+	})
 
 	want := map[string]float64{
 		"appid=" + badSecret.AppID + ",errcode=40125,kind=access_token,wx_namespace=" + testNS: 1,
 	}
-	// Fail(…, 1, …) answers the first stable_token call: either stable app.
-	waitFor(t, 5*time.Second, "both stopped states", func() bool {
+	waitFor(t, 30*time.Second, "both stopped states", func() bool {
 		return len(gathered(t, n.reg, "wxbroker_refresh_stopped")) == 2
 	})
 	got := gathered(t, n.reg, "wxbroker_refresh_stopped")
