@@ -291,7 +291,7 @@ func waitUp(addr, pw, logPath string, p *proc) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not answering PING as process %d after %s (answered by process %d, %v):\n%s",
+			return fmt.Errorf("%s not answering PING as process %d after %s (answered by process %d, %w):\n%s",
 				addr, p.cmd.Process.Pid, upTimeout, pid, err, tail(logPath))
 		}
 		time.Sleep(10 * time.Millisecond)
