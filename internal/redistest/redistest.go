@@ -291,8 +291,11 @@ func waitUp(addr, pw, logPath string, p *proc) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not answering PING as process %d after %s (answered by process %d, %w):\n%s",
-				addr, p.cmd.Process.Pid, upTimeout, pid, err, tail(logPath))
+			if err == nil {
+				err = fmt.Errorf("answered by process %d", pid)
+			}
+			return fmt.Errorf("%s not answering PING as process %d after %s: %w:\n%s",
+				addr, p.cmd.Process.Pid, upTimeout, err, tail(logPath))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
