@@ -195,7 +195,7 @@ func leader(t testing.TB, within time.Duration, nodes ...*node) *node {
 func token(t testing.TB, n *node, appid string) Token {
 	t.Helper()
 	var tok Token
-	waitFor(t, 5*time.Second, "an access token for "+appid, func() bool {
+	waitFor(t, 30*time.Second, "an access token for "+appid, func() bool {
 		var err error
 		tok, err = n.b.AccessToken(testNS, appid)
 		return err == nil

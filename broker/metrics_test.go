@@ -108,7 +108,7 @@ func TestFirstConfigErrorExportsStoppedState(t *testing.T) {
 		"appid=" + badSecret.AppID + ",errcode=40125,kind=access_token,wx_namespace=" + testNS: 1,
 		"appid=" + whitelist.AppID + ",errcode=40164,kind=access_token,wx_namespace=" + testNS: 1,
 	}
-	waitFor(t, 5*time.Second, "both stopped states", func() bool {
+	waitFor(t, 30*time.Second, "both stopped states", func() bool {
 		return len(gathered(t, n.reg, "wxbroker_refresh_stopped")) == 2
 	})
 	got := gathered(t, n.reg, "wxbroker_refresh_stopped")

@@ -8,6 +8,7 @@ package redistest
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -33,8 +34,9 @@ type Server struct {
 	dir  string
 	args []string
 
-	mu  sync.Mutex
-	cmd *proc
+	mu      sync.Mutex
+	cmd     *proc
+	started bool // Addr is fixed once the server has run
 }
 
 // Start starts a redis-server on a free loopback port with persistence off and
@@ -64,14 +66,33 @@ func (s *Server) Start() {
 	if s.cmd != nil {
 		return
 	}
-	_, port, _ := net.SplitHostPort(s.Addr)
-	args := append([]string{
-		"--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no",
-		"--dir", s.dir, "--protected-mode", "yes", "--daemonize", "no",
-	}, s.args...)
-	s.cmd = startProcess(s.t, s.bin, args, filepath.Join(s.dir, "redis.log"))
-	waitPing(s.t, s.Addr, password(s.args), filepath.Join(s.dir, "redis.log"))
+	for attempt := 1; ; attempt++ {
+		_, port, _ := net.SplitHostPort(s.Addr)
+		args := append([]string{
+			"--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no",
+			"--dir", s.dir, "--protected-mode", "yes", "--daemonize", "no",
+		}, s.args...)
+		logPath := filepath.Join(s.dir, "redis.log")
+		p := startProcess(s.t, s.bin, args, logPath)
+		err := waitUp(s.Addr, password(s.args), logPath, p)
+		if err == nil {
+			s.cmd, s.started = p, true
+			return
+		}
+		stopProcess(p)
+		// The port FreePort found was taken before redis-server bound it
+		// (parallel tests bind and dial loopback ports all the time): on
+		// the first start, another free port will do.
+		if errors.Is(err, errPortTaken) && !s.started && attempt < startAttempts {
+			s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(s.t)))
+			continue
+		}
+		s.t.Fatalf("redistest: redis-server: %v", err)
+	}
 }
+
+// startAttempts is how many free ports a first start tries.
+const startAttempts = 5
 
 // Stop terminates the server and waits for it to exit. Stopping a stopped
 // server does nothing.
@@ -133,23 +154,35 @@ func StartSentinel(t testing.TB, master *Server, name string) *Sentinel {
 	t.Helper()
 	bin := lookPath(t, "redis-sentinel")
 	dir := t.TempDir()
-	port := FreePort(t)
 	host, mport, _ := net.SplitHostPort(master.Addr)
-	conf := fmt.Sprintf("port %d\nbind 127.0.0.1\ndaemonize no\nprotected-mode no\ndir %s\n"+
-		"sentinel monitor %s %s %s 1\nsentinel down-after-milliseconds %s 1000\nsentinel failover-timeout %s 3000\n",
-		port, dir, name, host, mport, name, name)
-	if pw := password(master.args); pw != "" {
-		conf += fmt.Sprintf("sentinel auth-pass %s %s\n", name, pw)
-	}
-	confPath := filepath.Join(dir, "sentinel.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
-		t.Fatalf("redistest: write sentinel config: %v", err)
-	}
 	logPath := filepath.Join(dir, "sentinel.log")
-	cmd := startProcess(t, bin, []string{confPath}, logPath)
-	s := &Sentinel{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), cmd: cmd}
-	t.Cleanup(func() { stopProcess(cmd) })
-	waitPing(t, s.Addr, "", logPath)
+	var s *Sentinel
+	for attempt := 1; s == nil; attempt++ {
+		port := FreePort(t)
+		conf := fmt.Sprintf("port %d\nbind 127.0.0.1\ndaemonize no\nprotected-mode no\ndir %s\n"+
+			"sentinel monitor %s %s %s 1\nsentinel down-after-milliseconds %s 1000\nsentinel failover-timeout %s 3000\n",
+			port, dir, name, host, mport, name, name)
+		if pw := password(master.args); pw != "" {
+			conf += fmt.Sprintf("sentinel auth-pass %s %s\n", name, pw)
+		}
+		confPath := filepath.Join(dir, "sentinel.conf")
+		if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+			t.Fatalf("redistest: write sentinel config: %v", err)
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		cmd := startProcess(t, bin, []string{confPath}, logPath)
+		err := waitUp(addr, "", logPath, cmd)
+		switch {
+		case err == nil:
+			s = &Sentinel{Addr: addr, cmd: cmd}
+			t.Cleanup(func() { stopProcess(cmd) })
+		case errors.Is(err, errPortTaken) && attempt < startAttempts:
+			stopProcess(cmd)
+		default:
+			stopProcess(cmd)
+			t.Fatalf("redistest: redis-sentinel: %v", err)
+		}
+	}
 	c := redis.NewSentinelClient(&redis.Options{Addr: s.Addr})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
@@ -227,23 +260,59 @@ func stopProcess(p *proc) {
 	}
 }
 
-func waitPing(t testing.TB, addr, pw, logPath string) {
-	t.Helper()
+// errPortTaken: the process exited because another one held its port.
+var errPortTaken = errors.New("port already in use")
+
+// upTimeout bounds how long a started process may take to answer: generous,
+// as a loaded CI machine starts processes slowly.
+const upTimeout = 30 * time.Second
+
+// waitUp waits until p answers PING on addr as itself, or exits. Another
+// server answering on the port (one that took it first) is not p: p will
+// exit with errPortTaken.
+func waitUp(addr, pw, logPath string, p *proc) error {
 	c := redis.NewClient(&redis.Options{Addr: addr, Password: pw, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(upTimeout)
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		err := c.Ping(ctx).Err()
+		select {
+		case <-p.done:
+			log := tail(logPath)
+			if strings.Contains(log, "Address already in use") {
+				return fmt.Errorf("%w: %s:\n%s", errPortTaken, addr, log)
+			}
+			return fmt.Errorf("exited before answering on %s:\n%s", addr, log)
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		pid, err := serverPID(ctx, c)
 		cancel()
-		if err == nil {
-			return
+		if err == nil && pid == p.cmd.Process.Pid {
+			return nil
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("redistest: %s not answering PING after 10s: %v\n%s", addr, err, tail(logPath))
+			if err == nil {
+				err = fmt.Errorf("answered by process %d", pid)
+			}
+			return fmt.Errorf("%s not answering PING as process %d after %s: %w:\n%s",
+				addr, p.cmd.Process.Pid, upTimeout, err, tail(logPath))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// serverPID is the process_id the server on c's address reports.
+func serverPID(ctx context.Context, c *redis.Client) (int, error) {
+	info, err := c.Info(ctx, "server").Result()
+	if err != nil {
+		return 0, fmt.Errorf("INFO server: %w", err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok {
+			return strconv.Atoi(v)
+		}
+	}
+	return 0, errors.New("INFO server: no process_id")
 }
 
 func password(args []string) string {
