@@ -8,12 +8,14 @@ import (
 
 	"github.com/bsm/redislock"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/wxbroker/wxbroker/config"
 	"github.com/wxbroker/wxbroker/internal/redistest"
 	"github.com/wxbroker/wxbroker/metrics"
+	"github.com/wxbroker/wxbroker/wechat/wechattest"
 )
 
 // idleBroker builds a broker that is not running, for direct store tests.
@@ -136,5 +138,48 @@ func TestRecordRoundTrip(t *testing.T) {
 	}
 	if _, err := other.AccessToken(testNS, appID(1)); !errors.Is(err, ErrNoToken) {
 		t.Errorf("AccessToken(no token yet) = %v; want ErrNoToken", err)
+	}
+}
+
+// TestFencedRejectionStepsDown (invariant 2): a leader whose write the fence
+// rejects (a newer epoch exists) steps down instead of leading on with
+// writes that can never land, and leadership resumes under a new epoch.
+func TestFencedRejectionStepsDown(t *testing.T) {
+	app := classicApp(1)
+	cfg := testConfig(t, app)
+	e := newEnv(t, wechattest.Options{}, cfg)
+	n := e.start("a")
+	leader(t, 5*time.Second, n)
+	cur := token(t, n, app.AppID)
+	tm := n.b.term.Load()
+	newer, err := e.redis.Client(t).Incr(context.Background(), n.b.store.keys.epoch()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := n.wx.total()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	got, err := n.b.Invalidate(ctx, testNS, app.AppID, cur.AccessToken, metrics.SourceClient)
+	select {
+	case <-tm.ctx.Done():
+	case <-time.After(2 * time.Second):
+		t.Fatal("the leader still leads after its write was fenced out")
+	}
+	if cause := context.Cause(tm.ctx); !errors.Is(cause, errFenced) {
+		t.Errorf("term ended by %v; want errFenced", cause)
+	}
+	if v := testutil.ToFloat64(n.m.FencedWritesRejected); v < 1 {
+		t.Errorf("wxbroker_fenced_writes_rejected_total = %v; want at least 1", v)
+	}
+	waitFor(t, 5*time.Second, "leadership under a newer epoch", func() bool {
+		nt := n.b.term.Load()
+		return nt != nil && nt != tm && nt.epoch > newer
+	})
+	// The report was handed on to the next term, which refreshed once.
+	if err != nil || got.AccessToken == cur.AccessToken {
+		t.Errorf("Invalidate = generation %d, %v; want a new token from the next term", got.Generation, err)
+	}
+	if d := n.wx.total() - calls; d != 1 {
+		t.Errorf("%d credential calls for one invalidation; want 1 (none under the fenced term)", d)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -18,6 +19,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/wxbroker/wxbroker/config"
+	"github.com/wxbroker/wxbroker/internal/clocktest"
 	"github.com/wxbroker/wxbroker/internal/redistest"
 	"github.com/wxbroker/wxbroker/metrics"
 	"github.com/wxbroker/wxbroker/wechat"
@@ -289,3 +291,40 @@ func noSecrets(t testing.TB, n *node, secrets ...string) {
 }
 
 func zapNop() *zap.Logger { return zap.NewNop() }
+
+// These tests pin down the invariants of docs/ARCHITECTURE.md, each tagged
+// "(invariant N)" with the rule's number there, that the scenario tests
+// elsewhere exercise only in passing: each fails if the invariant it names is
+// broken (they were checked against mutations of the broker).
+
+// withClock makes the node's broker follow clock.
+func withClock(clock *clocktest.Clock) nodeOpt {
+	return func(n *node, _ *redis.Options) {
+		n.setup = func(b *Broker) { b.now = clock.Now }
+	}
+}
+
+// settle waits until the leader has queued every item for a time after the
+// clock's: a refresh still finishing when the clock jumps would take the jump
+// for a token that came back already due.
+func settle(t *testing.T, n *node, clock *clocktest.Clock) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "the scheduler to settle", func() bool {
+		tm := n.b.term.Load()
+		if tm == nil {
+			return false
+		}
+		for _, it := range n.b.items {
+			if due := tm.sched.scheduledAt(it); due.IsZero() || !due.After(clock.Now()) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// refreshErrors is wxbroker_token_refresh_total{result="error"} for appid's
+// access token.
+func refreshErrors(n *node, appid string) float64 {
+	return testutil.ToFloat64(n.m.TokenRefresh.WithLabelValues(testNS, appid, KindAccessToken, metrics.ResultError))
+}

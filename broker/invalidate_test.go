@@ -253,3 +253,39 @@ func TestTicketFollowsToken(t *testing.T) {
 		t.Errorf("wxbroker_invalid_credential_total{source=broker} = %v; want 1", v)
 	}
 }
+
+// TestStableInvalidationTriesNormalModeFirst (invariant 4): when a stable token
+// fails because someone else forced a refresh, a normal-mode call already
+// returns the newer token, so the broker spends no forced refresh.
+func TestStableInvalidationTriesNormalModeFirst(t *testing.T) {
+	app := stableApp(1)
+	cfg := testConfig(t, app)
+	e := newEnv(t, wechattest.Options{ForceMinInterval: time.Millisecond}, cfg)
+	n := e.start("a")
+	leader(t, 5*time.Second, n)
+	cur := token(t, n, app.AppID)
+	laptop, err := wechat.New(wechat.Options{BaseURL: e.sim.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := laptop.StableToken(context.Background(), app.AppID, secretOf(app.AppID), true)
+	if err != nil {
+		t.Fatalf("external forced refresh: %v", err)
+	}
+	if e.sim.TokenValid(app.AppID, cur.AccessToken) {
+		t.Fatal("the broker's token survived the external forced refresh")
+	}
+	got, err := n.b.Invalidate(context.Background(), testNS, app.AppID, cur.AccessToken, metrics.SourceClient)
+	if err != nil {
+		t.Fatalf("Invalidate: %v", err)
+	}
+	if got.AccessToken != theirs.AccessToken {
+		t.Errorf("Invalidate returned generation %d, not the token WeChat already hands out", got.Generation)
+	}
+	if f := n.wx.forced.Load(); f != 0 {
+		t.Errorf("%d forced refreshes; want 0 (the normal-mode call returned a new token)", f)
+	}
+	if st := n.b.Status(context.Background()); st.Apps[0].ForcedToday != 0 {
+		t.Errorf("forced_today = %d; want 0", st.Apps[0].ForcedToday)
+	}
+}

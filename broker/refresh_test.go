@@ -2,13 +2,17 @@ package broker
 
 import (
 	"context"
+	"errors"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/wxbroker/wxbroker/config"
+	"github.com/wxbroker/wxbroker/internal/clocktest"
 	"github.com/wxbroker/wxbroker/internal/redistest"
 	"github.com/wxbroker/wxbroker/metrics"
 	"github.com/wxbroker/wxbroker/wechat"
@@ -140,4 +144,156 @@ func TestNonRetryableErrorsStopRetries(t *testing.T) {
 		t.Errorf("Inspect = %+v, %v; want the 45009 error", st, err)
 	}
 	noSecrets(t, n, secretOf(quota.AppID), "wrong-secret")
+}
+
+// TestExpiredNeverServed (invariant 3): while refreshes fail the cached token and
+// ticket are served until they expire, and never after.
+func TestExpiredNeverServed(t *testing.T) {
+	clock := clocktest.New(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
+	app := classicApp(1, "jsapi")
+	cfg := testConfig(t, app)
+	e := newEnv(t, wechattest.Options{Now: clock.Now}, cfg)
+	n := e.start("a", withClock(clock))
+	leader(t, 5*time.Second, n)
+	tok := token(t, n, app.AppID)
+	var tk Ticket
+	waitFor(t, 5*time.Second, "a ticket", func() bool {
+		var err error
+		tk, err = n.b.Ticket(testNS, app.AppID, "jsapi")
+		return err == nil
+	})
+	settle(t, n, clock)
+	e.sim.Fail(wechat.APIToken, 1000, wechattest.Fault{Errcode: -1})
+	e.sim.Fail(wechat.APIGetTicket, 1000, wechattest.Fault{Errcode: -1})
+
+	end := tok.ExpiresAt
+	if tk.ExpiresAt.After(end) {
+		end = tk.ExpiresAt
+	}
+	clock.Set(end.Add(-time.Second))
+	waitFor(t, 5*time.Second, "a failed refresh", func() bool { return refreshErrors(n, app.AppID) >= 1 })
+	if got, err := n.b.AccessToken(testNS, app.AppID); err != nil || got.AccessToken != tok.AccessToken {
+		t.Errorf("AccessToken 1s before expiry, refresh failing = generation %d, %v; want the cached token", got.Generation, err)
+	}
+	if got, err := n.b.Ticket(testNS, app.AppID, "jsapi"); err != nil || got.Ticket != tk.Ticket {
+		t.Errorf("Ticket 1s before expiry, refresh failing = %v; want the cached ticket", err)
+	}
+
+	clock.Set(end)
+	if got, err := n.b.AccessToken(testNS, app.AppID); !errors.Is(err, ErrNoToken) {
+		t.Errorf("AccessToken at expiry = generation %d expiring %v, %v; want ErrNoToken", got.Generation, got.ExpiresAt, err)
+	}
+	if _, err := n.b.Ticket(testNS, app.AppID, "jsapi"); !errors.Is(err, ErrNoToken) {
+		t.Errorf("Ticket at expiry = %v; want ErrNoToken", err)
+	}
+	if _, _, ok := n.b.AppByToken(tok.AccessToken); ok {
+		t.Error("AppByToken accepts an expired token")
+	}
+	if err := n.b.Ready(); err == nil {
+		t.Error("Ready() = nil with only an expired token")
+	}
+}
+
+// TestUnknownOutcomeShortensStoredToken (invariant 3): when a classic fetch may
+// have minted a token (the response was lost), the stored token is treated
+// as ending after WeChat's overlap, so it is not served once WeChat killed it.
+func TestUnknownOutcomeShortensStoredToken(t *testing.T) {
+	clock := clocktest.New(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
+	app := classicApp(1)
+	cfg := testConfig(t, app)
+	e := newEnv(t, wechattest.Options{Now: clock.Now}, cfg) // 300 s overlap
+	n := e.start("a", withClock(clock))
+	leader(t, 5*time.Second, n)
+	first := token(t, n, app.AppID)
+	settle(t, n, clock)
+	// net/http replays a request whose connection closed before any answer:
+	// two dropped responses, both minting, then plain failures.
+	e.sim.Fail(wechat.APIToken, 2, wechattest.Fault{DropResponse: true})
+	e.sim.Fail(wechat.APIToken, 100, wechattest.Fault{Errcode: -1})
+	start := first.ExpiresAt.Add(-25 * time.Minute) // due: less than 25% left
+	clock.Set(start)
+	waitFor(t, 5*time.Second, "the failed refresh", func() bool { return refreshErrors(n, app.AppID) >= 1 })
+	if e.sim.TokensIssued(app.AppID) < 2 {
+		t.Fatal("the dropped response minted no token")
+	}
+	tok, err := n.b.AccessToken(testNS, app.AppID)
+	if err != nil || tok.AccessToken != first.AccessToken {
+		t.Fatalf("AccessToken within the overlap = generation %d, %v; want the stored token", tok.Generation, err)
+	}
+	if limit := start.Add(overlapDefault); tok.ExpiresAt.After(limit) {
+		t.Errorf("stored token still expires %s after the unknown outcome; want at most the %s overlap",
+			tok.ExpiresAt.Sub(start), overlapDefault)
+	}
+	clock.Set(start.Add(overlapDefault + time.Second))
+	if e.sim.TokenValid(app.AppID, first.AccessToken) {
+		t.Fatal("the superseded token is still valid at the simulator after the overlap")
+	}
+	if got, err := n.b.AccessToken(testNS, app.AppID); !errors.Is(err, ErrNoToken) {
+		t.Errorf("AccessToken after the overlap = generation %d (valid at WeChat: %v), %v; want ErrNoToken",
+			got.Generation, e.sim.TokenValid(app.AppID, got.AccessToken), err)
+	}
+}
+
+// inflightWeChat tracks how many token calls run at once. Each call waits
+// (briefly) for limit calls to be in flight, so that a scheduler allowing
+// more would show it.
+type inflightWeChat struct {
+	WeChat
+	limit int
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	inflight int
+	max      int
+}
+
+func (w *inflightWeChat) Token(ctx context.Context, appID, secret string) (wechat.Token, error) {
+	w.mu.Lock()
+	w.inflight++
+	w.max = max(w.max, w.inflight)
+	w.cond.Broadcast()
+	deadline := time.Now().Add(150 * time.Millisecond)
+	stop := context.AfterFunc(ctx, func() { w.mu.Lock(); w.cond.Broadcast(); w.mu.Unlock() })
+	timer := time.AfterFunc(time.Until(deadline), func() { w.mu.Lock(); w.cond.Broadcast(); w.mu.Unlock() })
+	for w.inflight < w.limit && time.Now().Before(deadline) && ctx.Err() == nil {
+		w.cond.Wait()
+	}
+	w.mu.Unlock()
+	stop()
+	timer.Stop()
+	defer func() {
+		w.mu.Lock()
+		w.inflight--
+		w.mu.Unlock()
+	}()
+	return w.WeChat.Token(ctx, appID, secret)
+}
+
+// TestRefreshConcurrencyBound (invariant 3): no more than refresh.concurrency
+// credential calls run at once, however many tokens fall due together.
+func TestRefreshConcurrencyBound(t *testing.T) {
+	var apps []*config.App
+	for i := range 6 {
+		apps = append(apps, classicApp(i+1))
+	}
+	cfg := testConfig(t, apps...)
+	cfg.Refresh.Concurrency = 2
+	e := newEnv(t, wechattest.Options{}, cfg)
+	w := &inflightWeChat{limit: cfg.Refresh.Concurrency}
+	w.cond = sync.NewCond(&w.mu)
+	n := e.start("a", func(n *node, _ *redis.Options) {
+		n.setup = func(b *Broker) {
+			w.WeChat = b.wx
+			b.wx = w
+		}
+	})
+	leader(t, 5*time.Second, n)
+	for _, a := range apps {
+		token(t, n, a.AppID)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.max != cfg.Refresh.Concurrency {
+		t.Errorf("at most %d token calls ran at once; want refresh.concurrency = %d", w.max, cfg.Refresh.Concurrency)
+	}
 }

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -152,5 +153,108 @@ func TestTicketWaitsForItsTokenInFlight(t *testing.T) {
 	})
 	if got := e.sim.Calls(wechat.APIGetTicket, app.AppID); got != 2 {
 		t.Errorf("getticket calls = %d; want 2, one per access token", got)
+	}
+}
+
+// TestRefreshSchedule (invariant 3): classic tokens fall due when before_expiry
+// (25%) of their life is left, spread by up to jitter (10%) earlier; stable
+// tokens inside WeChat's rotation window. Tokens fetched at the same instant
+// do not fall due at the same instant.
+func TestRefreshSchedule(t *testing.T) {
+	clock := clocktest.New(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
+	var apps []*config.App
+	for i := range 6 {
+		apps = append(apps, classicApp(i+1))
+	}
+	stable := stableApp(7)
+	apps = append(apps, stable)
+	cfg := testConfig(t, apps...)
+	cfg.Refresh.StableRotationWindow = 5 * time.Minute
+	e := newEnv(t, wechattest.Options{Now: clock.Now}, cfg)
+	n := e.start("a", withClock(clock))
+	leader(t, 5*time.Second, n)
+	tm := n.b.term.Load()
+	now := clock.Now()
+	dues := map[time.Time]bool{}
+	for _, a := range apps {
+		tok := token(t, n, a.AppID)
+		if tok.ExpiresAt.Sub(now) != 7200*time.Second {
+			t.Fatalf("token of %s expires at %v; want 7200 s after the frozen clock", a.AppID, tok.ExpiresAt)
+		}
+		it := n.b.apps[testNS][a.AppID].token
+		var due time.Time
+		waitFor(t, 5*time.Second, "the next refresh of "+a.AppID+" scheduled", func() bool {
+			due = tm.sched.scheduledAt(it)
+			return due.After(now)
+		})
+		lo, hi := now.Add(7200*time.Second*65/100), now.Add(7200*time.Second*75/100) // 25% left, up to 10% earlier
+		if a == stable {
+			lo, hi = tok.ExpiresAt.Add(-4*time.Minute), tok.ExpiresAt.Add(-3*time.Minute-30*time.Second) // 80% of the window left, jitter later
+		}
+		if due.Before(lo) || due.After(hi) {
+			t.Errorf("%s (%s) due %s after the fetch; want %s..%s", a.AppID, a.TokenMode, due.Sub(now), lo.Sub(now), hi.Sub(now))
+		}
+		if a != stable {
+			dues[due] = true
+		}
+	}
+	if len(dues) != len(apps)-1 {
+		t.Errorf("%d classic tokens fetched together fall due at %d distinct times; want %d (jitter)", len(apps)-1, len(dues), len(apps)-1)
+	}
+}
+
+// TestRetryBackoff (invariant 3): failed refreshes back off exponentially on the
+// broker's clock, and at least 60 s after 45011.
+func TestRetryBackoff(t *testing.T) {
+	tests := []struct {
+		name   string
+		code   int
+		lo, hi [2]time.Duration // bounds of the first and second wait
+	}{
+		// backoffMin is 50ms in tests, then doubling, ±20%.
+		{"errcode -1", -1, [2]time.Duration{40 * time.Millisecond, 80 * time.Millisecond}, [2]time.Duration{60 * time.Millisecond, 120 * time.Millisecond}},
+		{"45011 minute quota", 45011, [2]time.Duration{time.Minute, time.Minute}, [2]time.Duration{time.Minute, time.Minute}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := clocktest.New(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
+			app := classicApp(1)
+			// The subject is the spacing of retries after WeChat errors: a
+			// successful call that outlasts a tight timeout on a loaded
+			// machine would be one more failure and one more call.
+			cfg := loadTolerant(testConfig(t, app))
+			e := newEnv(t, wechattest.Options{Now: clock.Now}, cfg)
+			n := e.start("a", withClock(clock))
+			leader(t, 5*time.Second, n)
+			first := token(t, n, app.AppID)
+			tm := n.b.term.Load()
+			it := n.b.apps[testNS][app.AppID].token
+			settle(t, n, clock)
+			e.sim.Fail(wechat.APIToken, 2, wechattest.Fault{Errcode: tc.code})
+			// Past the refresh time, with room for 60 s waits before expiry.
+			clock.Set(first.ExpiresAt.Add(-5 * time.Minute))
+			for i := range 2 {
+				var due time.Time
+				waitFor(t, 30*time.Second, fmt.Sprintf("failed attempt %d", i+1), func() bool {
+					due = tm.sched.scheduledAt(it)
+					return refreshErrors(n, app.AppID) >= float64(i+1) && !due.IsZero()
+				})
+				if got := refreshErrors(n, app.AppID); got != float64(i+1) {
+					t.Fatalf("%v failed attempts; want %d (no retry before the clock moves)", got, i+1)
+				}
+				wait := due.Sub(clock.Now())
+				if wait < tc.lo[i] || wait > tc.hi[i] {
+					t.Fatalf("wait after failure %d = %s; want %s..%s", i+1, wait, tc.lo[i], tc.hi[i])
+				}
+				clock.Advance(wait)
+			}
+			waitFor(t, 30*time.Second, "the refresh after the faults", func() bool {
+				tok, err := n.b.AccessToken(testNS, app.AppID)
+				return err == nil && tok.Generation > first.Generation
+			})
+			if got := e.sim.Calls(wechat.APIToken, app.AppID); got != 4 {
+				t.Errorf("token calls = %d; want 4 (first, two failures, success)", got)
+			}
+		})
 	}
 }

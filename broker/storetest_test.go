@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -9,7 +10,10 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/wxbroker/wxbroker/config"
 	"github.com/wxbroker/wxbroker/internal/redistest"
+	"github.com/wxbroker/wxbroker/metrics"
+	"github.com/wxbroker/wxbroker/wechat/wechattest"
 )
 
 // The store conformance suite runs the same checks against every Redis the
@@ -412,4 +416,79 @@ func runStoreSuite(t *testing.T, newStore func(t *testing.T) *store) {
 			t.Error("an already expired token was indexed as issued")
 		}
 	})
+}
+
+// TestNamespaceKeys (invariant 6): every per-app Redis key lives under its
+// namespace, and a namespace's hashes hold only its own apps.
+func TestNamespaceKeys(t *testing.T) {
+	prodApp, stagingApp := classicApp(1, "jsapi"), classicApp(2)
+	cfg := testConfig(t, prodApp)
+	cfg.Namespaces["staging"] = &config.Namespace{Apps: []*config.App{stagingApp}}
+	cfg.Refresh.ForceMinInterval = time.Minute // leaves a forcelast marker
+	e := newEnv(t, wechattest.Options{}, cfg)
+	n := e.start("a")
+	leader(t, 5*time.Second, n)
+	apps := map[string]*config.App{testNS: prodApp, "staging": stagingApp}
+	for ns, a := range apps {
+		var cur Token
+		waitFor(t, 5*time.Second, "a token in "+ns, func() bool {
+			var err error
+			cur, err = n.b.AccessToken(ns, a.AppID)
+			return err == nil
+		})
+		if _, err := n.b.Invalidate(context.Background(), ns, a.AppID, cur.AccessToken, metrics.SourceClient); err != nil {
+			t.Fatalf("Invalidate in %s: %v", ns, err)
+		}
+	}
+	waitFor(t, 5*time.Second, "the ticket", func() bool {
+		_, err := n.b.Ticket(testNS, prodApp.AppID, "jsapi")
+		return err == nil
+	})
+
+	ctx := context.Background()
+	rdb := e.redis.Client(t)
+	k := n.b.store.keys
+	all, err := rdb.Keys(ctx, k.p+"*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	global := map[string]bool{k.lock(): true, k.epoch(): true, k.rev(): true}
+	kinds := map[string]map[string]bool{testNS: {}, "staging": {}}
+	for _, key := range all {
+		if global[key] {
+			continue
+		}
+		rest, ok := strings.CutPrefix(key, k.p+":ns:")
+		ns, rest, ok2 := strings.Cut(rest, ":")
+		a := apps[ns]
+		if !ok || !ok2 || a == nil {
+			t.Errorf("key %q is not under a namespace", key)
+			continue
+		}
+		kind, _, _ := strings.Cut(rest, ":")
+		kinds[ns][kind] = true
+		for other, o := range apps {
+			if other != ns && strings.Contains(rest, o.AppID) {
+				t.Errorf("key %q of namespace %s names %s's app", key, ns, other)
+			}
+		}
+	}
+	for ns, a := range apps {
+		for _, want := range []string{"tok", "st", "quota", "force", "forcelast"} {
+			if !kinds[ns][want] {
+				t.Errorf("no %q key under namespace %s (keys: %v)", want, ns, all)
+			}
+		}
+		for _, h := range []string{k.tok(ns), k.status(ns)} {
+			fields, err := rdb.HKeys(ctx, h).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range fields {
+				if !strings.HasPrefix(f, a.AppID+"/") {
+					t.Errorf("hash %s holds %q, not an app of namespace %s", h, f, ns)
+				}
+			}
+		}
+	}
 }
