@@ -1,38 +1,19 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/wxbroker/wxbroker/internal/logtest"
 	"go.uber.org/zap/zaptest"
 )
-
-// syncBuffer is an io.Writer safe for the dev goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 var (
 	devRedisLine = regexp.MustCompile(`(?m)^embedded Redis\s+(\S+)$`)
@@ -46,7 +27,7 @@ var (
 // as the process ran).
 func TestDevTTLsCountDown(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	var stdout syncBuffer
+	var stdout logtest.Buffer
 	done := make(chan error, 1)
 	go func() { done <- dev(ctx, "127.0.0.1:0", "", zaptest.NewLogger(t), &stdout, io.Discard) }()
 	t.Cleanup(func() {
