@@ -19,6 +19,14 @@ import (
 // returns the tokens they got back.
 func invalidateAll(t testing.TB, nodes []*node, appid, failed string, n int) ([]Token, []error) {
 	t.Helper()
+	return reportAll(nodes, n, func(ctx context.Context, b *Broker) (Token, error) {
+		return b.Invalidate(ctx, testNS, appid, failed, metrics.SourceClient)
+	})
+}
+
+// reportAll runs report from n goroutines spread over nodes, all released
+// at once, and returns what each got back.
+func reportAll(nodes []*node, n int, report func(context.Context, *Broker) (Token, error)) ([]Token, []error) {
 	toks := make([]Token, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -26,10 +34,10 @@ func invalidateAll(t testing.TB, nodes []*node, appid, failed string, n int) ([]
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			// Generous: 200 goroutines wait for one refresh on a loaded machine.
+			// Generous: hundreds of goroutines wait for one refresh on a loaded machine.
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			toks[i], errs[i] = nodes[i%len(nodes)].b.Invalidate(ctx, testNS, appid, failed, metrics.SourceClient)
+			toks[i], errs[i] = report(ctx, nodes[i%len(nodes)].b)
 		})
 	}
 	close(start)

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,21 +17,9 @@ import (
 // all released at once.
 func reportAllUnproven(t testing.TB, nodes []*node, appid, failed string, n int) ([]Token, []error) {
 	t.Helper()
-	toks := make([]Token, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			toks[i], errs[i] = nodes[i%len(nodes)].b.InvalidateUnproven(ctx, testNS, appid, failed, metrics.SourceCompat)
-		})
-	}
-	close(start)
-	wg.Wait()
-	return toks, errs
+	return reportAll(nodes, n, func(ctx context.Context, b *Broker) (Token, error) {
+		return b.InvalidateUnproven(ctx, testNS, appid, failed, metrics.SourceCompat)
+	})
 }
 
 // slowHostConfig gives WeChat calls room on a loaded test host: 1000
