@@ -17,22 +17,7 @@ import (
 // one second of life is not served (an answer "expires_in": 0 is of no use),
 // while one with a second left still is.
 func TestNothingServedUnderOneSecond(t *testing.T) {
-	clock := clocktest.New(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
-	app := classicApp(1, "jsapi")
-	cfg := testConfig(t, app)
-	e := newEnv(t, wechattest.Options{Now: clock.Now}, cfg)
-	n := e.start("a", withClock(clock))
-	leader(t, 5*time.Second, n)
-	tok := token(t, n, app.AppID)
-	var tk Ticket
-	waitFor(t, 5*time.Second, "a ticket", func() bool {
-		var err error
-		tk, err = n.b.Ticket(testNS, app.AppID, "jsapi")
-		return err == nil
-	})
-	settle(t, n, clock)
-	e.sim.Fail(wechat.APIToken, 1000, wechattest.Fault{Errcode: -1})
-	e.sim.Fail(wechat.APIGetTicket, 1000, wechattest.Fault{Errcode: -1})
+	n, clock, app, tok, tk := failingRefreshes(t)
 
 	clock.Set(tok.ExpiresAt.Add(-minServeLife))
 	if got, err := n.b.AccessToken(testNS, app.AppID); err != nil || got.AccessToken != tok.AccessToken {

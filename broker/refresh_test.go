@@ -149,22 +149,7 @@ func TestNonRetryableErrorsStopRetries(t *testing.T) {
 // TestExpiredNeverServed (invariant 3): while refreshes fail the cached token and
 // ticket are served until they expire, and never after.
 func TestExpiredNeverServed(t *testing.T) {
-	clock := clocktest.New(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
-	app := classicApp(1, "jsapi")
-	cfg := testConfig(t, app)
-	e := newEnv(t, wechattest.Options{Now: clock.Now}, cfg)
-	n := e.start("a", withClock(clock))
-	leader(t, 5*time.Second, n)
-	tok := token(t, n, app.AppID)
-	var tk Ticket
-	waitFor(t, 5*time.Second, "a ticket", func() bool {
-		var err error
-		tk, err = n.b.Ticket(testNS, app.AppID, "jsapi")
-		return err == nil
-	})
-	settle(t, n, clock)
-	e.sim.Fail(wechat.APIToken, 1000, wechattest.Fault{Errcode: -1})
-	e.sim.Fail(wechat.APIGetTicket, 1000, wechattest.Fault{Errcode: -1})
+	n, clock, app, tok, tk := failingRefreshes(t)
 
 	end := tok.ExpiresAt
 	if tk.ExpiresAt.After(end) {
@@ -296,4 +281,28 @@ func TestRefreshConcurrencyBound(t *testing.T) {
 	if w.max != cfg.Refresh.Concurrency {
 		t.Errorf("at most %d token calls ran at once; want refresh.concurrency = %d", w.max, cfg.Refresh.Concurrency)
 	}
+}
+
+// failingRefreshes starts a leader on a hand-moved clock with a classic app
+// and its jsapi ticket, waits for both, then makes every further token and
+// ticket call fail with errcode -1.
+func failingRefreshes(t *testing.T) (*node, *clocktest.Clock, *config.App, Token, Ticket) {
+	t.Helper()
+	clock := clocktest.New(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
+	app := classicApp(1, "jsapi")
+	cfg := testConfig(t, app)
+	e := newEnv(t, wechattest.Options{Now: clock.Now}, cfg)
+	n := e.start("a", withClock(clock))
+	leader(t, 5*time.Second, n)
+	tok := token(t, n, app.AppID)
+	var tk Ticket
+	waitFor(t, 5*time.Second, "a ticket", func() bool {
+		var err error
+		tk, err = n.b.Ticket(testNS, app.AppID, "jsapi")
+		return err == nil
+	})
+	settle(t, n, clock)
+	e.sim.Fail(wechat.APIToken, 1000, wechattest.Fault{Errcode: -1})
+	e.sim.Fail(wechat.APIGetTicket, 1000, wechattest.Fault{Errcode: -1})
+	return n, clock, app, tok, tk
 }

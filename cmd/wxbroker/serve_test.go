@@ -24,6 +24,7 @@ import (
 
 	"github.com/wxbroker/wxbroker/config"
 	"github.com/wxbroker/wxbroker/internal/redistest"
+	"github.com/wxbroker/wxbroker/internal/waittest"
 	"github.com/wxbroker/wxbroker/wechat/wechattest"
 )
 
@@ -222,18 +223,10 @@ func isLeader(p *proc) bool {
 	return m != nil && string(m[1]) == "1"
 }
 
-// waitFor polls cond until it holds, fails the test if it does not within
-// timeout, and returns how long it waited.
+// waitFor is waittest.For, named as these tests have always called it.
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) time.Duration {
 	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
+	return waittest.For(t, what, timeout, cond)
 }
 
 // reader reads both apps' tokens from one process until stopped, and

@@ -24,6 +24,7 @@ import (
 
 	"github.com/wxbroker/wxbroker/config"
 	"github.com/wxbroker/wxbroker/internal/redistest"
+	"github.com/wxbroker/wxbroker/internal/waittest"
 )
 
 const (
@@ -93,17 +94,10 @@ func getJSON(u string, key string, out any) (int, []byte, error) {
 	return resp.StatusCode, b, err
 }
 
-// waitFor polls cond every 20 ms until it holds or timeout passes.
+// waitFor is waittest.For, named as these tests have always called it.
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) time.Duration {
 	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
+	return waittest.For(t, what, timeout, cond)
 }
 
 // sim is the `wxbroker sim` process.
