@@ -69,17 +69,7 @@ func TestPausedLeaderIsFenced(t *testing.T) {
 	var armed atomic.Bool
 	paused := make(chan struct{})
 	resume := make(chan struct{})
-	a := e.start("a", func(n *node, _ *redis.Options) {
-		n.hook = part
-		n.setup = func(b *Broker) {
-			b.hooks.beforeWrite = func(it *item) {
-				if armed.CompareAndSwap(true, false) {
-					close(paused)
-					<-resume
-				}
-			}
-		}
-	})
+	a := e.start("a", pauseBeforeWrite(part, &armed, paused, resume))
 	leader(t, 5*time.Second, a)
 	failed := token(t, a, app.AppID)
 	bn := e.start("b")
@@ -259,5 +249,22 @@ func TestFailedRenewalEndsTermAtOnce(t *testing.T) {
 	}
 	if n.b.IsLeader() {
 		t.Error("IsLeader() = true after the renewal failed")
+	}
+}
+
+// pauseBeforeWrite adds hook part to the node's Redis client and, once armed,
+// stops the node's next token write before it reaches Redis: it closes
+// paused and waits for resume.
+func pauseBeforeWrite(part redis.Hook, armed *atomic.Bool, paused, resume chan struct{}) nodeOpt {
+	return func(n *node, _ *redis.Options) {
+		n.hook = part
+		n.setup = func(b *Broker) {
+			b.hooks.beforeWrite = func(*item) {
+				if armed.CompareAndSwap(true, false) {
+					close(paused)
+					<-resume
+				}
+			}
+		}
 	}
 }

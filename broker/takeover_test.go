@@ -65,17 +65,7 @@ func TestTakeoverAfterLeaderDiedDuringCall(t *testing.T) {
 	resume := make(chan struct{})
 	var resumeOnce sync.Once
 	t.Cleanup(func() { resumeOnce.Do(func() { close(resume) }) })
-	a := e.start("a", func(n *node, _ *redis.Options) {
-		n.hook = part
-		n.setup = func(b *Broker) {
-			b.hooks.beforeWrite = func(it *item) {
-				if armed.CompareAndSwap(true, false) {
-					close(paused)
-					<-resume
-				}
-			}
-		}
-	})
+	a := e.start("a", pauseBeforeWrite(part, &armed, paused, resume))
 	leader(t, 5*time.Second, a)
 	dead := token(t, a, app.AppID)
 	bn := e.start("b")
