@@ -62,13 +62,6 @@ var (
 	ErrForceLimited  = errors.New("broker: forced refresh budget used") // → 429 (force_min_interval / daily cap)
 )
 
-// Item kinds, as used in metric labels.
-const (
-	KindAccessToken  = "access_token"
-	KindJSAPITicket  = "jsapi_ticket"
-	KindWxCardTicket = "wx_card_ticket"
-)
-
 // minServeLife is the least life a token or ticket must have left to be
 // served: an answer with "expires_in": 0 is of no use to any client, and one
 // with less than a second may die on the way.
@@ -94,10 +87,11 @@ type Broker struct {
 	now   func() time.Time
 	id    string
 
-	apps   map[string]map[string]*appEntry // namespace → appid → entry; read-only after New
-	items  []*item                         // every (namespace, appid, kind), in config order
-	index  tokenIndex                      // access token value → item, for AppByToken
-	issued issuedIndex                     // every access token handed out, until its expiry (gateway)
+	cat    atomic.Pointer[catalog] // the configured credentials; Reload swaps it
+	index  tokenIndex              // access token value → item, for AppByToken
+	issued issuedIndex             // every access token handed out, until its expiry (gateway)
+	// reloadMu serialises reloads (Reload and its commit).
+	reloadMu sync.Mutex
 
 	term     atomic.Pointer[term]
 	leaderID atomic.Pointer[string] // last leader seen in Redis
@@ -180,7 +174,6 @@ func New(opts Options) (*Broker, error) {
 		m:              opts.Metrics,
 		now:            now,
 		id:             id,
-		apps:           map[string]map[string]*appEntry{},
 		waiters:        map[string][]chan string{},
 		overlap:        overlapDefault,
 		backoffMin:     time.Second,
@@ -193,36 +186,13 @@ func New(opts Options) (*Broker, error) {
 	b.index.m = map[string]*item{}
 	b.loss.base = time.Now()
 	b.pause.init(cfg.Leader.LockTTL)
-	for _, nsName := range cfg.NamespaceNames() {
-		ns := cfg.Namespaces[nsName]
-		if ns == nil {
-			continue
-		}
-		b.apps[nsName] = map[string]*appEntry{}
-		for _, a := range ns.Apps {
-			if a == nil {
-				continue
-			}
-			e := &appEntry{ns: nsName, app: a, tickets: map[string]*item{}}
-			e.token = newItem(e, KindAccessToken, "")
-			b.items = append(b.items, e.token)
-			for _, typ := range a.Tickets {
-				kind, ok := ticketKind(typ)
-				if !ok {
-					return nil, fmt.Errorf("broker: namespace %q appid %q: unknown ticket type %q (want jsapi or wx_card)", nsName, a.AppID, typ)
-				}
-				if _, dup := e.tickets[typ]; dup {
-					continue
-				}
-				it := newItem(e, kind, typ)
-				e.tickets[typ] = it
-				b.items = append(b.items, it)
-			}
-			b.apps[nsName][a.AppID] = e
-		}
+	cat, err := newCatalog(cfg, nil)
+	if err != nil {
+		return nil, err
 	}
-	b.store = newStore(opts.Redis, cfg.Redis.KeyPrefix, configuredNamespaces(cfg), b.setRedis)
-	b.seedMetrics(now())
+	b.cat.Store(cat)
+	b.store = newStore(opts.Redis, cfg.Redis.KeyPrefix, cat.namespaces, b.setRedis)
+	b.seedMetrics(now(), cat.items)
 	return b, nil
 }
 
@@ -237,15 +207,8 @@ func configuredNamespaces(cfg *config.Config) []string {
 	return out
 }
 
-func ticketKind(typ string) (string, bool) {
-	switch typ {
-	case "jsapi":
-		return KindJSAPITicket, true
-	case "wx_card":
-		return KindWxCardTicket, true
-	}
-	return "", false
-}
+// catalog is the current set of configured credentials.
+func (b *Broker) catalog() *catalog { return b.cat.Load() }
 
 // Run supervises the cache subscriber and periodic reconcile, leader election
 // and (while leader) the refresh scheduler. It blocks until ctx is done, then
@@ -255,7 +218,7 @@ func (b *Broker) Run(ctx context.Context) error {
 	if !b.running.CompareAndSwap(false, true) {
 		return errors.New("broker: Run called twice")
 	}
-	b.log.Info("broker starting", zap.String("instance_id", b.id), zap.Int("items", len(b.items)))
+	b.log.Info("broker starting", zap.String("instance_id", b.id), zap.Int("items", len(b.catalog().items)))
 	if err := b.reconcile(ctx); err != nil && ctx.Err() == nil {
 		b.log.Warn("initial load from redis failed; serving nothing until redis answers", zap.Error(err))
 	}
@@ -271,8 +234,7 @@ func (b *Broker) Run(ctx context.Context) error {
 }
 
 func (b *Broker) entry(ns, appid string) (*appEntry, bool) {
-	e, ok := b.apps[ns][appid]
-	return e, ok
+	return b.catalog().entry(ns, appid)
 }
 
 // AccessToken returns the current access token of appid in namespace ns from
@@ -322,7 +284,7 @@ func (b *Broker) Ticket(ns, appid, typ string) (Ticket, error) {
 // replaced. It is a cache lookup.
 func (b *Broker) AppByToken(accessToken string) (ns, appid string, ok bool) {
 	it := b.index.lookup(accessToken)
-	if it == nil {
+	if it == nil || !b.catalog().has(it) {
 		return "", "", false
 	}
 	now := b.now()
@@ -350,11 +312,12 @@ func (b *Broker) IsLeader() bool {
 // configured app has a servable access token in the cache (standbys included, and
 // also while Redis is down). With no apps configured it is always ready.
 func (b *Broker) Ready() error {
-	if len(b.items) == 0 {
+	items := b.catalog().items
+	if len(items) == 0 {
 		return nil
 	}
 	now := b.now()
-	for _, it := range b.items {
+	for _, it := range items {
 		if it.kind != KindAccessToken {
 			continue
 		}

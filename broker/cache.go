@@ -7,10 +7,13 @@ import (
 	"github.com/wxbroker/wxbroker/config"
 )
 
-// appEntry is one configured app: its access token and its tickets.
+// appEntry is one configured app of one catalog: its configuration, its
+// access token and its tickets. Immutable; a reload builds a new entry that
+// shares the items.
 type appEntry struct {
 	ns      string
-	app     *config.App
+	appid   string
+	app     *config.App // secret and token mode as configured now
 	token   *item
 	tickets map[string]*item // ticket type ("jsapi", "wx_card") → item
 }
@@ -19,7 +22,8 @@ type appEntry struct {
 // replica's cache holds it. Reads load cur atomically; updates go through
 // apply, which keeps them ordered by the Redis write revision.
 type item struct {
-	app   *appEntry
+	// app is the item's entry in the current catalog (catalog.adopt).
+	app   atomic.Pointer[appEntry]
 	ns    string
 	appid string
 	kind  string // KindAccessToken, KindJSAPITicket, KindWxCardTicket
@@ -38,15 +42,44 @@ type item struct {
 }
 
 func newItem(e *appEntry, kind, typ string) *item {
-	return &item{
-		app:     e,
+	it := &item{
 		ns:      e.ns,
-		appid:   e.app.AppID,
+		appid:   e.appid,
 		kind:    kind,
 		typ:     typ,
-		field:   e.app.AppID + "/" + kind,
+		field:   e.appid + "/" + kind,
 		changed: make(chan struct{}),
 	}
+	it.app.Store(e)
+	return it
+}
+
+// config is the item's app as configured now (a reload may change it).
+func (it *item) config() *config.App { return it.app.Load().app }
+
+// spec is the item's Kind: the access token's follows the app's token_mode.
+func (it *item) spec() Kind {
+	if it.kind == KindAccessToken {
+		return tokenKind(it.config().TokenMode)
+	}
+	k, _ := ticketKind(it.typ)
+	return k
+}
+
+// needed is the item whose value this one is fetched with, nil for none.
+func (it *item) needed() *item {
+	if it.spec().Needs() == "" {
+		return nil
+	}
+	return it.app.Load().token
+}
+
+// dependents are the items fetched with this one's value.
+func (it *item) dependents() map[string]*item {
+	if it.kind != KindAccessToken {
+		return nil
+	}
+	return it.app.Load().tickets
 }
 
 // changes returns a channel closed at the next applied update.

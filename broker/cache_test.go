@@ -38,7 +38,7 @@ func TestReadsNeverTouchRedis(t *testing.T) {
 	b := idleBroker(t, cfg, rdb)
 	f := leadership(t, b, rdb, "a")
 	now := time.Now()
-	e := b.apps[testNS][appID(1)]
+	e := b.catalog().apps[testNS][appID(1)]
 	ctx := context.Background()
 	if _, err := b.writeRecord(ctx, f, e.token, "tok-1", now.Add(time.Hour), now, "", false, 0); err != nil {
 		t.Fatal(err)

@@ -77,7 +77,7 @@ func TestRetriesFitRemainingLife(t *testing.T) {
 			leader(t, 5*time.Second, n)
 			first := token(t, n, app.AppID)
 			tm := n.b.term.Load()
-			it := n.b.apps[testNS][app.AppID].token
+			it := n.b.catalog().apps[testNS][app.AppID].token
 			settle(t, n, clock)
 			e.sim.Fail(wechat.APIToken, 2, wechattest.Fault{Errcode: tc.code})
 			clock.Set(first.ExpiresAt.Add(-left))
@@ -111,7 +111,7 @@ func TestRefreshDueBeforeServingStops(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never used: no Redis call here
 	t.Cleanup(func() { _ = rdb.Close() })
 	b := idleBroker(t, cfg, rdb)
-	it := b.items[0]
+	it := b.catalog().items[0]
 	now := time.Now()
 	it.cur.Store(&record{Rev: 1, Gen: 1, Value: "tok", FetchedAt: now, ExpiresAt: now.Add(3 * time.Second)})
 	s := newScheduler(b, &term{})

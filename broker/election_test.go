@@ -98,7 +98,7 @@ func TestPausedLeaderIsFenced(t *testing.T) {
 	fetched := *a.wx.last.Load() // the token the stalled leader holds, not yet written
 	rdb := e.redis.Client(t)
 	stored := func() string {
-		raw, err := rdb.HGet(context.Background(), a.b.store.keys.tok(testNS), a.b.items[0].field).Result()
+		raw, err := rdb.HGet(context.Background(), a.b.store.keys.tok(testNS), a.b.catalog().items[0].field).Result()
 		if err != nil {
 			t.Fatal(err)
 		}

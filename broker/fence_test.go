@@ -71,7 +71,7 @@ func TestFencedWrites(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := t.Context()
 			b := idleBroker(t, testConfig(t, classicApp(1)), rdb)
-			it := b.items[0]
+			it := b.catalog().items[0]
 			a := leadership(t, b, rdb, "a")
 			rec, err := b.writeRecord(ctx, a, it, "tok-a", now.Add(time.Hour), now, "", false, 0)
 			if err != nil || rec.Gen != 1 {
@@ -113,7 +113,7 @@ func TestRecordRoundTrip(t *testing.T) {
 	f := leadership(t, b, rdb, "a")
 	exp := time.UnixMilli(time.Now().Add(time.Hour).UnixMilli())
 	at := time.UnixMilli(time.Now().UnixMilli())
-	tk := b.apps[testNS][appID(1)].tickets["jsapi"]
+	tk := b.catalog().apps[testNS][appID(1)].tickets["jsapi"]
 	w, err := b.writeRecord(ctx, f, tk, "ticket-1", exp, at, "abc", false, 0)
 	if err != nil {
 		t.Fatal(err)

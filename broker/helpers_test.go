@@ -314,7 +314,7 @@ func settle(t *testing.T, n *node, clock *clocktest.Clock) {
 		if tm == nil {
 			return false
 		}
-		for _, it := range n.b.items {
+		for _, it := range n.b.catalog().items {
 			if due := tm.sched.scheduledAt(it); due.IsZero() || !due.After(clock.Now()) {
 				return false
 			}

@@ -10,7 +10,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/wxbroker/wxbroker/config"
 	"github.com/wxbroker/wxbroker/wechat"
 )
 
@@ -30,13 +29,17 @@ import (
 // supersedes reports whether a credential call in mode may invalidate it's
 // current token at WeChat.
 func supersedes(it *item, mode string) bool {
-	if it.kind != KindAccessToken {
+	return kindSupersedes(it.spec(), mode)
+}
+
+// kindSupersedes reports whether a call of kind k in mode may invalidate the
+// stored value at WeChat: an exclusive kind's forced call always, and its
+// plain call when every call mints a new value (not rotating).
+func kindSupersedes(k Kind, mode string) bool {
+	if !k.Exclusive() {
 		return false
 	}
-	if it.app.app.TokenMode == config.ModeClassic {
-		return mode == callPlain || mode == callForced
-	}
-	return mode == callForced
+	return mode == callForced || (mode == callPlain && !k.Rotating())
 }
 
 // intent is a recorded credential call.
@@ -130,8 +133,8 @@ func (b *Broker) settleIntents(t *term) {
 // settleIntent shortens it's stored token after an unsettled call of an
 // earlier term and marks it for a refresh at once.
 func (b *Broker) settleIntent(t *term, it *item, in intent) {
-	k := t.sched.tasks[it]
-	if !k.acquire(t.ctx) {
+	k := t.sched.task(it)
+	if k == nil || !k.acquire(t.ctx) {
 		return
 	}
 	defer k.release()

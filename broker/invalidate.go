@@ -9,9 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/wxbroker/wxbroker/config"
 	"github.com/wxbroker/wxbroker/metrics"
-	"github.com/wxbroker/wxbroker/wechat"
 )
 
 // Outcomes the leader publishes on {p}:inval:done for forwarded reports.
@@ -140,14 +138,17 @@ func (b *Broker) currentExcept(it *item, failed string) (Token, error) {
 
 // refreshIfCurrent is the conditional refresh on the leader, the one path
 // for a token WeChat rejected: invalidation reports (conditionalRefresh,
-// handleInvalRequest) and fetchTicket's 40001 call it. It refreshes only if
+// handleInvalRequest) and fetch's retry of a dependent kind call it. It refreshes only if
 // failed is still the current token, one refresh at a time per app. With
 // verify, it first checks failed with WeChat (errStillAccepted when WeChat
 // accepts it; a verdict reached after since answers without a new check). Classic mode counts the fetch against the force budget;
 // stable mode first makes a normal-mode call and forces only if WeChat hands
 // back the failed token.
 func (b *Broker) refreshIfCurrent(ctx context.Context, t *term, it *item, failed string, verify bool, since time.Time) (*record, error) {
-	k := t.sched.tasks[it]
+	k := t.sched.task(it)
+	if k == nil {
+		return nil, ErrUnknownApp // removed by a reload meanwhile
+	}
 	if !k.acquire(ctx) {
 		return nil, fmt.Errorf("wait for the refresh in progress: %w", context.Cause(ctx))
 	}
@@ -166,21 +167,21 @@ func (b *Broker) refreshIfCurrent(ctx context.Context, t *term, it *item, failed
 	began := time.Now()
 	var rec *record
 	var err error
-	if it.app.app.TokenMode == config.ModeClassic {
-		rec, err = b.fetchToken(t, it, callForced)
+	if !it.spec().Rotating() {
+		rec, err = b.fetch(t, it, callForced)
 	} else {
 		// If no forced refresh is allowed, a normal-mode call only helps
 		// inside the rotation window; don't spend quota otherwise.
 		pctx, cancel := context.WithTimeout(ctx, b.cfg.WeChat.Timeout)
-		_, err = b.preCall(pctx, t.fence, it, wechat.APIStableToken, callForceCheck)
+		_, err = b.preCall(pctx, t.fence, it, it.spec().API(), callForceCheck)
 		cancel()
 		if err != nil && (!errors.Is(err, ErrForceLimited) || cur.ExpiresAt.Sub(now) > b.cfg.Refresh.StableRotationWindow) {
 			b.rejected(t, it, err)
 			return nil, err
 		}
-		rec, err = b.fetchToken(t, it, callPlain)
+		rec, err = b.fetch(t, it, callPlain)
 		if err == nil && rec.Value == failed {
-			rec, err = b.fetchToken(t, it, callForced)
+			rec, err = b.fetch(t, it, callForced)
 			if err == nil && rec.Value == failed {
 				err = fmt.Errorf("%w: wechat returned the failed token to a forced refresh", ErrForceLimited)
 			}

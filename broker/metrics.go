@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/wxbroker/wxbroker/config"
 	"github.com/wxbroker/wxbroker/metrics"
 )
 
@@ -17,10 +16,10 @@ import (
 // increase, exports the forced-refresh cap, and gives every item a refresh
 // deadline of start plus the time a leader needs to fetch a first token, so
 // an app that never gets one shows as late.
-func (b *Broker) seedMetrics(start time.Time) {
+func (b *Broker) seedMetrics(start time.Time, items []*item) {
 	b.m.ForcedRefreshLimit.Set(float64(b.cfg.Refresh.ForceDailyCap))
 	first := start.Add(b.cfg.Leader.LockTTL + b.cfg.WeChat.Timeout)
-	for _, it := range b.items {
+	for _, it := range items {
 		b.m.TokenRefresh.WithLabelValues(it.ns, it.appid, it.kind, metrics.ResultSuccess)
 		b.m.TokenRefresh.WithLabelValues(it.ns, it.appid, it.kind, metrics.ResultError)
 		b.m.RefreshDue.WithLabelValues(it.ns, it.appid, it.kind).Set(unixSeconds(first))
@@ -50,14 +49,7 @@ func (b *Broker) refreshDeadline(it *item, r *record) time.Time {
 	if life <= 0 {
 		return r.ExpiresAt
 	}
-	before, _ := b.cfg.Refresh.Lead(life)
-	if it.kind != KindAccessToken {
-		return r.ExpiresAt.Add(-before / 2)
-	}
-	if lead, jitter, ok := b.cfg.Refresh.StableLead(life); ok && it.app.app.TokenMode != config.ModeClassic {
-		return r.ExpiresAt.Add(-lead + jitter)
-	}
-	return r.ExpiresAt.Add(-before)
+	return it.spec().Deadline(b.cfg.Refresh, r.ExpiresAt, life)
 }
 
 // markStopped exports that retries of it stopped after errcode code.
@@ -83,7 +75,7 @@ func (b *Broker) resetLeaderMetrics() {
 // longer the leader).
 func (b *Broker) resetDayMetrics() {
 	b.m.WeChatQuotaUsed.Reset()
-	for _, it := range b.items {
+	for _, it := range b.catalog().items {
 		if it.kind == KindAccessToken {
 			b.m.ForcedRefreshUsed.WithLabelValues(it.ns, it.appid).Set(0)
 		}

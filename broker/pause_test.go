@@ -35,11 +35,11 @@ func TestReadAfterPauseReloadsFromRedis(t *testing.T) {
 
 	// A newer record reaches Redis while the replica is "stopped": written
 	// without a pub/sub message, as one the replica has not read yet.
-	cur := n.b.items[0].cur.Load()
+	cur := n.b.catalog().items[0].cur.Load()
 	rec := fmt.Sprintf("%d\t%d\t%s", cur.Rev+1000, cur.Gen+1,
 		recordTail("replaced-while-paused", cur.ExpiresAt, time.Now(), "test"))
 	rdb := e.redis.Client(t)
-	if err := rdb.HSet(context.Background(), n.b.store.keys.tok(testNS), n.b.items[0].field, rec).Err(); err != nil {
+	if err := rdb.HSet(context.Background(), n.b.store.keys.tok(testNS), n.b.catalog().items[0].field, rec).Err(); err != nil {
 		t.Fatalf("HSET: %v", err)
 	}
 	if got, _ := n.b.AccessToken(testNS, app.AppID); got.AccessToken != old.AccessToken {

@@ -113,11 +113,11 @@ func quotaAPIs() [3]string {
 // loadQuotaGauges sets wxbroker_wechat_quota_used from today's counters, so a
 // new leader exports the day's count before its first call.
 func (b *Broker) loadQuotaGauges(ctx context.Context) {
-	snap, err := b.store.gather(ctx, b.cfg, b.now())
+	snap, err := b.store.gather(ctx, b.catalog().cfg, b.now())
 	if err != nil {
 		return
 	}
-	for _, it := range b.items {
+	for _, it := range b.catalog().items {
 		if it.kind != KindAccessToken {
 			continue
 		}

@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"go.uber.org/zap"
 )
@@ -60,23 +59,7 @@ func (b *Broker) applyRaw(ns, field, raw string) {
 }
 
 func (b *Broker) itemByField(ns, field string) *item {
-	appid, kind, ok := strings.Cut(field, "/")
-	if !ok {
-		return nil
-	}
-	e, ok := b.entry(ns, appid)
-	if !ok {
-		return nil
-	}
-	if kind == KindAccessToken {
-		return e.token
-	}
-	for _, it := range e.tickets {
-		if it.kind == kind {
-			return it
-		}
-	}
-	return nil
+	return b.catalog().byField(ns, field)
 }
 
 // reseed runs when a term begins: it reads every record from Redis and
@@ -122,7 +105,7 @@ func olderInRedis(cached, stored *record) bool {
 // later loads a token the leader already replaced. stored is what Redis held
 // (load); each item is checked again under its task lock before the write.
 func (b *Broker) repair(t *term, stored map[string]map[string]string) {
-	for _, it := range b.items {
+	for _, it := range b.catalog().items {
 		if t.ctx.Err() != nil {
 			return
 		}
@@ -130,7 +113,10 @@ func (b *Broker) repair(t *term, stored map[string]map[string]string) {
 		if cur == nil || !b.now().Before(cur.ExpiresAt) || !olderInRedis(cur, storedRecord(stored, it)) {
 			continue
 		}
-		k := t.sched.tasks[it]
+		k := t.sched.task(it)
+		if k == nil {
+			continue // removed by a reload meanwhile
+		}
 		if !k.acquire(t.ctx) {
 			return
 		}

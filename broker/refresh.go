@@ -8,7 +8,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/wxbroker/wxbroker/config"
 	"github.com/wxbroker/wxbroker/metrics"
 	"github.com/wxbroker/wxbroker/wechat"
 )
@@ -66,36 +65,51 @@ func (b *Broker) credentialCall(t *term, it *item, api, mode string, call func(c
 	return err
 }
 
-// fetchToken fetches it's access token (mode callPlain, or callForced for a
-// forced refresh) and stores it.
-func (b *Broker) fetchToken(t *term, it *item, mode string) (*record, error) {
-	a := it.app.app
-	classic := a.TokenMode == config.ModeClassic
-	api := wechat.APIStableToken
-	if classic {
-		api = wechat.APIToken
-	}
-	start := b.now()
-	var tok wechat.Token
-	err := b.credentialCall(t, it, api, mode, func(ctx context.Context) error {
-		var err error
-		if classic {
-			tok, err = b.wx.Token(ctx, a.AppID, a.Secret.Reveal())
-		} else {
-			tok, err = b.wx.StableToken(ctx, a.AppID, a.Secret.Reveal(), mode == callForced)
+// fetch makes one credential call for it (mode callPlain, or callForced
+// for a forced refresh) through its kind and stores the answer. A kind that
+// needs another credential is fetched with that one's current value; when
+// WeChat rejects that value, it is refreshed conditionally and the call
+// made once more.
+func (b *Broker) fetch(t *term, it *item, mode string) (*record, error) {
+	k := it.spec()
+	for attempt := 0; ; attempt++ {
+		a := it.config() // read at every call: a reload may have changed the secret
+		req := FetchRequest{AppID: a.AppID, Secret: a.Secret.Reveal(), Forced: mode == callForced}
+		src := ""
+		dep := it.needed()
+		if dep != nil {
+			cur := dep.cur.Load()
+			if cur == nil || !b.now().Before(cur.ExpiresAt) {
+				return nil, errNoAccessToken
+			}
+			req.Needed, src = cur.Value, shortHash(cur.Value)
 		}
-		return err
-	})
-	if err != nil {
-		if supersedes(it, mode) && wechat.OutcomeUnknown(err) {
-			b.assumeSuperseded(t, it, start)
+		start := b.now()
+		var got Fetched
+		err := b.credentialCall(t, it, k.API(), mode, func(ctx context.Context) error {
+			var err error
+			got, err = k.Fetch(ctx, b.wx, req)
+			return err
+		})
+		var ae *wechat.APIError
+		if dep != nil && attempt == 0 && errors.As(err, &ae) && ae.InvalidCredential() {
+			b.m.InvalidCredential.WithLabelValues(it.ns, it.appid, metrics.SourceBroker).Inc()
+			if _, err := b.refreshIfCurrent(t.ctx, t, dep, req.Needed, false, time.Now()); err != nil {
+				return nil, fmt.Errorf("refresh the %s %s rejected: %w", dep.kind, k.API(), err)
+			}
+			continue
 		}
-		return nil, err
+		if err != nil {
+			if supersedes(it, mode) && wechat.OutcomeUnknown(err) {
+				b.assumeSuperseded(t, it, start)
+			}
+			return nil, err
+		}
+		if !validValue(got.Value) || got.ExpiresIn <= 0 {
+			return nil, fmt.Errorf("%s answered an unusable %s (expires_in %s)", k.API(), k.Name(), got.ExpiresIn)
+		}
+		return b.saveFetched(t, it, got.Value, start.Add(got.ExpiresIn), start, src, k.Exclusive())
 	}
-	if !validValue(tok.AccessToken) || tok.ExpiresIn <= 0 {
-		return nil, fmt.Errorf("%s answered an unusable token (expires_in %s)", api, tok.ExpiresIn)
-	}
-	return b.saveFetched(t, it, tok.AccessToken, start.Add(tok.ExpiresIn), start, "", true)
 }
 
 // assumeSuperseded handles a classic fetch whose outcome is unknown: WeChat
@@ -110,39 +124,6 @@ func (b *Broker) assumeSuperseded(t *term, it *item, start time.Time) {
 		append(itemFields(it), zapTok(cur.Value), zap.Time("assumed_expiry", limit))...)
 	if _, err := b.save(t, it, cur.Value, limit, cur.FetchedAt, cur.Src); err != nil && !errors.Is(err, errFenced) {
 		b.log.Warn("cannot shorten the stored token's expiry", append(itemFields(it), zapErr(err))...)
-	}
-}
-
-// fetchTicket fetches a ticket with the current access token and stores it.
-// A token WeChat rejects is refreshed conditionally and the call retried once.
-func (b *Broker) fetchTicket(t *term, it *item) (*record, error) {
-	for attempt := 0; ; attempt++ {
-		tok := it.app.token.cur.Load()
-		if tok == nil || !b.now().Before(tok.ExpiresAt) {
-			return nil, errNoAccessToken
-		}
-		start := b.now()
-		var tk wechat.Ticket
-		err := b.credentialCall(t, it, wechat.APIGetTicket, callPlain, func(ctx context.Context) error {
-			var err error
-			tk, err = b.wx.Ticket(ctx, tok.Value, it.typ)
-			return err
-		})
-		var ae *wechat.APIError
-		if errors.As(err, &ae) && ae.InvalidCredential() && attempt == 0 {
-			b.m.InvalidCredential.WithLabelValues(it.ns, it.appid, metrics.SourceBroker).Inc()
-			if _, err := b.refreshIfCurrent(t.ctx, t, it.app.token, tok.Value, false, time.Now()); err != nil {
-				return nil, fmt.Errorf("refresh the access token getticket rejected: %w", err)
-			}
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if !validValue(tk.Ticket) || tk.ExpiresIn <= 0 {
-			return nil, fmt.Errorf("getticket answered an unusable ticket (expires_in %s)", tk.ExpiresIn)
-		}
-		return b.save(t, it, tk.Ticket, start.Add(tk.ExpiresIn), start, shortHash(tok.Value))
 	}
 }
 
@@ -175,11 +156,7 @@ func (b *Broker) refresh(t *term, k *task) outcome {
 		}
 	}
 	if rec == nil && err == nil {
-		if it.kind == KindAccessToken {
-			rec, err = b.fetchToken(t, it, callPlain)
-		} else {
-			rec, err = b.fetchTicket(t, it)
-		}
+		rec, err = b.fetch(t, it, callPlain)
 	}
 	if t.ctx.Err() != nil {
 		return outcome{termOver: true}

@@ -39,7 +39,7 @@ func TestInjectedClockLifetimes(t *testing.T) {
 		if t == nil {
 			return false
 		}
-		for _, it := range n.b.items {
+		for _, it := range n.b.catalog().items {
 			if due := t.sched.scheduledAt(it); due.IsZero() || !due.After(clock.Now()) {
 				return false
 			}
@@ -114,7 +114,7 @@ func TestTicketWaitsForItsTokenInFlight(t *testing.T) {
 	leader(t, 5*time.Second, n)
 	token(t, n, app.AppID)
 	tm := n.b.term.Load()
-	ticket := n.b.apps[testNS][app.AppID].tickets["jsapi"]
+	ticket := n.b.catalog().apps[testNS][app.AppID].tickets["jsapi"]
 	queued := func() bool { // the ticket waits for a later time
 		due := tm.sched.scheduledAt(ticket)
 		return !due.IsZero() && due.After(clock.Now())
@@ -181,7 +181,7 @@ func TestRefreshSchedule(t *testing.T) {
 		if tok.ExpiresAt.Sub(now) != 7200*time.Second {
 			t.Fatalf("token of %s expires at %v; want 7200 s after the frozen clock", a.AppID, tok.ExpiresAt)
 		}
-		it := n.b.apps[testNS][a.AppID].token
+		it := n.b.catalog().apps[testNS][a.AppID].token
 		var due time.Time
 		waitFor(t, 5*time.Second, "the next refresh of "+a.AppID+" scheduled", func() bool {
 			due = tm.sched.scheduledAt(it)
@@ -228,7 +228,7 @@ func TestRetryBackoff(t *testing.T) {
 			leader(t, 5*time.Second, n)
 			first := token(t, n, app.AppID)
 			tm := n.b.term.Load()
-			it := n.b.apps[testNS][app.AppID].token
+			it := n.b.catalog().apps[testNS][app.AppID].token
 			settle(t, n, clock)
 			e.sim.Fail(wechat.APIToken, 2, wechattest.Fault{Errcode: tc.code})
 			// Past the refresh time, with room for 60 s waits before expiry.

@@ -101,7 +101,8 @@ func (b *Broker) Status(ctx context.Context) Status {
 		st.LeaderID = *id
 	}
 	st.Epoch = b.epoch.Load()
-	snap, err := b.store.gather(ctx, b.cfg, b.now())
+	cat := b.catalog()
+	snap, err := b.store.gather(ctx, cat.cfg, b.now())
 	b.setRedis(err)
 	if err == nil {
 		st.LeaderID, st.Epoch = snap.leader, snap.epoch
@@ -115,15 +116,12 @@ func (b *Broker) Status(ctx context.Context) Status {
 		st.Role = RoleStandby
 	}
 	now := b.now()
-	for _, ns := range b.cfg.NamespaceNames() {
-		if b.cfg.Namespaces[ns] == nil {
-			continue
-		}
-		for _, a := range b.cfg.Namespaces[ns].Apps {
+	for _, ns := range cat.namespaces {
+		for _, a := range cat.cfg.Namespaces[ns].Apps {
 			if a == nil {
 				continue
 			}
-			e, ok := b.entry(ns, a.AppID)
+			e, ok := cat.entry(ns, a.AppID)
 			if !ok {
 				continue
 			}
@@ -206,12 +204,12 @@ func Inspect(ctx context.Context, rdb redis.UniversalClient, cfg *config.Config)
 			field := a.AppID + "/" + KindAccessToken
 			as.AccessToken = credentialStatus(KindAccessToken, snap.records[ns][field], snap.status[ns][field], now)
 			for _, typ := range a.Tickets {
-				kind, ok := ticketKind(typ)
+				k, ok := ticketKind(typ)
 				if !ok {
 					continue
 				}
-				f := a.AppID + "/" + kind
-				as.Tickets = append(as.Tickets, credentialStatus(kind, snap.records[ns][f], snap.status[ns][f], now))
+				f := a.AppID + "/" + k.Name()
+				as.Tickets = append(as.Tickets, credentialStatus(k.Name(), snap.records[ns][f], snap.status[ns][f], now))
 			}
 			st.Apps = append(st.Apps, as)
 		}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/bsm/redislock"
@@ -61,7 +62,7 @@ type store struct {
 	rdb        redisClient
 	keys       keys
 	scripts    scripts
-	namespaces []string // configured namespaces, in config order
+	namespaces atomic.Pointer[[]string] // configured namespaces, in config order (a reload changes them)
 	// observe is told every command's outcome (Broker.setRedis); nil: none.
 	observe func(error)
 }
@@ -70,8 +71,15 @@ func newStore(rdb redisClient, prefix string, namespaces []string, observe func(
 	if observe == nil {
 		observe = func(error) {}
 	}
-	return &store{rdb: rdb, keys: newKeys(prefix), scripts: newScripts(), namespaces: namespaces, observe: observe}
+	s := &store{rdb: rdb, keys: newKeys(prefix), scripts: newScripts(), observe: observe}
+	s.setNamespaces(namespaces)
+	return s
 }
+
+// setNamespaces replaces the namespaces whole-state reads cover.
+func (s *store) setNamespaces(ns []string) { s.namespaces.Store(&ns) }
+
+func (s *store) nsList() []string { return *s.namespaces.Load() }
 
 // runFenced runs a fenced script and returns its three numbers.
 func (s *store) runFenced(ctx context.Context, sc *redis.Script, f fence, keys []string, args ...any) ([3]int64, error) {
@@ -202,8 +210,9 @@ func (s *store) records(ctx context.Context) (map[string]map[string]string, erro
 
 func (s *store) hashes(ctx context.Context, key func(ns string) string) (map[string]map[string]string, error) {
 	pipe := s.rdb.Pipeline()
-	cmds := make(map[string]*redis.MapStringStringCmd, len(s.namespaces))
-	for _, ns := range s.namespaces {
+	nss := s.nsList()
+	cmds := make(map[string]*redis.MapStringStringCmd, len(nss))
+	for _, ns := range nss {
 		cmds[ns] = pipe.HGetAll(ctx, key(ns))
 	}
 	_, err := pipe.Exec(ctx)
@@ -311,8 +320,9 @@ func (s *store) subscribe(ctx context.Context) *redis.PubSub {
 // when no namespace knows it; err is set only when none answered it.
 func (s *store) lookupIssued(ctx context.Context, tok string) (ns, field string, exp time.Time, found bool, err error) {
 	pipe := s.rdb.Pipeline()
-	cmds := make([]*redis.StringCmd, 0, len(s.namespaces))
-	for _, ns := range s.namespaces {
+	nss := s.nsList()
+	cmds := make([]*redis.StringCmd, 0, len(nss))
+	for _, ns := range nss {
 		cmds = append(cmds, pipe.Get(ctx, s.keys.issued(ns, tok)))
 	}
 	_, _ = pipe.Exec(ctx) // each command's own error is looked at below

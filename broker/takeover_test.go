@@ -132,7 +132,7 @@ func TestDeadLeaderForceMarker(t *testing.T) {
 	cfg.Refresh.ForceMinInterval = time.Hour
 	b := idleBroker(t, cfg, rdb)
 	ctx := t.Context()
-	it := b.items[0]
+	it := b.catalog().items[0]
 	now := time.Now()
 
 	dead := leadership(t, b, rdb, "a")
@@ -202,7 +202,7 @@ func TestOlderRecordRewritten(t *testing.T) {
 			l := leader(t, 5*time.Second, nodes...)
 			old := token(t, l, app.AppID)
 			rdb := e.redis.Client(t)
-			it := l.b.items[0]
+			it := l.b.catalog().items[0]
 			oldRaw := storedRaw(t, rdb, l.b, it)
 			oldRec, err := parseRecord(oldRaw)
 			if err != nil {

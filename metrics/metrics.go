@@ -65,6 +65,7 @@ type Metrics struct {
 	BuildInfo          *prometheus.GaugeVec // version, revision, goversion
 
 	Gateway      Gateway                // the WeChat API gateway (gateway.go)
+	Reload       Reload                 // configuration reloads (reload.go)
 	FalseReports *prometheus.CounterVec // wx_namespace, appid, source
 }
 
@@ -74,6 +75,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	f := promauto.With(reg)
 	m := &Metrics{
 		Gateway: newGateway(f),
+		Reload:  newReload(f),
 		Leader: f.NewGauge(prometheus.GaugeOpts{
 			Name: "wxbroker_leader", Help: "1 while this replica is the leader, 0 otherwise.",
 		}),
