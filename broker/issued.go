@@ -103,7 +103,7 @@ func (b *Broker) IssuedTokenApp(ctx context.Context, tok string) (ns, appid stri
 	now := b.now()
 	e, known, unknown := b.issued.lookup(tok)
 	if known {
-		if now.Before(e.exp) {
+		if now.Before(e.exp) && b.catalog().has(e.it) {
 			return e.it.ns, e.it.appid, true, nil
 		}
 		return "", "", false, nil
@@ -118,7 +118,7 @@ func (b *Broker) IssuedTokenApp(ctx context.Context, tok string) (ns, appid stri
 		return "", "", false, err
 	}
 	e, found := v.(issuedEntry)
-	if !found || e.it == nil || !now.Before(e.exp) {
+	if !found || e.it == nil || !now.Before(e.exp) || !b.catalog().has(e.it) {
 		return "", "", false, nil
 	}
 	return e.it.ns, e.it.appid, true, nil

@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/wxbroker/wxbroker/metrics"
 )
 
@@ -27,6 +29,26 @@ func (b *Broker) seedMetrics(start time.Time, items []*item) {
 			b.m.ExternalInvalidation.WithLabelValues(it.ns, it.appid)
 			b.m.ForcedRefreshUsed.WithLabelValues(it.ns, it.appid).Set(0)
 		}
+	}
+}
+
+// dropMetrics deletes every per-credential series of it (its app was
+// removed by a reload): a removed app must not page as late or stopped.
+func (b *Broker) dropMetrics(it *item) {
+	match := map[string]string{"wx_namespace": it.ns, "appid": it.appid, "kind": it.kind}
+	for _, v := range []interface {
+		DeletePartialMatch(prometheus.Labels) int
+	}{b.m.TokenRefresh, b.m.TokenExpiry, b.m.TokenLastRefreshSuccess, b.m.RefreshDue, b.m.RefreshStopped} {
+		v.DeletePartialMatch(match)
+	}
+	if it.kind != KindAccessToken {
+		return
+	}
+	app := map[string]string{"wx_namespace": it.ns, "appid": it.appid}
+	for _, v := range []interface {
+		DeletePartialMatch(prometheus.Labels) int
+	}{b.m.ExternalInvalidation, b.m.ForcedRefreshUsed, b.m.WeChatQuotaUsed, b.m.WeChatErrors, b.m.InvalidCredential, b.m.FalseReports} {
+		v.DeletePartialMatch(app)
 	}
 }
 

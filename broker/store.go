@@ -310,9 +310,9 @@ func (s *store) publish(ctx context.Context, channel, payload string) error {
 	return err
 }
 
-// subscribe subscribes to the events and invalidation channels.
+// subscribe subscribes to the events, invalidation and resume channels.
 func (s *store) subscribe(ctx context.Context) *redis.PubSub {
-	return s.rdb.Subscribe(ctx, s.keys.events(), s.keys.inval(), s.keys.invalDone())
+	return s.rdb.Subscribe(ctx, s.keys.events(), s.keys.inval(), s.keys.invalDone(), s.keys.resume())
 }
 
 // lookupIssued reads the issued-token entry of tok in every namespace (one
@@ -369,6 +369,7 @@ func (k keys) rev() string       { return k.p + ":rev" }
 func (k keys) events() string    { return k.p + ":events" }
 func (k keys) inval() string     { return k.p + ":inval" }
 func (k keys) invalDone() string { return k.p + ":inval:done" }
+func (k keys) resume() string    { return k.p + ":resume" }
 
 func (k keys) tok(ns string) string    { return k.p + ":ns:" + ns + ":tok" }
 func (k keys) status(ns string) string { return k.p + ":ns:" + ns + ":st" }

@@ -70,6 +70,8 @@ func (b *Broker) dispatch(m *redis.Message) {
 		b.handleInvalRequest(m.Payload)
 	case b.store.keys.invalDone():
 		b.handleInvalDone(m.Payload)
+	case b.store.keys.resume():
+		b.handleResume(m.Payload)
 	}
 }
 
