@@ -31,13 +31,13 @@ var _ WeChat = (*wechat.Client)(nil)
 // Options configures a Broker. Config, Redis, WeChat, Logger and Metrics are
 // required.
 type Options struct {
-	Config     *config.Config        // validated config (namespaces, refresh, leader, redis.key_prefix)
-	Redis      redis.UniversalClient // required
-	WeChat     WeChat                // required
-	Logger     *zap.Logger           // required
-	Metrics    *metrics.Metrics      // required
-	Now        func() time.Time      // nil: time.Now; token lifetimes and schedules follow it
-	InstanceID string                // default Config.InstanceID
+	Config     *config.Config   // validated config (namespaces, refresh, leader, redis.key_prefix)
+	Redis      RedisClient      // required; any go-redis client
+	WeChat     WeChat           // required
+	Logger     *zap.Logger      // required
+	Metrics    *metrics.Metrics // required
+	Now        func() time.Time // nil: time.Now; token lifetimes and schedules follow it
+	InstanceID string           // default Config.InstanceID
 }
 
 // Token is an access token as served to callers.

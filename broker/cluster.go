@@ -23,11 +23,9 @@ var _ stateReloader = (*redis.ClusterClient)(nil)
 // does so in the background, coalescing requests); other clients ignore it.
 // It is called on every Redis error and when a term is lost.
 func (b *Broker) reloadClusterState(reason string) {
-	r, ok := b.store.rdb.(stateReloader)
-	if !ok {
+	if !b.store.reloadClusterState() {
 		return
 	}
-	r.ReloadState(context.Background())
 	now := time.Now().UnixNano()
 	if last := b.lastReload.Load(); now-last < int64(time.Second) || !b.lastReload.CompareAndSwap(last, now) {
 		return

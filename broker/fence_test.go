@@ -73,13 +73,13 @@ func TestFencedWrites(t *testing.T) {
 			b := idleBroker(t, testConfig(t, classicApp(1)), rdb)
 			it := b.catalog().items[0]
 			a := leadership(t, b, rdb, "a")
-			rec, err := b.writeRecord(ctx, a, it, "tok-a", now.Add(time.Hour), now, "", false, 0)
+			rec, err := testWrite(ctx, b, a, it, "tok-a", now.Add(time.Hour), now, "", false, 0)
 			if err != nil || rec.Gen != 1 {
 				t.Fatalf("first write = %+v, %v; want generation 1", rec, err)
 			}
 			next := tc.change(t, b, a)
 
-			if _, err := b.writeRecord(ctx, a, it, "tok-stale", now.Add(time.Hour), now, "", false, rec.Gen); !errors.Is(err, errFenced) {
+			if _, err := testWrite(ctx, b, a, it, "tok-stale", now.Add(time.Hour), now, "", false, rec.Gen); !errors.Is(err, errFenced) {
 				t.Errorf("stale writeRecord = %v; want errFenced", err)
 			}
 			if _, err := b.preCall(ctx, a, it, "token", callPlain); !errors.Is(err, errFenced) {
@@ -97,7 +97,7 @@ func TestFencedWrites(t *testing.T) {
 			if next.lockValue == "" {
 				return
 			}
-			rec2, err := b.writeRecord(ctx, next, it, "tok-b", now.Add(time.Hour), now, "", false, rec.Gen)
+			rec2, err := testWrite(ctx, b, next, it, "tok-b", now.Add(time.Hour), now, "", false, rec.Gen)
 			if err != nil || rec2.Gen != 2 || rec2.Rev <= rec.Rev {
 				t.Errorf("new leader's write = %+v, %v; want generation 2 and a higher revision than %d", rec2, err, rec.Rev)
 			}
@@ -114,11 +114,11 @@ func TestRecordRoundTrip(t *testing.T) {
 	exp := time.UnixMilli(time.Now().Add(time.Hour).UnixMilli())
 	at := time.UnixMilli(time.Now().UnixMilli())
 	tk := b.catalog().apps[testNS][appID(1)].tickets["jsapi"]
-	w, err := b.writeRecord(ctx, f, tk, "ticket-1", exp, at, "abc", false, 0)
+	w, err := testWrite(ctx, b, f, tk, "ticket-1", exp, at, "abc", false, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	same, err := b.writeRecord(ctx, f, tk, "ticket-1", exp.Add(-time.Minute), at, "abc", true, w.Gen)
+	same, err := testWrite(ctx, b, f, tk, "ticket-1", exp.Add(-time.Minute), at, "abc", true, w.Gen)
 	if err != nil || same.Gen != w.Gen {
 		t.Fatalf("rewrite of the same value = %+v, %v; want generation %d kept", same, err, w.Gen)
 	}

@@ -66,15 +66,6 @@ func parseIntent(s string) (intent, error) {
 	return intent{epoch: e, start: time.UnixMilli(ms), mode: f[2]}, nil
 }
 
-// clearIntentLua removes an intent this leader recorded, after a call that
-// certainly minted nothing. KEYS[3] intent hash; ARGV[3] field, ARGV[4] the
-// epoch prefix of the value.
-const clearIntentLua = fenceLua + `
-local v = redis.call('HGET', KEYS[3], ARGV[3])
-if v and string.sub(v, 1, string.len(ARGV[4])) == ARGV[4] then redis.call('HDEL', KEYS[3], ARGV[3]) end
-return {1, 0, 0}
-`
-
 // notMinted reports whether a failed credential call certainly minted
 // nothing: WeChat answered with an errcode, or the request was never sent.
 func notMinted(err error) bool {
@@ -149,7 +140,7 @@ func (b *Broker) settleIntent(t *term, it *item, in intent) {
 	}
 	b.log.Warn("a previous leader's credential call left no outcome; treating the stored token as superseded and refreshing at once",
 		append(fields, zapTok(cur.Value), zap.Time("assumed_expiry", limit))...)
-	if _, err := b.save(t, it, cur.Value, limit, cur.FetchedAt, cur.Src); err != nil && !errors.Is(err, errFenced) {
+	if _, err := b.save(t, it, &record{Value: cur.Value, ExpiresAt: limit, FetchedAt: cur.FetchedAt, Src: cur.Src}, false); err != nil && !errors.Is(err, errFenced) {
 		b.log.Warn("cannot shorten the stored token's expiry", append(itemFields(it), zapErr(err))...)
 	}
 }

@@ -291,7 +291,7 @@ const verifyFlag = "verify"
 
 // forward publishes a report (invalPayload) to the leader.
 func (b *Broker) forward(ctx context.Context, payload string) {
-	_ = b.store.publish(ctx, b.store.keys.inval(), payload)
+	_ = b.store.publish(ctx, chanInval, payload)
 }
 
 // addWaiter registers a waiter for the outcome of key and reports whether
@@ -353,7 +353,7 @@ func (b *Broker) handleInvalRequest(payload string) {
 		}
 		pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.WeChat.Timeout)
 		defer pcancel()
-		_ = b.store.publish(pctx, b.store.keys.invalDone(), payload+"\t"+res)
+		_ = b.store.publish(pctx, chanInvalDone, payload+"\t"+res)
 	})
 }
 

@@ -147,7 +147,7 @@ func (b *Broker) repairItem(t *term, it *item) error {
 	if cur == nil || !b.now().Before(cur.ExpiresAt) || !olderInRedis(cur, old) {
 		return nil
 	}
-	if _, err := b.save(t, it, cur.Value, cur.ExpiresAt, cur.FetchedAt, cur.Src); err != nil {
+	if _, err := b.save(t, it, cur, false); err != nil {
 		return err
 	}
 	fields := append(itemFields(it), zapTok(cur.Value), zap.Int64("generation", cur.Gen))

@@ -108,7 +108,7 @@ func (b *Broker) fetch(t *term, it *item, mode string) (*record, error) {
 		if !validValue(got.Value) || got.ExpiresIn <= 0 {
 			return nil, fmt.Errorf("%s answered an unusable %s (expires_in %s)", k.API(), k.Name(), got.ExpiresIn)
 		}
-		return b.saveFetched(t, it, got.Value, start.Add(got.ExpiresIn), start, src, k.Exclusive())
+		return b.save(t, it, &record{Value: got.Value, ExpiresAt: start.Add(got.ExpiresIn), FetchedAt: start, Src: src}, k.Exclusive())
 	}
 }
 
@@ -122,7 +122,7 @@ func (b *Broker) assumeSuperseded(t *term, it *item, start time.Time) {
 	}
 	b.log.Warn("token fetch outcome unknown; assuming the stored token ends after the overlap",
 		append(itemFields(it), zapTok(cur.Value), zap.Time("assumed_expiry", limit))...)
-	if _, err := b.save(t, it, cur.Value, limit, cur.FetchedAt, cur.Src); err != nil && !errors.Is(err, errFenced) {
+	if _, err := b.save(t, it, &record{Value: cur.Value, ExpiresAt: limit, FetchedAt: cur.FetchedAt, Src: cur.Src}, false); err != nil && !errors.Is(err, errFenced) {
 		b.log.Warn("cannot shorten the stored token's expiry", append(itemFields(it), zapErr(err))...)
 	}
 }
@@ -152,7 +152,7 @@ func (b *Broker) refresh(t *term, k *task) outcome {
 	if p := k.pending; p != nil {
 		k.pending = nil
 		if b.now().Before(p.ExpiresAt) {
-			rec, err = b.saveFetched(t, it, p.Value, p.ExpiresAt, p.FetchedAt, p.Src, true)
+			rec, err = b.save(t, it, p, it.spec().Exclusive())
 		}
 	}
 	if rec == nil && err == nil {

@@ -116,7 +116,7 @@ func (b *Broker) Resume(ctx context.Context, ns, appid string) error {
 		}
 		return nil
 	}
-	if err := b.store.publish(ctx, b.store.keys.resume(), ns+"\t"+appid); err != nil {
+	if err := b.store.publish(ctx, chanResume, ns+"\t"+appid); err != nil {
 		return fmt.Errorf("ask the leader to resume appid %q: %w", appid, err)
 	}
 	return nil

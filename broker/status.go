@@ -5,8 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/wxbroker/wxbroker/config"
 )
 
@@ -182,7 +180,7 @@ func appStatus(ns string, a *config.App, snap *snapshot) AppStatus {
 
 // Inspect reads the shared state from Redis without running a broker (for
 // `wxbroker doctor`). It fails only when Redis cannot be read.
-func Inspect(ctx context.Context, rdb redis.UniversalClient, cfg *config.Config) (Status, error) {
+func Inspect(ctx context.Context, rdb RedisClient, cfg *config.Config) (Status, error) {
 	if rdb == nil || cfg == nil {
 		return Status{}, errors.New("broker: Inspect needs a Redis client and a config")
 	}

@@ -18,9 +18,11 @@ import (
 	"github.com/wxbroker/wxbroker/config"
 )
 
-// redisClient is every Redis command the broker sends, and nothing more
-// (bsm/redislock's RedisClient is the model). Any go-redis client satisfies
-// it: *redis.Client (single node, Sentinel) and *redis.ClusterClient.
+// RedisClient is every Redis command the broker sends, and nothing more
+// (bsm/redislock's RedisClient is the model): New and Inspect take it. Any
+// go-redis client satisfies it: *redis.Client (single node, Sentinel),
+// *redis.ClusterClient and redis.UniversalClient. Implementations must be
+// safe for concurrent use.
 //
 // Commands, by what they are for:
 //   - EVALSHA / EVAL (redis.Scripter): the leader lock (redislock), the
@@ -36,7 +38,7 @@ import (
 // Cluster: every key and channel name starts with the hash tag {prefix}
 // (see keys), so all of them live in one slot and every script's keys are
 // on one node, as EVAL requires under Cluster.
-type redisClient interface {
+type RedisClient interface {
 	redis.Scripter
 	Get(ctx context.Context, key string) *redis.StringCmd
 	HGet(ctx context.Context, key, field string) *redis.StringCmd
@@ -48,10 +50,10 @@ type redisClient interface {
 }
 
 var (
-	_ redisClient           = (*redis.Client)(nil)
-	_ redisClient           = (*redis.ClusterClient)(nil)
-	_ redisClient           = redis.UniversalClient(nil)
-	_ redislock.RedisClient = redisClient(nil)
+	_ RedisClient           = (*redis.Client)(nil)
+	_ RedisClient           = (*redis.ClusterClient)(nil)
+	_ RedisClient           = redis.UniversalClient(nil)
+	_ redislock.RedisClient = RedisClient(nil)
 )
 
 // store is the broker's shared state in Redis: key names, the record codec,
@@ -59,7 +61,7 @@ var (
 // knows nothing of terms, schedules or the cache; the Broker decides what to
 // write, the store how it is laid out and fenced.
 type store struct {
-	rdb        redisClient
+	rdb        RedisClient
 	keys       keys
 	scripts    scripts
 	namespaces atomic.Pointer[[]string] // configured namespaces, in config order (a reload changes them)
@@ -67,7 +69,7 @@ type store struct {
 	observe func(error)
 }
 
-func newStore(rdb redisClient, prefix string, namespaces []string, observe func(error)) *store {
+func newStore(rdb RedisClient, prefix string, namespaces []string, observe func(error)) *store {
 	if observe == nil {
 		observe = func(error) {}
 	}
@@ -303,11 +305,59 @@ func leaderFromLock(v string) string {
 	return id
 }
 
-// publish sends payload on channel (one of keys.inval, keys.invalDone).
-func (s *store) publish(ctx context.Context, channel, payload string) error {
-	err := s.rdb.Publish(ctx, channel, payload).Err()
+// channel names a pub/sub channel of the broker.
+type channel int
+
+// The broker's channels.
+const (
+	chanNone      channel = iota
+	chanEvents            // records the leader wrote
+	chanInval             // reports forwarded to the leader
+	chanInvalDone         // the leader's outcome of a forwarded report
+	chanResume            // resume requests for the leader
+)
+
+// channelName is the Redis name of c.
+func (s *store) channelName(c channel) string {
+	switch c {
+	case chanEvents:
+		return s.keys.events()
+	case chanInval:
+		return s.keys.inval()
+	case chanInvalDone:
+		return s.keys.invalDone()
+	case chanResume:
+		return s.keys.resume()
+	}
+	return ""
+}
+
+// channelOf is the channel a message arrived on (chanNone: not the broker's).
+func (s *store) channelOf(name string) channel {
+	for _, c := range []channel{chanEvents, chanInval, chanInvalDone, chanResume} {
+		if s.channelName(c) == name {
+			return c
+		}
+	}
+	return chanNone
+}
+
+// publish sends payload on channel c.
+func (s *store) publish(ctx context.Context, c channel, payload string) error {
+	err := s.rdb.Publish(ctx, s.channelName(c), payload).Err()
 	s.observe(err)
 	return err
+}
+
+// reloadClusterState asks a Redis Cluster client to reload its slot map
+// (in the background, coalescing requests) and reports whether the client
+// is one; other clients ignore it.
+func (s *store) reloadClusterState() bool {
+	r, ok := s.rdb.(stateReloader)
+	if ok {
+		r.ReloadState(context.Background())
+	}
+	return ok
 }
 
 // subscribe subscribes to the events, invalidation and resume channels.

@@ -47,7 +47,7 @@ func (b *Broker) subscribe(ctx context.Context) {
 		wait = minWait
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			if m.Kind == "subscribe" && m.Channel == b.store.keys.events() {
+			if m.Kind == "subscribe" && b.store.channelOf(m.Channel) == chanEvents {
 				b.setRedis(nil)
 				_ = b.reconcile(ctx)
 			}
@@ -59,18 +59,18 @@ func (b *Broker) subscribe(ctx context.Context) {
 
 // dispatch handles one pub/sub message.
 func (b *Broker) dispatch(m *redis.Message) {
-	switch m.Channel {
-	case b.store.keys.events():
+	switch b.store.channelOf(m.Channel) {
+	case chanEvents:
 		ns, rest, ok := strings.Cut(m.Payload, "\t")
 		field, raw, ok2 := strings.Cut(rest, "\t")
 		if ok && ok2 {
 			b.applyRaw(ns, field, raw)
 		}
-	case b.store.keys.inval():
+	case chanInval:
 		b.handleInvalRequest(m.Payload)
-	case b.store.keys.invalDone():
+	case chanInvalDone:
 		b.handleInvalDone(m.Payload)
-	case b.store.keys.resume():
+	case chanResume:
 		b.handleResume(m.Payload)
 	}
 }

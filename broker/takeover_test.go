@@ -143,7 +143,7 @@ func TestDeadLeaderForceMarker(t *testing.T) {
 	if _, err := b.preCall(ctx, next, it, wechat.APIToken, callForced); err != nil {
 		t.Fatalf("forced preCall after a leader died during its forced call = %v; want allowed", err)
 	}
-	if _, err := b.writeRecordSettling(ctx, next, it, "tok-b", now.Add(time.Hour), now, "", false, 0, true); err != nil {
+	if _, err := testWrite(ctx, b, next, it, "tok-b", now.Add(time.Hour), now, "", false, 0, true); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.preCall(ctx, next, it, wechat.APIToken, callForced); !errors.Is(err, ErrForceLimited) {
