@@ -7,6 +7,32 @@ import (
 	"github.com/wxbroker/wxbroker/config"
 )
 
+// replica is the cache every replica serves from: the records applied to
+// the catalog's items (kept current by pub/sub and a periodic reconcile,
+// and reloaded after a pause of the process), the index of access tokens
+// for AppByToken and of every token handed out (gateway). Its reads never
+// touch Redis.
+type replica struct {
+	*core
+	ex     *exporter
+	index  tokenIndex  // access token value → item, for AppByToken
+	issued issuedIndex // every access token handed out, until its expiry (gateway)
+	pause  pauseGuard  // pauses of this process, for the read path (pause.go)
+	// handle serves the messages of the channels other than records
+	// (forwarded reports, their outcomes, resume requests); set by New.
+	handle map[channel]func(payload string)
+	// reconciled is told what a periodic reconcile read from Redis (the
+	// leader repairs what Redis lost); set by New.
+	reconciled func(stored map[string]map[string]string)
+}
+
+func newReplica(c *core, ex *exporter) *replica {
+	r := &replica{core: c, ex: ex}
+	r.index.m = map[string]*item{}
+	r.pause.init(c.cfg.Leader.LockTTL)
+	return r
+}
+
 // appEntry is one configured app of one catalog: its configuration, its
 // access token and its tickets. Immutable; a reload builds a new entry that
 // shares the items.
@@ -91,7 +117,7 @@ func (it *item) changes() <-chan struct{} {
 
 // apply installs r if it is newer (by revision) than the cached record and
 // reports whether it did.
-func (b *Broker) apply(it *item, r *record) bool {
+func (b *replica) apply(it *item, r *record) bool {
 	it.mu.Lock()
 	defer it.mu.Unlock()
 	old := it.cur.Load()
@@ -114,7 +140,7 @@ func (b *Broker) apply(it *item, r *record) bool {
 	close(it.changed)
 	it.changed = make(chan struct{})
 	b.m.TokenExpiry.WithLabelValues(it.ns, it.appid, it.kind).Set(float64(r.ExpiresAt.UnixMilli()) / 1e3)
-	b.exportDeadline(it, r)
+	b.ex.exportDeadline(it, r)
 	if !r.FetchedAt.IsZero() {
 		b.m.TokenLastRefreshSuccess.WithLabelValues(it.ns, it.appid, it.kind).Set(float64(r.FetchedAt.UnixMilli()) / 1e3)
 	}

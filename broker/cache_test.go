@@ -46,7 +46,7 @@ func TestReadsNeverTouchRedis(t *testing.T) {
 	if _, err := testWrite(ctx, b, f, e.tickets["jsapi"], "ticket-1", now.Add(time.Hour), now, shortHash("tok-1"), false, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.reconcile(ctx); err != nil {
+	if err := b.rep.reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
 	h := &countingHook{}

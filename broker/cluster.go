@@ -22,7 +22,7 @@ var _ stateReloader = (*redis.ClusterClient)(nil)
 // reloadClusterState asks a Redis Cluster client to reload its slot map (it
 // does so in the background, coalescing requests); other clients ignore it.
 // It is called on every Redis error and when a term is lost.
-func (b *Broker) reloadClusterState(reason string) {
+func (b *core) reloadClusterState(reason string) {
 	if !b.store.reloadClusterState() {
 		return
 	}

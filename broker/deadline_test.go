@@ -76,7 +76,7 @@ func TestRetriesFitRemainingLife(t *testing.T) {
 			})
 			leader(t, 5*time.Second, n)
 			first := token(t, n, app.AppID)
-			tm := n.b.term.Load()
+			tm := n.b.el.term.Load()
 			it := n.b.catalog().apps[testNS][app.AppID].token
 			settle(t, n, clock)
 			e.sim.Fail(wechat.APIToken, 2, wechattest.Fault{Errcode: tc.code})
@@ -114,7 +114,7 @@ func TestRefreshDueBeforeServingStops(t *testing.T) {
 	it := b.catalog().items[0]
 	now := time.Now()
 	it.cur.Store(&record{Rev: 1, Gen: 1, Value: "tok", FetchedAt: now, ExpiresAt: now.Add(3 * time.Second)})
-	s := newScheduler(b, &term{})
+	s := newScheduler(b.lead, &term{})
 	due := s.dueFor(s.tasks[it], now)
 	if latest := now.Add(3*time.Second - minServeLife - cfg.WeChat.Timeout); due.After(latest) {
 		t.Errorf("refresh of a 3 s token due %s before expiry; want at least %s", now.Add(3*time.Second).Sub(due), minServeLife+cfg.WeChat.Timeout)

@@ -18,7 +18,7 @@ import (
 // takeEpoch increments the epoch for a term whose lock value is lockValue,
 // moving it past the highest epoch this replica knows; moved reports that it
 // had to (Redis lost its data).
-func (b *Broker) takeEpoch(ctx context.Context, lockValue string) (epoch int64, moved bool, err error) {
+func (b *elector) takeEpoch(ctx context.Context, lockValue string) (epoch int64, moved bool, err error) {
 	known := b.maxEpoch.Load()
 	epoch, moved, err = b.store.takeEpoch(ctx, lockValue, known)
 	if err != nil {
@@ -34,7 +34,7 @@ func (b *Broker) takeEpoch(ctx context.Context, lockValue string) (epoch int64, 
 
 // noteEpoch records an epoch seen, keeping the highest; it reports the
 // highest known afterwards.
-func (b *Broker) noteEpoch(e int64) int64 {
+func (b *elector) noteEpoch(e int64) int64 {
 	for {
 		cur := b.maxEpoch.Load()
 		if e <= cur {

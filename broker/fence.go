@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -27,19 +28,19 @@ type fence struct {
 // leader knows, so a Redis that lost its data does not restart the count;
 // fetched marks what a credential call returned, so the write also settles
 // the call's intent (exclusive kinds).
-func (b *Broker) writeOf(it *item, r *record, same bool, gen int64, fetched bool) recordWrite {
+func writeOf(it *item, r *record, same bool, gen int64, fetched bool, now time.Time) recordWrite {
 	w := recordWrite{ns: it.ns, field: it.field, value: r.Value, exp: r.ExpiresAt, at: r.FetchedAt, src: r.Src, sameValue: same, curGen: gen}
 	if it.kind == KindAccessToken {
 		if fetched {
 			w.settles = it.appid
 		}
-		w.issuedTTL = issuedTTL(r.ExpiresAt, b.now())
+		w.issuedTTL = issuedTTL(r.ExpiresAt, now)
 	}
 	return w
 }
 
 // writeStatus stores it's refresh status under fence f.
-func (b *Broker) writeStatus(ctx context.Context, f fence, it *item, st *refreshStatus) error {
+func (b *refresher) writeStatus(ctx context.Context, f fence, it *item, st *refreshStatus) error {
 	it.status.Store(st)
 	if err := b.store.writeStatus(ctx, f, it.ns, it.field, st); err != nil {
 		return fmt.Errorf("write status of appid %q: %w", it.appid, err)
@@ -54,7 +55,7 @@ func (b *Broker) writeStatus(ctx context.Context, f fence, it *item, st *refresh
 // the script, not a local check, decides whether this leader may still
 // write. A write Redis failed (not the fence) is a *writeError carrying r,
 // so the scheduler retries the write, not the call.
-func (b *Broker) save(t *term, it *item, r *record, fetched bool) (*record, error) {
+func (b *refresher) save(t *term, it *item, r *record, fetched bool) (*record, error) {
 	if h := b.hooks.beforeWrite; h != nil {
 		h(it)
 	}
@@ -66,7 +67,7 @@ func (b *Broker) save(t *term, it *item, r *record, fetched bool) (*record, erro
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(t.ctx), b.cfg.WeChat.Timeout)
 	defer cancel()
-	rec, err := b.store.writeRecord(ctx, t.fence, b.writeOf(it, r, same, gen, fetched))
+	rec, err := b.store.writeRecord(ctx, t.fence, writeOf(it, r, same, gen, fetched, b.now()))
 	if err != nil {
 		err = fmt.Errorf("write %s of appid %q: %w", it.kind, it.appid, err)
 		if errors.Is(err, errFenced) {
@@ -75,13 +76,13 @@ func (b *Broker) save(t *term, it *item, r *record, fetched bool) (*record, erro
 		}
 		return nil, &writeError{rec: &record{Value: r.Value, ExpiresAt: r.ExpiresAt, FetchedAt: r.FetchedAt, Src: r.Src}, err: err}
 	}
-	b.apply(it, rec)
+	b.rep.apply(it, rec)
 	t.sched.stored(it, fetched, !same)
 	return rec, nil
 }
 
 // rejected handles a fenced-out write: count it and step down.
-func (b *Broker) rejected(t *term, it *item, err error) {
+func (b *refresher) rejected(t *term, it *item, err error) {
 	if !errors.Is(err, errFenced) {
 		return
 	}

@@ -82,13 +82,13 @@ func TestFencedWrites(t *testing.T) {
 			if _, err := testWrite(ctx, b, a, it, "tok-stale", now.Add(time.Hour), now, "", false, rec.Gen); !errors.Is(err, errFenced) {
 				t.Errorf("stale writeRecord = %v; want errFenced", err)
 			}
-			if _, err := b.preCall(ctx, a, it, "token", callPlain); !errors.Is(err, errFenced) {
+			if _, err := b.lead.preCall(ctx, a, it, "token", callPlain); !errors.Is(err, errFenced) {
 				t.Errorf("stale preCall = %v; want errFenced", err)
 			}
-			if err := b.writeStatus(ctx, a, it, &refreshStatus{}); !errors.Is(err, errFenced) {
+			if err := b.lead.writeStatus(ctx, a, it, &refreshStatus{}); !errors.Is(err, errFenced) {
 				t.Errorf("stale writeStatus = %v; want errFenced", err)
 			}
-			if err := b.reconcile(ctx); err != nil {
+			if err := b.rep.reconcile(ctx); err != nil {
 				t.Fatal(err)
 			}
 			if got := it.cur.Load(); got.Value != "tok-a" {
@@ -123,7 +123,7 @@ func TestRecordRoundTrip(t *testing.T) {
 		t.Fatalf("rewrite of the same value = %+v, %v; want generation %d kept", same, err, w.Gen)
 	}
 	other := idleBroker(t, b.cfg, rdb)
-	if err := other.reconcile(ctx); err != nil {
+	if err := other.rep.reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
 	got, err := other.Ticket(testNS, appID(1), "jsapi")
@@ -151,7 +151,7 @@ func TestFencedRejectionStepsDown(t *testing.T) {
 	n := e.start("a")
 	leader(t, 5*time.Second, n)
 	cur := token(t, n, app.AppID)
-	tm := n.b.term.Load()
+	tm := n.b.el.term.Load()
 	newer, err := e.redis.Client(t).Incr(context.Background(), n.b.store.keys.epoch()).Result()
 	if err != nil {
 		t.Fatal(err)
@@ -172,7 +172,7 @@ func TestFencedRejectionStepsDown(t *testing.T) {
 		t.Errorf("wxbroker_fenced_writes_rejected_total = %v; want at least 1", v)
 	}
 	waitFor(t, 5*time.Second, "leadership under a newer epoch", func() bool {
-		nt := n.b.term.Load()
+		nt := n.b.el.term.Load()
 		return nt != nil && nt != tm && nt.epoch > newer
 	})
 	// The report was handed on to the next term, which refreshed once.

@@ -310,7 +310,7 @@ func withClock(clock *clocktest.Clock) nodeOpt {
 func settle(t *testing.T, n *node, clock *clocktest.Clock) {
 	t.Helper()
 	waitFor(t, 30*time.Second, "the scheduler to settle", func() bool {
-		tm := n.b.term.Load()
+		tm := n.b.el.term.Load()
 		if tm == nil {
 			return false
 		}
@@ -334,5 +334,5 @@ func refreshErrors(n *node, appid string) float64 {
 // also removes the app's credential-call intent), without the cache.
 func testWrite(ctx context.Context, b *Broker, f fence, it *item, value string, exp, at time.Time, src string, same bool, gen int64, settles ...bool) (*record, error) {
 	r := &record{Value: value, ExpiresAt: exp, FetchedAt: at, Src: src}
-	return b.store.writeRecord(ctx, f, b.writeOf(it, r, same, gen, len(settles) > 0 && settles[0]))
+	return b.store.writeRecord(ctx, f, writeOf(it, r, same, gen, len(settles) > 0 && settles[0], b.now()))
 }

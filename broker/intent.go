@@ -79,7 +79,7 @@ func notMinted(err error) bool {
 
 // clearIntent drops the intent of a call of this term that failed without
 // minting a token, so a successor does not refresh for nothing.
-func (b *Broker) clearIntent(t *term, it *item) {
+func (b *refresher) clearIntent(t *term, it *item) {
 	ctx, cancel := context.WithTimeout(t.ctx, b.cfg.WeChat.Timeout)
 	defer cancel()
 	if err := b.store.clearIntent(ctx, t.fence, it.ns, it.appid); err != nil {
@@ -92,7 +92,7 @@ func (b *Broker) clearIntent(t *term, it *item) {
 // after that call began) and refreshed at once. The intent stays until a new
 // token is stored, so the next leader does the same should this one die too,
 // and a force marker of the dead leader does not block reports meanwhile.
-func (b *Broker) settleIntents(t *term) {
+func (b *refresher) settleIntents(t *term) {
 	ctx, cancel := context.WithTimeout(t.ctx, b.cfg.WeChat.Timeout)
 	defer cancel()
 	stored, err := b.store.intents(ctx)
@@ -123,7 +123,7 @@ func (b *Broker) settleIntents(t *term) {
 
 // settleIntent shortens it's stored token after an unsettled call of an
 // earlier term and marks it for a refresh at once.
-func (b *Broker) settleIntent(t *term, it *item, in intent) {
+func (b *refresher) settleIntent(t *term, it *item, in intent) {
 	k := t.sched.task(it)
 	if k == nil || !k.acquire(t.ctx) {
 		return

@@ -5,12 +5,27 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/wxbroker/wxbroker/config"
 	"github.com/wxbroker/wxbroker/metrics"
 )
+
+// reporter takes reports of a rejected token on any replica: on the leader
+// it runs the conditional refresh, elsewhere it forwards the report to the
+// leader through Redis and waits for the new token. Reports of one token on
+// one replica share one forward.
+type reporter struct {
+	*core
+	rep     *replica
+	lead    *refresher
+	el      *elector
+	waitMu  sync.Mutex
+	waiters map[string][]chan string // invalidation outcomes by ns\tappid\tfailed
+}
 
 // Outcomes the leader publishes on {p}:inval:done for forwarded reports.
 const (
@@ -31,7 +46,7 @@ const (
 // ErrForceLimited when the forced-refresh budget is spent, ErrNoToken
 // (wrapped) when no new token arrived in time.
 func (b *Broker) Invalidate(ctx context.Context, ns, appid, failedToken, source string) (Token, error) {
-	return b.report(ctx, ns, appid, failedToken, source, false)
+	return b.rpt.report(ctx, ns, appid, failedToken, source, false)
 }
 
 // InvalidateUnproven is Invalidate for a report that carries no WeChat
@@ -44,11 +59,11 @@ func (b *Broker) Invalidate(ctx context.Context, ns, appid, failedToken, source 
 // wxbroker_false_reports_total; a check that cannot decide (WeChat busy or
 // unreachable) trusts the report. Errors as Invalidate.
 func (b *Broker) InvalidateUnproven(ctx context.Context, ns, appid, failedToken, source string) (Token, error) {
-	return b.report(ctx, ns, appid, failedToken, source, true)
+	return b.rpt.report(ctx, ns, appid, failedToken, source, true)
 }
 
 // report serves Invalidate (verify false) and InvalidateUnproven.
-func (b *Broker) report(ctx context.Context, ns, appid, failedToken, source string, verify bool) (Token, error) {
+func (b *reporter) report(ctx context.Context, ns, appid, failedToken, source string, verify bool) (Token, error) {
 	e, ok := b.entry(ns, appid)
 	if !ok {
 		return Token{}, ErrUnknownApp
@@ -73,33 +88,33 @@ func (b *Broker) report(ctx context.Context, ns, appid, failedToken, source stri
 // accepted reports that WeChat still accepted failed: tok is then the
 // current token, failed itself unless it was replaced meanwhile. since is
 // when the report was made (time.Now).
-func (b *Broker) conditionalRefresh(ctx context.Context, it *item, failed string, verify bool, since time.Time) (tok Token, accepted bool, err error) {
+func (b *reporter) conditionalRefresh(ctx context.Context, it *item, failed string, verify bool, since time.Time) (tok Token, accepted bool, err error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, b.invalidateWait())
+		ctx, cancel = context.WithTimeout(ctx, invalidateWait(b.cfg))
 		defer cancel()
 	}
-	if verify && b.stillAccepted(it, failed, since) {
-		tok, err = b.current(it)
+	if verify && stillAccepted(it, failed, since, b.verdictReuse) {
+		tok, err = b.rep.current(it)
 		return tok, true, err
 	}
 	if cur := it.cur.Load(); cur != nil && cur.Value != failed {
 		// A stale report, or one about a token newer than this replica has
 		// seen: catch up with Redis once and answer with the current token.
 		if p := it.prev.Load(); p == nil || p.Value != failed {
-			_ = b.refreshItem(ctx, it)
+			_ = b.rep.refreshItem(ctx, it)
 		}
-		tok, err = b.currentExcept(it, failed)
+		tok, err = b.rep.currentExcept(it, failed)
 		return tok, false, err
 	}
-	if t := b.term.Load(); t != nil && t.ctx.Err() == nil {
-		_, err := b.refreshIfCurrent(ctx, t, it, failed, verify, since)
+	if t := b.el.term.Load(); t != nil && t.ctx.Err() == nil {
+		_, err := b.lead.refreshIfCurrent(ctx, t, it, failed, verify, since)
 		switch {
 		case err == nil:
-			tok, err = b.currentExcept(it, failed)
+			tok, err = b.rep.currentExcept(it, failed)
 			return tok, false, err
 		case errors.Is(err, errStillAccepted):
-			tok, err = b.current(it)
+			tok, err = b.rep.current(it)
 			return tok, true, err
 		case errors.Is(err, ErrForceLimited):
 			return Token{}, false, err
@@ -113,12 +128,12 @@ func (b *Broker) conditionalRefresh(ctx context.Context, it *item, failed string
 
 // invalidateWait bounds a follower's wait when the caller set no deadline:
 // a normal and a forced call, and a leader takeover.
-func (b *Broker) invalidateWait() time.Duration {
-	return 2*b.cfg.WeChat.Timeout + b.cfg.Leader.LockTTL
+func invalidateWait(cfg *config.Config) time.Duration {
+	return 2*cfg.WeChat.Timeout + cfg.Leader.LockTTL
 }
 
 // current returns the cached token unless it is (nearly) expired.
-func (b *Broker) current(it *item) (Token, error) {
+func (b *replica) current(it *item) (Token, error) {
 	cur := it.cur.Load()
 	if !servable(cur, b.now()) {
 		return Token{}, ErrNoToken
@@ -128,7 +143,7 @@ func (b *Broker) current(it *item) (Token, error) {
 
 // currentExcept returns the cached token unless it is failed or (nearly)
 // expired.
-func (b *Broker) currentExcept(it *item, failed string) (Token, error) {
+func (b *replica) currentExcept(it *item, failed string) (Token, error) {
 	cur := it.cur.Load()
 	if !servable(cur, b.now()) || cur.Value == failed {
 		return Token{}, ErrNoToken
@@ -144,7 +159,7 @@ func (b *Broker) currentExcept(it *item, failed string) (Token, error) {
 // accepts it; a verdict reached after since answers without a new check). Classic mode counts the fetch against the force budget;
 // stable mode first makes a normal-mode call and forces only if WeChat hands
 // back the failed token.
-func (b *Broker) refreshIfCurrent(ctx context.Context, t *term, it *item, failed string, verify bool, since time.Time) (*record, error) {
+func (b *refresher) refreshIfCurrent(ctx context.Context, t *term, it *item, failed string, verify bool, since time.Time) (*record, error) {
 	k := t.sched.task(it)
 	if k == nil {
 		return nil, ErrUnknownApp // removed by a reload meanwhile
@@ -208,7 +223,7 @@ func (b *Broker) refreshIfCurrent(ctx context.Context, t *term, it *item, failed
 // token that failed before its expiry: this broker did not replace it, so
 // someone outside fetched a token for this AppID. The caller holds k's lock
 // and has checked that failed is it's current record cur.
-func (b *Broker) detectExternalInvalidation(k *task, cur *record, failed string, now time.Time) bool {
+func (b *refresher) detectExternalInvalidation(k *task, cur *record, failed string, now time.Time) bool {
 	if !now.Before(cur.ExpiresAt) || k.external == failed {
 		return false
 	}
@@ -223,7 +238,7 @@ func (b *Broker) detectExternalInvalidation(k *task, cur *record, failed string,
 // followInvalidate hands a report to the leader through Redis and waits until
 // this replica's cache holds a token other than failed, or the leader
 // answers that WeChat still accepts failed (accepted).
-func (b *Broker) followInvalidate(ctx context.Context, it *item, failed string, verify bool, since time.Time) (Token, bool, error) {
+func (b *reporter) followInvalidate(ctx context.Context, it *item, failed string, verify bool, since time.Time) (Token, bool, error) {
 	payload := invalPayload(it, failed, verify)
 	done, first := b.addWaiter(payload)
 	defer b.removeWaiter(payload, done)
@@ -238,7 +253,7 @@ func (b *Broker) followInvalidate(ctx context.Context, it *item, failed string, 
 	polls := 0
 	for {
 		changed := it.changes()
-		if tok, err := b.currentExcept(it, failed); err == nil {
+		if tok, err := b.rep.currentExcept(it, failed); err == nil {
 			return tok, false, nil
 		}
 		select {
@@ -248,25 +263,25 @@ func (b *Broker) followInvalidate(ctx context.Context, it *item, failed string, 
 			case outcomeLimited:
 				return Token{}, false, ErrForceLimited
 			case outcomeAccepted:
-				tok, err := b.current(it)
+				tok, err := b.rep.current(it)
 				return tok, true, err
 			case outcomeError:
-				_ = b.refreshItem(ctx, it)
-				if tok, err := b.currentExcept(it, failed); err == nil {
+				_ = b.rep.refreshItem(ctx, it)
+				if tok, err := b.rep.currentExcept(it, failed); err == nil {
 					return tok, false, nil
 				}
 				return Token{}, false, fmt.Errorf("%w: the leader's refresh failed", ErrNoToken)
 			default:
-				_ = b.refreshItem(ctx, it)
+				_ = b.rep.refreshItem(ctx, it)
 			}
 		case <-tk.C:
-			if verify && b.stillAccepted(it, failed, since) {
+			if verify && stillAccepted(it, failed, since, b.verdictReuse) {
 				// Another waiter's outcome, published before this one
 				// registered, answered for this report too.
-				tok, err := b.current(it)
+				tok, err := b.rep.current(it)
 				return tok, true, err
 			}
-			_ = b.refreshItem(ctx, it)
+			_ = b.rep.refreshItem(ctx, it)
 			if polls++; polls%4 == 0 {
 				b.forward(ctx, payload) // the leader may have changed meanwhile
 			}
@@ -290,13 +305,13 @@ func invalPayload(it *item, failed string, verify bool) string {
 const verifyFlag = "verify"
 
 // forward publishes a report (invalPayload) to the leader.
-func (b *Broker) forward(ctx context.Context, payload string) {
+func (b *reporter) forward(ctx context.Context, payload string) {
 	_ = b.store.publish(ctx, chanInval, payload)
 }
 
 // addWaiter registers a waiter for the outcome of key and reports whether
 // it is the only one.
-func (b *Broker) addWaiter(key string) (chan string, bool) {
+func (b *reporter) addWaiter(key string) (chan string, bool) {
 	ch := make(chan string, 1)
 	b.waitMu.Lock()
 	b.waiters[key] = append(b.waiters[key], ch)
@@ -305,7 +320,7 @@ func (b *Broker) addWaiter(key string) (chan string, bool) {
 	return ch, first
 }
 
-func (b *Broker) removeWaiter(key string, ch chan string) {
+func (b *reporter) removeWaiter(key string, ch chan string) {
 	b.waitMu.Lock()
 	defer b.waitMu.Unlock()
 	list := b.waiters[key]
@@ -325,8 +340,8 @@ func (b *Broker) removeWaiter(key string, ch chan string) {
 // handleInvalRequest serves a report forwarded by a follower, if this replica
 // leads, and publishes the outcome. Reports of a token already in progress
 // here are dropped: their outcome is published when that one ends.
-func (b *Broker) handleInvalRequest(payload string) {
-	t := b.term.Load()
+func (b *refresher) handleInvalRequest(payload string) {
+	t := b.el.term.Load()
 	if t == nil || t.ctx.Err() != nil {
 		return
 	}
@@ -339,7 +354,7 @@ func (b *Broker) handleInvalRequest(payload string) {
 	}
 	since := time.Now()
 	t.sched.goForwarded(payload, func() {
-		ctx, cancel := context.WithTimeout(t.ctx, b.invalidateWait())
+		ctx, cancel := context.WithTimeout(t.ctx, invalidateWait(b.cfg))
 		defer cancel()
 		_, err := b.refreshIfCurrent(ctx, t, e.token, failed, flag == verifyFlag, since)
 		res := outcomeOK
@@ -358,7 +373,7 @@ func (b *Broker) handleInvalRequest(payload string) {
 }
 
 // handleInvalDone wakes the waiters of a forwarded report.
-func (b *Broker) handleInvalDone(payload string) {
+func (b *reporter) handleInvalDone(payload string) {
 	i := strings.LastIndexByte(payload, '\t')
 	if i < 0 {
 		return

@@ -9,6 +9,11 @@ import (
 	"github.com/wxbroker/wxbroker/metrics"
 )
 
+// exporter keeps the per-credential metrics: it seeds the series alerts
+// read, exports when each record is due, and clears what only a leader or a
+// removed app had.
+type exporter struct{ *core }
+
 // The alerts page on the first event, so every per-app series they use
 // exists from start-up (a counter first seen at 1 has no increase), and
 // leader-only gauges never outlive the leadership or the UTC+8 day they
@@ -18,7 +23,7 @@ import (
 // increase, exports the forced-refresh cap, and gives every item a refresh
 // deadline of start plus the time a leader needs to fetch a first token, so
 // an app that never gets one shows as late.
-func (b *Broker) seedMetrics(start time.Time, items []*item) {
+func (b *exporter) seedMetrics(start time.Time, items []*item) {
 	b.m.ForcedRefreshLimit.Set(float64(b.cfg.Refresh.ForceDailyCap))
 	first := start.Add(b.cfg.Leader.LockTTL + b.cfg.WeChat.Timeout)
 	for _, it := range items {
@@ -34,7 +39,7 @@ func (b *Broker) seedMetrics(start time.Time, items []*item) {
 
 // dropMetrics deletes every per-credential series of it (its app was
 // removed by a reload): a removed app must not page as late or stopped.
-func (b *Broker) dropMetrics(it *item) {
+func (b *exporter) dropMetrics(it *item) {
 	match := map[string]string{"wx_namespace": it.ns, "appid": it.appid, "kind": it.kind}
 	for _, v := range []interface {
 		DeletePartialMatch(prometheus.Labels) int
@@ -56,7 +61,7 @@ func (b *Broker) dropMetrics(it *item) {
 // record just applied to it's cache. Every replica computes it from the
 // record alone, so the value agrees across replicas and still moves into the
 // past when there is no leader at all.
-func (b *Broker) exportDeadline(it *item, r *record) {
+func (b *exporter) exportDeadline(it *item, r *record) {
 	b.m.RefreshDue.WithLabelValues(it.ns, it.appid, it.kind).Set(unixSeconds(b.refreshDeadline(it, r)))
 }
 
@@ -66,7 +71,7 @@ func (b *Broker) exportDeadline(it *item, r *record) {
 // rotation window left plus the jitter (WeChat mints the successor only in
 // the window). Tickets: half of before_expiry left, the longest a ticket
 // waits for its token's refresh to bring a new one.
-func (b *Broker) refreshDeadline(it *item, r *record) time.Time {
+func (b *exporter) refreshDeadline(it *item, r *record) time.Time {
 	life := r.ExpiresAt.Sub(r.FetchedAt)
 	if life <= 0 {
 		return r.ExpiresAt
@@ -75,27 +80,27 @@ func (b *Broker) refreshDeadline(it *item, r *record) time.Time {
 }
 
 // markStopped exports that retries of it stopped after errcode code.
-func (b *Broker) markStopped(it *item, code int) {
+func (b *exporter) markStopped(it *item, code int) {
 	b.clearStopped(it)
 	b.m.RefreshStopped.WithLabelValues(it.ns, it.appid, it.kind, metrics.ErrcodeLabel(code)).Set(1)
 }
 
 // clearStopped removes it's retries-stopped series (a refresh succeeded).
-func (b *Broker) clearStopped(it *item) {
+func (b *exporter) clearStopped(it *item) {
 	b.m.RefreshStopped.DeletePartialMatch(map[string]string{"wx_namespace": it.ns, "appid": it.appid, "kind": it.kind})
 }
 
 // resetLeaderMetrics clears what only a leader knows: today's call counts
 // and the retries-stopped states. Called when a term ends; the next leader
 // loads the day's counts from Redis.
-func (b *Broker) resetLeaderMetrics() {
+func (b *exporter) resetLeaderMetrics() {
 	b.m.RefreshStopped.Reset()
 	b.resetDayMetrics()
 }
 
 // resetDayMetrics sets the per-day counts to zero (a new UTC+8 day, or no
 // longer the leader).
-func (b *Broker) resetDayMetrics() {
+func (b *exporter) resetDayMetrics() {
 	b.m.WeChatQuotaUsed.Reset()
 	for _, it := range b.catalog().items {
 		if it.kind == KindAccessToken {
@@ -122,9 +127,9 @@ func (b *Broker) dayMetricsLoop(ctx context.Context) {
 			continue
 		}
 		today = d
-		b.resetDayMetrics()
-		if t := b.term.Load(); t != nil && t.ctx.Err() == nil {
-			b.loadQuotaGauges(t.ctx)
+		b.ex.resetDayMetrics()
+		if t := b.el.term.Load(); t != nil && t.ctx.Err() == nil {
+			b.ex.loadQuotaGauges(t.ctx)
 		}
 	}
 }

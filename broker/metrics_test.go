@@ -184,7 +184,7 @@ func TestRefreshDeadlineBoundsTheSchedule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newScheduler(b, nil)
+	s := newScheduler(b.lead, nil)
 	now := b.now()
 	life := 2 * time.Hour
 	for _, it := range b.catalog().items {
@@ -193,7 +193,7 @@ func TestRefreshDeadlineBoundsTheSchedule(t *testing.T) {
 			rec.Src = shortHash(it.app.Load().token.cur.Load().Value)
 		}
 		it.cur.Store(rec)
-		deadline := b.refreshDeadline(it, rec)
+		deadline := b.ex.refreshDeadline(it, rec)
 		for _, j := range []float64{0, 0.5, 0.999999} {
 			k := s.tasks[it]
 			k.basedOn, k.jitter = rec.Rev, j

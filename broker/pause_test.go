@@ -14,7 +14,7 @@ import (
 
 // pauseFor makes n's heartbeat look as if the process had been stopped for d.
 func pauseFor(n *node, d time.Duration) {
-	n.b.pause.beat.Store(n.b.pause.since() - int64(d))
+	n.b.rep.pause.beat.Store(n.b.rep.pause.since() - int64(d))
 }
 
 // TestReadAfterPauseReloadsFromRedis: a replica resumed after a pause must
@@ -31,7 +31,7 @@ func TestReadAfterPauseReloadsFromRedis(t *testing.T) {
 	leader(t, 5*time.Second, l)
 	n := e.start("paused", slow)
 	old := token(t, n, app.AppID)
-	waitFor(t, 5*time.Second, "the heartbeat to run", func() bool { return n.b.pause.beat.Load() != 0 })
+	waitFor(t, 5*time.Second, "the heartbeat to run", func() bool { return n.b.rep.pause.beat.Load() != 0 })
 
 	// A newer record reaches Redis while the replica is "stopped": written
 	// without a pub/sub message, as one the replica has not read yet.

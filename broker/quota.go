@@ -31,7 +31,7 @@ const counterTTL = 48 * time.Hour
 // force budget in the forced modes), under fence f, and records the call's
 // intent when the call may supersede the current access token (see
 // intent.go). It returns the calls counted today.
-func (b *Broker) preCall(ctx context.Context, f fence, it *item, api, mode string) (int64, error) {
+func (b *refresher) preCall(ctx context.Context, f fence, it *item, api, mode string) (int64, error) {
 	now := b.now()
 	d := day(now)
 	// The intent field names the app in both cases: the force marker rule
@@ -73,7 +73,7 @@ func quotaAPIs() [3]string {
 
 // loadQuotaGauges sets wxbroker_wechat_quota_used from today's counters, so a
 // new leader exports the day's count before its first call.
-func (b *Broker) loadQuotaGauges(ctx context.Context) {
+func (b *exporter) loadQuotaGauges(ctx context.Context) {
 	snap, err := b.store.gather(ctx, b.catalog().cfg, b.now())
 	if err != nil {
 		return

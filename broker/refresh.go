@@ -17,6 +17,49 @@ var (
 	errNoAccessToken = errors.New("broker: no valid access token to fetch a ticket with")
 )
 
+// refresher is the leader's work: every credential call (under the lease,
+// counted against the quota and the force budget, its intent recorded),
+// every fenced write, and the two refreshes that use them — the scheduled
+// one (refresh) and the conditional one of a report (refreshIfCurrent),
+// which share the fetch and the write path.
+type refresher struct {
+	*core
+	wx  WeChat
+	rep *replica
+	ex  *exporter
+	el  *elector
+}
+
+// leaderWork is what the elector runs for each term: the restorer's
+// repair of Redis, then the scheduler over the refresher.
+type leaderWork struct {
+	r   *refresher
+	fix *restorer
+	ex  *exporter
+	el  *elector
+}
+
+// begin gives a new term its scheduler.
+func (w *leaderWork) begin(t *term) { t.sched = newScheduler(w.r, t) }
+
+// run repairs what Redis lost, then runs the term's scheduler until the
+// term ends.
+func (w *leaderWork) run(t *term) {
+	w.fix.reseed(t)
+	t.sched.run()
+}
+
+// end clears what only a leader knows.
+func (w *leaderWork) end() { w.ex.resetLeaderMetrics() }
+
+// repairIfLeading repairs, on the leader, what Redis lost (stored is what a
+// reconcile read).
+func (w *leaderWork) repairIfLeading(stored map[string]map[string]string) {
+	if t := w.el.current(); t != nil {
+		w.fix.repair(t, stored)
+	}
+}
+
 // writeError is a credential WeChat handed out that could not be stored
 // (Redis failed, not the fence): the scheduler retries the write, not the call.
 type writeError struct {
@@ -30,7 +73,7 @@ func (e *writeError) Unwrap() error { return e.err }
 // credentialCall makes one call to a credential endpoint under term t: only
 // while the lease outlasts the call's timeout, after counting it (fenced)
 // against the quota and, when forced, the force budget.
-func (b *Broker) credentialCall(t *term, it *item, api, mode string, call func(context.Context) error) error {
+func (b *refresher) credentialCall(t *term, it *item, api, mode string, call func(context.Context) error) error {
 	timeout := b.cfg.WeChat.Timeout
 	if err := t.ctx.Err(); err != nil {
 		return context.Cause(t.ctx)
@@ -70,7 +113,7 @@ func (b *Broker) credentialCall(t *term, it *item, api, mode string, call func(c
 // needs another credential is fetched with that one's current value; when
 // WeChat rejects that value, it is refreshed conditionally and the call
 // made once more.
-func (b *Broker) fetch(t *term, it *item, mode string) (*record, error) {
+func (b *refresher) fetch(t *term, it *item, mode string) (*record, error) {
 	k := it.spec()
 	for attempt := 0; ; attempt++ {
 		a := it.config() // read at every call: a reload may have changed the secret
@@ -114,7 +157,7 @@ func (b *Broker) fetch(t *term, it *item, mode string) (*record, error) {
 
 // assumeSuperseded handles a classic fetch whose outcome is unknown: WeChat
 // may have minted a new token, which kills the stored one after the overlap.
-func (b *Broker) assumeSuperseded(t *term, it *item, start time.Time) {
+func (b *refresher) assumeSuperseded(t *term, it *item, start time.Time) {
 	cur := it.cur.Load()
 	limit := start.Add(b.overlap)
 	if cur == nil || !cur.ExpiresAt.After(limit) {
@@ -144,7 +187,7 @@ type outcome struct {
 // refresh runs one scheduled refresh of k (a pending write, else a fetch),
 // records its metrics and, unless a retry follows, its status, and returns
 // the outcome. The caller holds k's lock.
-func (b *Broker) refresh(t *term, k *task) outcome {
+func (b *refresher) refresh(t *term, k *task) outcome {
 	it := k.it
 	began := time.Now()
 	var rec *record
@@ -171,7 +214,7 @@ func (b *Broker) refresh(t *term, k *task) outcome {
 		b.m.TokenRefresh.WithLabelValues(it.ns, it.appid, it.kind, metrics.ResultSuccess).Inc()
 		b.m.TokenRefreshDuration.WithLabelValues(it.ns, it.kind).Observe(time.Since(began).Seconds())
 		b.recordStatus(t, it, &refreshStatus{LastRefresh: rec.FetchedAt})
-		b.clearStopped(it)
+		b.ex.clearStopped(it)
 		return outcome{rec: rec}
 	case errors.Is(err, errLeaseShort), errors.Is(err, errNoAccessToken):
 		return outcome{err: err}
@@ -190,7 +233,7 @@ func (b *Broker) refresh(t *term, k *task) outcome {
 			append(itemFields(it), zap.String("api", ae.API), zap.Int("errcode", ae.Code), zap.String("rid", ae.RID),
 				zap.String("hint", h.Title), zap.String("fix", h.FixEN), zap.String("fix_zh", h.FixZH), zapErr(err))...)
 		b.recordStatus(t, it, &refreshStatus{LastError: errorInfo(err, now), RetriesStopped: true, NextAttempt: until})
-		b.markStopped(it, ae.Code)
+		b.ex.markStopped(it, ae.Code)
 		return outcome{err: err, stopUntil: until}
 	}
 	o := outcome{err: err}
@@ -202,7 +245,7 @@ func (b *Broker) refresh(t *term, k *task) outcome {
 
 // recordStatus keeps the last refresh outcome (locally and in Redis). The
 // last successful refresh time survives later errors.
-func (b *Broker) recordStatus(t *term, it *item, st *refreshStatus) {
+func (b *refresher) recordStatus(t *term, it *item, st *refreshStatus) {
 	if st.LastRefresh.IsZero() {
 		if prev := it.status.Load(); prev != nil {
 			st.LastRefresh = prev.LastRefresh

@@ -73,9 +73,9 @@ func (b *Broker) commitCatalog(prev, next *catalog) {
 			removed = append(removed, it)
 		}
 	}
-	b.seedMetrics(b.now(), added)
+	b.ex.seedMetrics(b.now(), added)
 	for _, it := range removed {
-		b.dropMetrics(it)
+		b.ex.dropMetrics(it)
 	}
 	for _, it := range added {
 		b.log.Info("credential added by reload", itemFields(it)...)
@@ -87,12 +87,12 @@ func (b *Broker) commitCatalog(prev, next *catalog) {
 	// stored them before this replica reloaded.
 	if len(added) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.WeChat.Timeout)
-		if err := b.reconcile(ctx); err != nil {
+		if err := b.rep.reconcile(ctx); err != nil {
 			b.log.Warn("reload: cannot load the new credentials from redis yet; the next reconcile will", zapErr(err))
 		}
 		cancel()
 	}
-	if t := b.term.Load(); t != nil {
+	if t := b.el.term.Load(); t != nil {
 		t.sched.wake() // the schedule follows the catalog at its next tick
 	}
 	b.log.Info("credentials reloaded", zap.Int("items", len(next.items)),
@@ -110,7 +110,7 @@ func (b *Broker) Resume(ctx context.Context, ns, appid string) error {
 	if !ok {
 		return ErrUnknownApp
 	}
-	if t := b.term.Load(); t != nil && t.ctx.Err() == nil {
+	if t := b.el.term.Load(); t != nil && t.ctx.Err() == nil {
 		if !b.resumeLocal(t, e) {
 			return ErrNotStopped
 		}
@@ -136,7 +136,7 @@ func (b *Broker) resumeLocal(t *term, e *appEntry) bool {
 
 // handleResume serves a resume request published by another replica.
 func (b *Broker) handleResume(payload string) {
-	t := b.term.Load()
+	t := b.el.term.Load()
 	if t == nil || t.ctx.Err() != nil {
 		return
 	}

@@ -57,7 +57,7 @@ func (k *task) release() { <-k.lock }
 // scheduler refreshes every item before it expires, with jitter, at most
 // refresh.concurrency at a time. It runs only on the leader, for one term.
 type scheduler struct {
-	b     *Broker
+	b     *refresher
 	t     *term
 	cat   *catalog // the catalog the tasks follow (run's goroutine only)
 	sem   chan struct{}
@@ -71,7 +71,7 @@ type scheduler struct {
 	closed   bool            // run has returned; start nothing new
 }
 
-func newScheduler(b *Broker, t *term) *scheduler {
+func newScheduler(b *refresher, t *term) *scheduler {
 	n := b.cfg.Refresh.Concurrency
 	if n <= 0 {
 		n = 1
@@ -174,9 +174,8 @@ func (s *scheduler) run() {
 		s.mu.Unlock()
 		s.wg.Wait()
 	}()
-	s.b.reseed(s.t)
 	s.b.settleIntents(s.t)
-	s.b.loadQuotaGauges(s.t.ctx)
+	s.b.ex.loadQuotaGauges(s.t.ctx)
 	now := s.b.now()
 	items := s.cat.items
 	ks := make([]*task, len(items))
@@ -280,7 +279,7 @@ func (s *scheduler) next(k *task, o outcome, now time.Time) (time.Time, bool) {
 		// Still due right after a refresh: WeChat returned a token without
 		// the expected lifetime (a stable token's successor not minted yet).
 		k.failures++
-		return now.Add(b.retryWait(it, k.failures, 0, now)), true
+		return now.Add(s.retryWait(it, k.failures, 0, now)), true
 	case errors.Is(o.err, errLeaseShort):
 		return now.Add(b.cfg.Leader.RenewInterval / 4), true
 	case errors.Is(o.err, errNoAccessToken):
@@ -290,7 +289,7 @@ func (s *scheduler) next(k *task, o outcome, now time.Time) (time.Time, bool) {
 		return o.stopUntil, true
 	}
 	k.failures++
-	wait := b.retryWait(it, k.failures, o.retryAfter, now)
+	wait := s.retryWait(it, k.failures, o.retryAfter, now)
 	fields := append(itemFields(it), zapErr(o.err), zap.Int("failures", k.failures), zap.Duration("retry_in", wait))
 	if cur := it.cur.Load(); cur != nil && now.Before(cur.ExpiresAt) {
 		fields = append(fields, zap.Duration("cached_valid_for", cur.ExpiresAt.Sub(now)))
@@ -440,7 +439,8 @@ func (s *scheduler) dueFor(k *task, now time.Time) time.Time {
 
 // backoff is the wait after the n-th consecutive failure: exponential from
 // backoffMin to backoffMax, ±20% jitter, at least least.
-func (b *Broker) backoff(n int, least time.Duration) time.Duration {
+func (s *scheduler) backoff(n int, least time.Duration) time.Duration {
+	b := s.b
 	d := b.backoffMin
 	for i := 1; i < n && d < b.backoffMax; i++ {
 		d *= 2
@@ -476,8 +476,9 @@ const retryAttempts = 4
 // credential: then the one retry comes as late as it can while its answer
 // still arrives before the credential stops being served. With nothing
 // valid cached it is the plain backoff.
-func (b *Broker) retryWait(it *item, n int, least time.Duration, now time.Time) time.Duration {
-	d := b.backoff(n, 0)
+func (s *scheduler) retryWait(it *item, n int, least time.Duration, now time.Time) time.Duration {
+	b := s.b
+	d := s.backoff(n, 0)
 	cur := it.cur.Load()
 	if cur == nil || !now.Before(cur.ExpiresAt) {
 		return max(d, least)

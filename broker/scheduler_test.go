@@ -35,7 +35,7 @@ func TestInjectedClockLifetimes(t *testing.T) {
 		token(t, n, id)
 	}
 	settled := func() bool {
-		t := n.b.term.Load()
+		t := n.b.el.term.Load()
 		if t == nil {
 			return false
 		}
@@ -86,7 +86,7 @@ func TestDayAndBackoff(t *testing.T) {
 			t.Errorf("nextDay(%v) = %v; want %v", tc.in, got, tc.nextDay)
 		}
 	}
-	b := &Broker{backoffMin: time.Second, backoffMax: time.Minute}
+	b := &scheduler{b: &refresher{core: &core{backoffMin: time.Second, backoffMax: time.Minute}}}
 	for n, want := range map[int]time.Duration{1: time.Second, 3: 4 * time.Second, 20: time.Minute} {
 		if got := b.backoff(n, 0); got < want*8/10 || got > want*12/10 {
 			t.Errorf("backoff(%d) = %s; want %s ±20%%", n, got, want)
@@ -113,7 +113,7 @@ func TestTicketWaitsForItsTokenInFlight(t *testing.T) {
 	})
 	leader(t, 5*time.Second, n)
 	token(t, n, app.AppID)
-	tm := n.b.term.Load()
+	tm := n.b.el.term.Load()
 	ticket := n.b.catalog().apps[testNS][app.AppID].tickets["jsapi"]
 	queued := func() bool { // the ticket waits for a later time
 		due := tm.sched.scheduledAt(ticket)
@@ -173,7 +173,7 @@ func TestRefreshSchedule(t *testing.T) {
 	e := newEnv(t, wechattest.Options{Now: clock.Now}, cfg)
 	n := e.start("a", withClock(clock))
 	leader(t, 5*time.Second, n)
-	tm := n.b.term.Load()
+	tm := n.b.el.term.Load()
 	now := clock.Now()
 	dues := map[time.Time]bool{}
 	for _, a := range apps {
@@ -227,7 +227,7 @@ func TestRetryBackoff(t *testing.T) {
 			n := e.start("a", withClock(clock))
 			leader(t, 5*time.Second, n)
 			first := token(t, n, app.AppID)
-			tm := n.b.term.Load()
+			tm := n.b.el.term.Load()
 			it := n.b.catalog().apps[testNS][app.AppID].token
 			settle(t, n, clock)
 			e.sim.Fail(wechat.APIToken, 2, wechattest.Fault{Errcode: tc.code})

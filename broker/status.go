@@ -95,16 +95,16 @@ func (b *Broker) Status(ctx context.Context) Status {
 	if b.IsLeader() {
 		st.Role = RoleLeader
 	}
-	if id := b.leaderID.Load(); id != nil {
+	if id := b.el.leaderID.Load(); id != nil {
 		st.LeaderID = *id
 	}
-	st.Epoch = b.epoch.Load()
+	st.Epoch = b.el.epoch.Load()
 	cat := b.catalog()
 	snap, err := b.store.gather(ctx, cat.cfg, b.now())
 	b.setRedis(err)
 	if err == nil {
 		st.LeaderID, st.Epoch = snap.leader, snap.epoch
-		b.noteEpoch(snap.epoch)
+		b.el.noteEpoch(snap.epoch)
 	}
 	st.Redis = RedisStatus{OK: true}
 	if rs := b.redisErr.Load(); rs != nil && rs.err != nil {

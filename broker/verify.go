@@ -31,9 +31,9 @@ const verdictReuseDefault = time.Second
 // costs one check. A later report gets a check of its own. It returns errStillAccepted when WeChat accepts the token, nil when
 // WeChat rejects it or cannot tell (then the report is trusted: the force
 // budget still bounds what it costs), or ctx's error.
-func (b *Broker) verifyReport(ctx context.Context, k *task, failed string, since time.Time) error {
+func (b *refresher) verifyReport(ctx context.Context, k *task, failed string, since time.Time) error {
 	it := k.it
-	if b.stillAccepted(it, failed, since) {
+	if stillAccepted(it, failed, since, b.verdictReuse) {
 		return errStillAccepted
 	}
 	cctx, cancel := context.WithTimeout(ctx, b.cfg.WeChat.Timeout)
@@ -72,7 +72,7 @@ type verdict struct {
 // stillAccepted reports whether a verdict on failed answers a report of it
 // made at since: one reached after the report was made, or at most
 // verdictReuse before.
-func (b *Broker) stillAccepted(it *item, failed string, since time.Time) bool {
+func stillAccepted(it *item, failed string, since time.Time, reuse time.Duration) bool {
 	v := it.verdict.Load()
-	return v != nil && v.token == failed && !v.at.Before(since.Add(-b.verdictReuse))
+	return v != nil && v.token == failed && !v.at.Before(since.Add(-reuse))
 }
