@@ -153,12 +153,15 @@ func (b *replica) currentExcept(it *item, failed string) (Token, error) {
 
 // refreshIfCurrent is the conditional refresh on the leader, the one path
 // for a token WeChat rejected: invalidation reports (conditionalRefresh,
-// handleInvalRequest) and fetch's retry of a dependent kind call it. It refreshes only if
-// failed is still the current token, one refresh at a time per app. With
-// verify, it first checks failed with WeChat (errStillAccepted when WeChat
-// accepts it; a verdict reached after since answers without a new check). Classic mode counts the fetch against the force budget;
-// stable mode first makes a normal-mode call and forces only if WeChat hands
-// back the failed token.
+// handleInvalRequest) and fetch's retry of a dependent kind call it. It
+// refreshes only if failed is still the current token, one refresh at a
+// time per credential (the scheduler's task lock), through the same fetch,
+// write path and bookkeeping (conclude) as a scheduled refresh. With verify,
+// it first checks failed with WeChat (errStillAccepted when WeChat accepts
+// it; a verdict reached after since answers without a new check). A kind
+// whose plain call mints a new value is forced at once (counted against the
+// force budget); a rotating kind (stable token) first makes a plain call
+// and forces only if WeChat hands back the failed value.
 func (b *refresher) refreshIfCurrent(ctx context.Context, t *term, it *item, failed string, verify bool, since time.Time) (*record, error) {
 	k := t.sched.task(it)
 	if k == nil {
@@ -202,20 +205,15 @@ func (b *refresher) refreshIfCurrent(ctx context.Context, t *term, it *item, fai
 			}
 		}
 	}
-	if err != nil {
-		var we *writeError
-		if errors.As(err, &we) {
-			k.pending = we.rec
-		}
-		if !errors.Is(err, ErrForceLimited) && !errors.Is(err, errLeaseShort) && t.ctx.Err() == nil {
-			b.m.TokenRefresh.WithLabelValues(it.ns, it.appid, it.kind, metrics.ResultError).Inc()
-			b.log.Warn("conditional refresh failed", append(itemFields(it), zapErr(err))...)
-		}
-		return nil, err
+	if t.ctx.Err() != nil {
+		return rec, err // the next leader takes over from Redis
 	}
-	b.m.TokenRefresh.WithLabelValues(it.ns, it.appid, it.kind, metrics.ResultSuccess).Inc()
-	b.m.TokenRefreshDuration.WithLabelValues(it.ns, it.kind).Observe(time.Since(began).Seconds())
-	b.recordStatus(t, it, &refreshStatus{LastRefresh: rec.FetchedAt})
+	if o := b.conclude(t, k, began, rec, err); o.err != nil {
+		if !errors.Is(o.err, ErrForceLimited) && !errors.Is(o.err, errLeaseShort) {
+			b.log.Warn("conditional refresh failed", append(itemFields(it), zapErr(o.err))...)
+		}
+		return nil, o.err
+	}
 	return rec, nil
 }
 

@@ -204,6 +204,18 @@ func (b *refresher) refresh(t *term, k *task) outcome {
 	if t.ctx.Err() != nil {
 		return outcome{termOver: true}
 	}
+	return b.conclude(t, k, began, rec, err)
+}
+
+// conclude is the bookkeeping of every refresh attempt, scheduled (refresh)
+// or conditional (refreshIfCurrent): a credential Redis failed to store is
+// kept for the scheduler to write again (k.pending), the attempt is counted
+// and timed, its status recorded, and retries stop after an error retrying
+// cannot fix. A lease too short, a missing needed credential or a spent
+// force budget are no attempt: they are passed on uncounted. The caller
+// holds k's lock; the term is live.
+func (b *refresher) conclude(t *term, k *task, began time.Time, rec *record, err error) outcome {
+	it := k.it
 	now := b.now()
 	var we *writeError
 	if errors.As(err, &we) {
@@ -216,7 +228,7 @@ func (b *refresher) refresh(t *term, k *task) outcome {
 		b.recordStatus(t, it, &refreshStatus{LastRefresh: rec.FetchedAt})
 		b.ex.clearStopped(it)
 		return outcome{rec: rec}
-	case errors.Is(err, errLeaseShort), errors.Is(err, errNoAccessToken):
+	case errors.Is(err, errLeaseShort), errors.Is(err, errNoAccessToken), errors.Is(err, ErrForceLimited):
 		return outcome{err: err}
 	}
 
