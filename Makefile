@@ -29,8 +29,9 @@ help: ## list the targets
 build: ## build bin/wxbroker
 	$(GO) build -o bin/wxbroker ./cmd/wxbroker
 
-run: ## start everything in one process: embedded Redis, WeChat simulator, demo config (wxbroker dev)
-	$(GO) run ./cmd/wxbroker dev
+# ARGS are passed to wxbroker dev: make run ARGS='--listen 127.0.0.1:0 --public-listen 127.0.0.1:0'
+run: ## start everything in one process: embedded Redis, WeChat simulator, demo config (wxbroker dev; flags in ARGS='...')
+	$(GO) run ./cmd/wxbroker dev $(ARGS)
 
 # The Debian package prometheus (for promtool) would start a Prometheus
 # server on install: a temporary policy-rc.d forbids starting services during
