@@ -117,3 +117,14 @@ test('plain HTTP through the gateway: client key and app instead of a token', as
   assert.equal(res.status, 200);
   assert.ok(Array.isArray(body.ip_list) && body.ip_list.length > 0, JSON.stringify(body));
 });
+
+test('code2Session goes through the gateway, which fills in the AppSecret for the client key (snsPrefix)', async () => {
+  const res = await fetch(`${dev.sim}/sim/codes/login`, {
+    method: 'POST',
+    body: JSON.stringify({ appid: APP.appid, person: 'alice' }),
+  });
+  const { code } = await res.json();
+  assert.ok(code, 'the simulator minted no login code');
+  const s = await sdk().code2Session(code);
+  assert.ok(s.openid && s.session_key, `jscode2session answered ${JSON.stringify(s)}`);
+});
