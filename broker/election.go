@@ -135,7 +135,7 @@ func (b *elector) campaign(ctx context.Context) (*term, time.Duration, error) {
 	release := func() {
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		defer rcancel()
-		_ = lock.Release(rctx)
+		_ = b.store.releaseLock(rctx, lock)
 	}
 	// Redis lost its data when the epoch key is gone (or, below, when INCR
 	// does not go past the highest epoch known): a previous leader may still
@@ -215,7 +215,7 @@ func (b *elector) lead(ctx context.Context, t *term) {
 	b.work.end()
 
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-	err := t.lock.Release(rctx)
+	err := b.store.releaseLock(rctx, t.lock)
 	cancel()
 	b.m.LeaderTransitions.Inc()
 	cause := context.Cause(t.ctx)
@@ -243,9 +243,8 @@ func (b *elector) renew(t *term) {
 			return
 		}
 		rctx, cancel := context.WithTimeout(t.ctx, rem)
-		err := t.lock.Refresh(rctx, b.cfg.Leader.LockTTL, &redislock.Options{
-			RetryStrategy: redislock.LimitRetry(redislock.LinearBackoff(b.cfg.Leader.RenewInterval/10), 3),
-		})
+		err := b.store.renewLock(rctx, t.lock, b.cfg.Leader.LockTTL,
+			redislock.LimitRetry(redislock.LinearBackoff(b.cfg.Leader.RenewInterval/10), 3))
 		cancel()
 		if err != nil {
 			if t.ctx.Err() == nil {

@@ -91,7 +91,7 @@ func (b *elector) waitOutLostLease(ctx context.Context, lock *redislock.Lock, se
 		}
 		s := time.Now()
 		rctx, cancel := context.WithTimeout(ctx, renew)
-		err := lock.Refresh(rctx, b.cfg.Leader.LockTTL, nil)
+		err := b.store.renewLock(rctx, lock, b.cfg.Leader.LockTTL, nil)
 		cancel()
 		b.setRedis(err)
 		if err != nil {

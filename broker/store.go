@@ -275,6 +275,21 @@ func (s *store) obtainLock(ctx context.Context, id string, ttl time.Duration) (*
 		&redislock.Options{Metadata: "|" + id, RetryStrategy: redislock.NoRetry()})
 }
 
+// renewLock extends lock to ttl; retries (nil: none) bounds its attempts.
+// It fails with redislock.ErrNotObtained once the lock is no longer ours.
+func (s *store) renewLock(ctx context.Context, lock *redislock.Lock, ttl time.Duration, retries redislock.RetryStrategy) error {
+	var opts *redislock.Options
+	if retries != nil {
+		opts = &redislock.Options{RetryStrategy: retries}
+	}
+	return lock.Refresh(ctx, ttl, opts)
+}
+
+// releaseLock releases lock if it is still ours.
+func (s *store) releaseLock(ctx context.Context, lock *redislock.Lock) error {
+	return lock.Release(ctx)
+}
+
 // lockTTL is how long the current lock holder's lock has left (<= 0: none).
 func (s *store) lockTTL(ctx context.Context) (time.Duration, error) {
 	return s.rdb.PTTL(ctx, s.keys.lock()).Result()
@@ -317,34 +332,38 @@ const (
 	chanResume            // resume requests for the leader
 )
 
-// channelName is the Redis name of c.
-func (s *store) channelName(c channel) string {
+// channel is the Redis name of c.
+func (k keys) channel(c channel) string {
 	switch c {
 	case chanEvents:
-		return s.keys.events()
+		return k.events()
 	case chanInval:
-		return s.keys.inval()
+		return k.inval()
 	case chanInvalDone:
-		return s.keys.invalDone()
+		return k.invalDone()
 	case chanResume:
-		return s.keys.resume()
+		return k.resume()
 	}
 	return ""
 }
 
 // channelOf is the channel a message arrived on (chanNone: not the broker's).
-func (s *store) channelOf(name string) channel {
+func (k keys) channelOf(name string) channel {
 	for _, c := range []channel{chanEvents, chanInval, chanInvalDone, chanResume} {
-		if s.channelName(c) == name {
+		if k.channel(c) == name {
 			return c
 		}
 	}
 	return chanNone
 }
 
+// channelOf is the channel a received message names (chanNone: none of
+// the broker's).
+func (s *store) channelOf(name string) channel { return s.keys.channelOf(name) }
+
 // publish sends payload on channel c.
 func (s *store) publish(ctx context.Context, c channel, payload string) error {
-	err := s.rdb.Publish(ctx, s.channelName(c), payload).Err()
+	err := s.rdb.Publish(ctx, s.keys.channel(c), payload).Err()
 	s.observe(err)
 	return err
 }
