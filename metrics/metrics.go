@@ -5,6 +5,7 @@ package metrics
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -75,7 +76,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	f := promauto.With(reg)
 	m := &Metrics{
 		Gateway: newGateway(f),
-		Reload:  newReload(f),
+		Reload:  newReload(f, time.Now()),
 		Leader: f.NewGauge(prometheus.GaugeOpts{
 			Name: "wxbroker_leader", Help: "1 while this replica is the leader, 0 otherwise.",
 		}),

@@ -56,7 +56,7 @@ func (r *reloader) Reload(ctx context.Context) error {
 	defer r.mu.Unlock()
 	err := r.reload(ctx)
 	if err != nil {
-		r.m.Total.WithLabelValues(metrics.ReloadFailure).Inc()
+		r.m.Failed()
 		fields := []zap.Field{zap.String("file", r.path)}
 		var ve *config.ValidationError
 		if errors.As(err, &ve) {
@@ -71,8 +71,7 @@ func (r *reloader) Reload(ctx context.Context) error {
 		r.log.Error("configuration reload failed; the running configuration is unchanged", fields...)
 		return err
 	}
-	r.m.Total.WithLabelValues(metrics.ReloadSuccess).Inc()
-	r.m.LastSuccess.Set(float64(time.Now().UnixMilli()) / 1e3)
+	r.m.Succeeded(time.Now())
 	return nil
 }
 

@@ -173,7 +173,6 @@ func runSystem(ctx context.Context, s system) error {
 		return fmt.Errorf("broker: %w", err)
 	}
 	rl := &reloader{path: s.ConfigPath, adjust: s.AdjustConfig, log: log.Named("reload"), m: m.Reload, broker: b, cur: cfg}
-	m.Reload.LastSuccess.Set(float64(time.Now().UnixMilli()) / 1e3)
 	a, err := api.New(api.Options{
 		Tokens: b, Config: cfg, Logger: log.Named("api"), Metrics: m, Gatherer: reg, AuditWriter: s.AuditWriter,
 		Admin: rl,
