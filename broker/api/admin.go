@@ -25,6 +25,10 @@ type Admin interface {
 	Resume(ctx context.Context, ns, appid string) error
 }
 
+// ErrNoConfigFile is what an Admin's Reload returns (wrapped) in a process
+// whose configuration does not come from a file; the route answers 404.
+var ErrNoConfigFile = errors.New("api: no configuration file to reload")
+
 var errNoAdmin = &apiError{http.StatusNotFound, codeNotFound, "this process does not reload (no configuration file)"}
 
 // adminReload serves POST /v1/admin/reload: the same reload as SIGHUP, on
@@ -38,6 +42,9 @@ func (a *API) adminReload(c echo.Context) error {
 	}
 	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
 	if err := a.adm.Reload(c.Request().Context()); err != nil {
+		if errors.Is(err, ErrNoConfigFile) {
+			return errNoAdmin
+		}
 		// The problems name keys and masked values, never a secret.
 		var ve *config.ValidationError
 		msg := "reload failed; the running configuration is unchanged (see the log)"

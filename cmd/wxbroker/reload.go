@@ -11,13 +11,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wxbroker/wxbroker/broker"
+	"github.com/wxbroker/wxbroker/broker/api"
 	"github.com/wxbroker/wxbroker/config"
 	"github.com/wxbroker/wxbroker/metrics"
 )
 
 // errNoConfigFile is Reload's answer in a process whose configuration does
 // not come from a file (wxbroker dev).
-var errNoConfigFile = errors.New("no configuration file to reload (wxbroker dev builds its configuration)")
+var errNoConfigFile = fmt.Errorf("%w (wxbroker dev builds its configuration)", api.ErrNoConfigFile)
 
 // reloadTarget is a component that takes a new configuration in two steps:
 // prepare (may refuse, changes nothing) and commit.
