@@ -258,3 +258,43 @@ func TestRetryBackoff(t *testing.T) {
 		})
 	}
 }
+
+// TestRetryWaitKeepsTheServeFloor (issue 14, item 9): after consecutive
+// failures with a valid credential cached, every retry starts early enough
+// that its answer, within wechat.timeout, lands before the credential's
+// last second (when reads stop serving it): a retry after room =
+// expiry − minServeLife − wechat.timeout would leave reads answering 503.
+// The clock is the now argument: no real time passes.
+func TestRetryWaitKeepsTheServeFloor(t *testing.T) {
+	now := time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
+	for _, timeout := range []time.Duration{500 * time.Millisecond, 1500 * time.Millisecond, 2 * time.Second, 5 * time.Second} {
+		cfg := &config.Config{WeChat: config.WeChat{Timeout: timeout}}
+		b := &Broker{cfg: cfg, backoffMin: time.Second, backoffMax: time.Minute}
+		it := &item{}
+		for left := 100 * time.Millisecond; left <= 2*time.Minute; left += 10 * time.Millisecond {
+			it.cur.Store(&record{ExpiresAt: now.Add(left)})
+			room := left - minServeLife - timeout
+			for n := 1; n <= 8; n++ {
+				for _, least := range []time.Duration{0, time.Minute} {
+					got := b.retryWait(it, n, least, now)
+					if got <= 0 {
+						t.Fatalf("timeout %s, %s left, failure %d, least %s: retryWait = %s; want a positive wait", timeout, left, n, least, got)
+					}
+					if room > 0 && got > room {
+						t.Fatalf("timeout %s, %s left, failure %d, least %s: retryWait = %s; want at most %s, so that the attempt lands before the last second",
+							timeout, left, n, least, got, room)
+					}
+				}
+			}
+		}
+	}
+	// The reported case: a stable token in its rotation window, two failed
+	// calls (-1, then HTTP 502), wechat.timeout 2 s: the third attempt came
+	// 2 s after the second with 2.59 s of life left and landed past the floor.
+	b := &Broker{cfg: &config.Config{WeChat: config.WeChat{Timeout: 2 * time.Second}}, backoffMin: time.Second, backoffMax: time.Minute}
+	it := &item{}
+	it.cur.Store(&record{ExpiresAt: now.Add(4590 * time.Millisecond)})
+	if got, want := b.retryWait(it, 2, 0, now), 1590*time.Millisecond; got > want {
+		t.Errorf("retryWait with 4.59 s left after 2 failures = %s; want at most %s", got, want)
+	}
+}
