@@ -54,7 +54,8 @@ var (
 	gwBadSecret    = &wxError{40125, "invalid appsecret: secret must be a wxbroker client key", metrics.GatewayUnauthorized}
 	gwAdminOnly    = &wxError{48001, "api unauthorized: wxbroker forwards quota-reset calls for admin client keys only", metrics.GatewayForbidden}
 	gwCredential   = &wxError{48001, "api unauthorized: wxbroker does not forward credential endpoints; it fetches credentials itself", metrics.GatewayForbidden}
-	gwUserToken    = &wxError{41001, "access_token missing: this API takes a user's OAuth token; call it with Authorization: Bearer <client key> and " + appHeader, metrics.GatewayUnauthorized}
+	gwUserToken    = &wxError{41001, "access_token missing: " + userTokenNeeds, metrics.GatewayUnauthorized}
+	gwUserTokenKey = &wxError{48001, "api unauthorized: " + userTokenNeeds, metrics.GatewayUnauthorized}
 	gwBadPath      = &wxError{48001, "api unauthorized: wxbroker forwards canonical paths only (no . or .. segments, no //)", metrics.GatewayForbidden}
 	gwTooLarge     = &wxError{45002, "content size out of limit: request body is larger than wxbroker's gateway.max_body_bytes", metrics.GatewayTooLarge}
 	gwBusy         = &wxError{-1, "system busy: wxbroker gateway is at gateway.max_concurrent, retry shortly", metrics.GatewayBusy}
@@ -63,6 +64,11 @@ var (
 	gwUnreachable  = &wxError{-1, "system error: wxbroker could not reach WeChat, retry shortly", metrics.GatewayUnreachable}
 	gwTimeout      = &wxError{-1, "system error: WeChat did not answer within wxbroker's gateway.timeout", metrics.GatewayUnreachable}
 )
+
+// userTokenNeeds says what a /sns/ API taking a user's OAuth token needs
+// through the gateway.
+const userTokenNeeds = "this API takes the user's OAuth access_token (from /sns/oauth2/access_token), passed as is; " +
+	"wxbroker forwards it only for a caller with Authorization: Bearer <client key> and " + appHeader + ": <namespace>/<appid>"
 
 // Path classes. Paths are compared in lower case.
 var (
@@ -306,6 +312,9 @@ func (g *gateway) admit(r *http.Request, p string, c *gwCall) *wxError {
 			return err
 		}
 	} else if strings.HasPrefix(p, "/sns/") {
+		if q.Get("access_token") != "" {
+			return gwUserTokenKey
+		}
 		return gwUserToken
 	} else {
 		tok := q.Get("access_token")
