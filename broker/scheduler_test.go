@@ -298,3 +298,51 @@ func TestRetryWaitKeepsTheServeFloor(t *testing.T) {
 		t.Errorf("retryWait with 4.59 s left after 2 failures = %s; want at most %s", got, want)
 	}
 }
+
+// TestRetriesLandBeforeTheServeFloor (issue 14, item 9) on the injected
+// clock: two failed calls in a row (-1, then HTTP 502) near expiry; the
+// third attempt is due by expiry − 1 s − wechat.timeout, so that it lands
+// while the cached token is still served, and it replaces the token.
+func TestRetriesLandBeforeTheServeFloor(t *testing.T) {
+	clock := clocktest.New(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
+	app := classicApp(1)
+	cfg := loadTolerant(testConfig(t, app))
+	timeout := cfg.WeChat.Timeout
+	e := newEnv(t, wechattest.Options{Now: clock.Now}, cfg)
+	n := e.start("a", func(n *node, _ *redis.Options) {
+		n.setup = func(b *Broker) { b.now, b.backoffMin, b.backoffMax = clock.Now, time.Second, time.Minute }
+	})
+	leader(t, 5*time.Second, n)
+	first := token(t, n, app.AppID)
+	tm := n.b.term.Load()
+	it := n.b.apps[testNS][app.AppID].token
+	settle(t, n, clock)
+	e.sim.Fail(wechat.APIToken, 1, wechattest.Fault{Errcode: -1})
+	e.sim.Fail(wechat.APIToken, 1, wechattest.Fault{Status: 502})
+	floor := first.ExpiresAt.Add(-minServeLife)
+	lastStart := floor.Add(-timeout)
+	// Room for the first retry at the plain backoff, not for the second.
+	clock.Set(lastStart.Add(-1500 * time.Millisecond))
+	for i := range 2 {
+		var due time.Time
+		waitFor(t, 30*time.Second, fmt.Sprintf("failed attempt %d", i+1), func() bool {
+			due = tm.sched.scheduledAt(it)
+			return refreshErrors(n, app.AppID) >= float64(i+1) && !due.IsZero() && due.After(clock.Now())
+		})
+		if due.After(lastStart) {
+			t.Fatalf("after failure %d with %s of life left the next attempt is due %s before expiry; want at least %s (1 s floor + wechat.timeout)",
+				i+1, first.ExpiresAt.Sub(clock.Now()), first.ExpiresAt.Sub(due), first.ExpiresAt.Sub(lastStart))
+		}
+		if tok, err := n.b.AccessToken(testNS, app.AppID); err != nil || tok.AccessToken != first.AccessToken {
+			t.Fatalf("read after failure %d: %v; want the cached token", i+1, err)
+		}
+		clock.Set(due)
+	}
+	waitFor(t, 30*time.Second, "the refresh after the faults", func() bool {
+		tok, err := n.b.AccessToken(testNS, app.AppID)
+		return err == nil && tok.Generation > first.Generation
+	})
+	if !clock.Now().Before(floor) {
+		t.Errorf("the token was replaced at %s, past the serve floor %s", clock.Now(), floor)
+	}
+}
