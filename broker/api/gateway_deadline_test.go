@@ -136,7 +136,8 @@ func TestGatewayUploadMayTakeGatewayTimeout(t *testing.T) {
 // WeChat unreachable.
 func TestGatewaySlowCallerIsTheCallersFault(t *testing.T) {
 	up := newUpstream(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) { answerJSON(w, `{"errcode":0}`) })
-	gw, m, logs := deadlineGateway(t, 500*time.Millisecond, 0, up.URL)
+	// 2 s: the call reaches the body read long before, even on a loaded machine.
+	gw, m, logs := deadlineGateway(t, 2*time.Second, 0, up.URL)
 	conn, err := net.Dial("tcp", strings.TrimPrefix(gw, "http://"))
 	if err != nil {
 		t.Fatal(err)
