@@ -79,6 +79,15 @@ var (
 		"/cgi-bin/component/api_start_push_ticket": true, "/cgi-bin/component/clear_quota/v2": true,
 		"/cgi-bin/component/api_query_auth": true,
 	}
+	// downloadPaths answer a file as it was uploaded (or its metadata): an
+	// errcode in such an answer may be the caller's own bytes, so it is
+	// never taken as WeChat's word on the token. A token WeChat really
+	// refused there is passed on as is; the next other call (or a report)
+	// replaces it.
+	downloadPaths = map[string]bool{
+		"/cgi-bin/media/get": true, "/cgi-bin/media/get/jssdk": true, "/cgi-bin/material/get_material": true,
+		"/cgi-bin/media/getfeedbackmedia": true,
+	}
 	// secretParams names the query parameter that carries the AppSecret, for
 	// the APIs that take one instead of an access token.
 	secretParams = map[string]string{
@@ -187,6 +196,7 @@ type gwCall struct {
 	secret    string // the AppSecret filled in; empty otherwise
 	secretKey string // its query parameter
 	user      bool   // a /sns/ API taking the user's own token: passed as is
+	download  bool   // downloadPaths: the answer's errcode is never a token failure
 	body      *replayBody
 	query     url.Values // the caller's query, parsed once
 
@@ -267,6 +277,7 @@ func (g *gateway) admit(r *http.Request, p string, c *gwCall) *wxError {
 	if credentialPaths[p] {
 		return gwCredential
 	}
+	c.download = downloadPaths[p]
 	q := r.URL.Query()
 	c.query = q
 	secretKey := secretParams[p]
@@ -336,6 +347,45 @@ func (g *gateway) admit(r *http.Request, p string, c *gwCall) *wxError {
 		c.user = true
 	}
 	return nil
+}
+
+// reportFailure reports the token WeChat refused on c (the injected one)
+// and returns the token to re-send with, or the retries label of why the
+// call is not re-sent. The report is checked with WeChat like one on the
+// invalidate route: a caller with clients[].invalidate is trusted when the
+// check cannot decide, any other caller (no permission, or a token instead
+// of a client key) only when the check confirms the token failed. The
+// caller's report budget pays for a report that costs WeChat a call.
+func (g *gateway) reportFailure(ctx context.Context, c *gwCall) (broker.Token, string) {
+	r := broker.Report{Token: c.token, Source: metrics.SourceProxy, Proof: broker.MustConfirm}
+	switch {
+	case c.cl != nil:
+		if c.cl.invalidate {
+			r.Proof = broker.Unproven
+		}
+		r.Charge = chargeTo(c.cl.reports)
+	default:
+		ai := g.a.apps[appKey{c.ns, c.appid}]
+		if ai == nil {
+			return broker.Token{}, metrics.RetryNoToken
+		}
+		r.Charge = chargeTo(ai.reports)
+	}
+	tok, err := g.a.tokens.ReportFailure(ctx, c.ns, c.appid, r)
+	switch {
+	case errors.Is(err, errReportLimit):
+		return tok, metrics.RetryRefused
+	case errors.Is(err, broker.ErrForceLimited):
+		return tok, metrics.RetryLimited
+	case errors.Is(err, broker.ErrNotConfirmed):
+		return tok, metrics.RetryNotConfirmed
+	case err != nil:
+		return tok, metrics.RetryNoToken
+	case tok.AccessToken == c.token:
+		// WeChat still accepts the token: its 40001 was not about it.
+		return tok, metrics.RetryNotConfirmed
+	}
+	return tok, ""
 }
 
 // useApp checks the client's allow-list (before anything about the app is
