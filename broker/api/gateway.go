@@ -55,7 +55,7 @@ var (
 	gwAdminOnly    = &wxError{48001, "api unauthorized: wxbroker forwards quota-reset calls for admin client keys only", metrics.GatewayForbidden}
 	gwCredential   = &wxError{48001, "api unauthorized: wxbroker does not forward credential endpoints; it fetches credentials itself", metrics.GatewayForbidden}
 	gwUserToken    = &wxError{41001, "access_token missing: this API takes a user's OAuth token; call it with Authorization: Bearer <client key> and " + appHeader, metrics.GatewayUnauthorized}
-	gwBadPath      = &wxError{48001, "api unauthorized: wxbroker forwards canonical paths only (no . or .. segments, no //)", metrics.GatewayForbidden}
+	gwBadPath      = &wxError{48001, "api unauthorized: wxbroker forwards canonical WeChat API paths only (ASCII letters, digits and / _ - . only; no . or .. segments, no //)", metrics.GatewayForbidden}
 	gwTooLarge     = &wxError{45002, "content size out of limit: request body is larger than wxbroker's gateway.max_body_bytes", metrics.GatewayTooLarge}
 	gwBusy         = &wxError{-1, "system busy: wxbroker gateway is at gateway.max_concurrent, retry shortly", metrics.GatewayBusy}
 	gwUnavailable  = &wxError{-1, "system error: wxbroker has no valid token for this app right now, retry shortly", metrics.GatewayUnavailable}
@@ -64,7 +64,8 @@ var (
 	gwTimeout      = &wxError{-1, "system error: WeChat did not answer within wxbroker's gateway.timeout", metrics.GatewayUnreachable}
 )
 
-// Path classes. Paths are compared in lower case.
+// Path classes. Paths are compared decoded, in lower case, after admit has
+// refused every path that is not canonical (canonicalPath).
 var (
 	// quotaResetPaths reset an API quota: admin client keys only.
 	quotaResetPaths = map[string]bool{
@@ -224,7 +225,7 @@ func (g *gateway) apiLabel(p string) string {
 // ServeHTTP forwards one request, or refuses it in WeChat's shape.
 func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	p := strings.ToLower(r.URL.Path)
+	p, canonical := canonicalPath(r.URL.Path)
 	c := &gwCall{api: g.apiLabel(p), ns: unknownNamespace, appid: unknownApp}
 	defer func() { g.finish(r, c, start) }()
 
@@ -233,6 +234,10 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer func() { <-g.sem }()
 	default:
 		g.refuse(w, c, gwBusy)
+		return
+	}
+	if !canonical {
+		g.refuse(w, c, gwBadPath)
 		return
 	}
 	if werr := g.admit(r, p, c); werr != nil {
@@ -269,11 +274,29 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.proxy.ServeHTTP(w, out)
 }
 
-// admit finds who calls and for which app, and applies the path rules.
-func (g *gateway) admit(r *http.Request, p string, c *gwCall) *wxError {
-	if p != path.Clean(p) || strings.Contains(r.URL.Path, "//") {
-		return gwBadPath
+// canonicalPath returns the path the path classes are matched on: the
+// request's decoded path (net/http has undone %XX; the same decoded path is
+// what the gateway sends on) in lower case. ok is false for a path that no
+// WeChat API has and a front server might read differently from the
+// gateway: a byte other than an ASCII letter, digit, '/', '_', '-' or '.'
+// (so no ';' parameter, whitespace, control character, '%' left after
+// decoding, '\\', '?' or '#'), a . or .. segment, an empty segment, or a
+// trailing slash.
+func canonicalPath(decoded string) (p string, ok bool) {
+	p = strings.ToLower(decoded)
+	for i := 0; i < len(p); i++ {
+		switch ch := p[i]; {
+		case ch >= 'a' && ch <= 'z', ch >= '0' && ch <= '9', ch == '/', ch == '_', ch == '-', ch == '.':
+		default:
+			return p, false
+		}
 	}
+	return p, p == path.Clean(p) && !strings.Contains(p, "//")
+}
+
+// admit finds who calls and for which app, and applies the path rules to
+// p, the canonical path.
+func (g *gateway) admit(r *http.Request, p string, c *gwCall) *wxError {
 	if credentialPaths[p] {
 		return gwCredential
 	}

@@ -186,6 +186,78 @@ func TestGatewayTokenFailureIsChecked(t *testing.T) {
 	}
 }
 
+// TestGatewayRefusesOddPaths (issue 14, item 2): a path with ';',
+// whitespace, a control character or another byte no WeChat API path has,
+// in clear or percent-encoded, or a non-canonical path, is refused in
+// WeChat's shape and never forwarded; the quota-reset and credential
+// classes are matched on the decoded path in any case.
+func TestGatewayRefusesOddPaths(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) { answerJSON(w, `{"errcode":0,"errmsg":"ok"}`) })
+	gw, fake, _ := gatewayHarness(t, nil, up.URL)
+	tok := "?access_token=" + tokenA
+	for _, c := range []struct {
+		path   string
+		header http.Header
+		msg    string // a word of the refusal's errmsg
+	}{
+		{"/cgi-bin/clear_quota;x" + tok, nil, "canonical"},
+		{"/cgi-bin/clear_quota;x", bearerFor(keySRE, "prod", appA), "canonical"}, // even for an admin
+		{"/cgi-bin/clear_quota%3Bx" + tok, nil, "canonical"},
+		{"/cgi-bin/openapi/quota/clear%09" + tok, nil, "canonical"},
+		{"/cgi-bin/openapi/quota/clear%20" + tok, nil, "canonical"},
+		{"/cgi-bin/openapi/quota/clear%0a" + tok, nil, "canonical"},
+		{"/cgi-bin/openapi/quota/clear%00" + tok, nil, "canonical"},
+		{"/cgi-bin/clear_quota%2509" + tok, nil, "canonical"},
+		{"/cgi-bin/clear_quota%5C" + tok, nil, "canonical"},
+		{"/cgi-bin/clear_quota%3F" + tok, nil, "canonical"},
+		{"/cgi-bin/clear_quota%C2%A0" + tok, nil, "canonical"},
+		{"//cgi-bin/clear_quota" + tok, nil, "canonical"},
+		{"/cgi-bin/./clear_quota" + tok, nil, "canonical"},
+		{"/cgi-bin/%2e/clear_quota" + tok, nil, "canonical"},
+		{"/cgi-bin/menu/%2e%2e/clear_quota" + tok, nil, "canonical"},
+		{"/cgi-bin/clear_quota/" + tok, nil, "canonical"},
+		{"/cgi-bin/menu/get;jsessionid=1" + tok, nil, "canonical"},
+		{"/cgi-bin/menu/get%20" + tok, nil, "canonical"},
+		{"/cgi-bin/token;x?grant_type=client_credential&appid=" + appA + "&secret=" + keyOrder, nil, "canonical"},
+		// Decoded and in any case, a class is a class.
+		{"/cgi-bin/Clear_Quota" + tok, nil, "quota-reset"},
+		{"/CGI-BIN/CLEAR_QUOTA/V2", bearerFor(keyOrder, "prod", appA), "quota-reset"},
+		{"/cgi-bin/clear%5Fquota" + tok, nil, "quota-reset"},
+		{"/cgi-bin/openapi/quota/%63lear" + tok, nil, "quota-reset"},
+		{"/cgi-bin/Token?grant_type=client_credential&appid=" + appA + "&secret=" + keyOrder, nil, "credential"},
+		{"/cgi-bin/Stable_Token" + tok, nil, "credential"},
+		{"/cgi-bin/component/API_COMPONENT_TOKEN", bearerFor(keySRE, "prod", appA), "credential"},
+	} {
+		req, err := http.NewRequest(http.MethodPost, gw+c.path, strings.NewReader(`{}`))
+		if err != nil {
+			t.Fatalf("%s: %v", c.path, err)
+		}
+		for k, v := range c.header {
+			req.Header[k] = v
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", c.path, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		v := wxAnswer(t, c.path, resp.StatusCode, b)
+		if msg, _ := v["errmsg"].(string); errcode(v) != 48001 || !strings.Contains(msg, c.msg) {
+			t.Errorf("%s = %s; want errcode 48001 (%s)", c.path, b, c.msg)
+		}
+	}
+	if n := up.n.Load(); n != 0 {
+		t.Errorf("%d odd paths reached WeChat; want none", n)
+	}
+	// A canonical path in another case is forwarded as sent.
+	if st, b := gwPost(t, gw+"/cgi-bin/Menu/Get"+tok, strings.NewReader(`{}`), 0); errcode(wxAnswer(t, "menu", st, b)) != 0 || up.n.Load() != 1 {
+		t.Errorf("/cgi-bin/Menu/Get = %s after %d sends; want it forwarded once", b, up.n.Load())
+	}
+	if len(fake.invalidated) != 0 {
+		t.Errorf("reports = %v; want none", fake.invalidated)
+	}
+}
+
 // TestGatewayTokenErrorOnlyFromWeChatJSON (issue 14, item 1): only a
 // top-level errcode of a JSON object labelled JSON is WeChat's word on the
 // token; text/plain, a nested errcode, a media download, or a body that is
@@ -260,6 +332,33 @@ func TestErrcodeOf(t *testing.T) {
 	} {
 		if got := errcodeOf([]byte(c.in)); got != c.want {
 			t.Errorf("errcodeOf(%q) = %d; want %d", c.in, got, c.want)
+		}
+	}
+}
+
+func TestCanonicalPath(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want string
+		ok   bool
+	}{
+		{"/cgi-bin/menu/get", "/cgi-bin/menu/get", true},
+		{"/CGI-BIN/Clear_Quota", "/cgi-bin/clear_quota", true},
+		{"/wxa/business/getuserphonenumber", "/wxa/business/getuserphonenumber", true},
+		{"/cgi-bin/clear_quota;x", "", false},
+		{"/cgi-bin/clear_quota\t", "", false},
+		{"/cgi-bin/clear_quota ", "", false},
+		{"/cgi-bin/clear_quota\x7f", "", false},
+		{"/cgi-bin/clear_quota%09", "", false},
+		{"/cgi-bin/clear_quota\u00a0", "", false},
+		{"/cgi-bin//clear_quota", "", false},
+		{"/cgi-bin/./clear_quota", "", false},
+		{"/cgi-bin/x/../clear_quota", "", false},
+		{"/cgi-bin/clear_quota/", "", false},
+	} {
+		got, ok := canonicalPath(c.in)
+		if ok != c.ok || ok && got != c.want {
+			t.Errorf("canonicalPath(%q) = %q, %v; want %q, %v", c.in, got, ok, c.want, c.ok)
 		}
 	}
 }
