@@ -98,8 +98,10 @@ func TestReportChargedOnlyWhenCosting(t *testing.T) {
 		t.Errorf("stale reports were charged %d times; want 0", got)
 	}
 
-	// A token WeChat still accepts: the check is charged once; reports made
-	// while its verdict is fresh are answered by it, free.
+	// A token WeChat still accepts: a burst costs one check and at most one
+	// charge per replica; once every replica has heard the verdict (a
+	// follower's forwarded report publishes it), reports answered by it are
+	// free.
 	live := toks[0]
 	for _, n := range nodes {
 		waitFor(t, 5*time.Second, "replicas to agree", func() bool {
@@ -107,8 +109,18 @@ func TestReportChargedOnlyWhenCosting(t *testing.T) {
 			return err == nil && tok.AccessToken == live.AccessToken
 		})
 	}
-	before = c.total()
-	c.report(t, nodes[:1], app.AppID, live.AccessToken, Unproven, 1)
+	var first chargeCounter
+	_, errs = first.report(t, nodes, app.AppID, live.AccessToken, Unproven, 30)
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("report of a live token #%d: %v", i, err)
+		}
+	}
+	for i := range nodes {
+		if got := first.n[i].Load(); got > 1 {
+			t.Errorf("node %d charged %d of 10 reports of a live token; want at most 1", i, got)
+		}
+	}
 	waitFor(t, 10*time.Second, "every replica to hear the verdict", func() bool {
 		for _, n := range nodes {
 			en, _ := n.b.entry(testNS, app.AppID)
@@ -118,6 +130,7 @@ func TestReportChargedOnlyWhenCosting(t *testing.T) {
 		}
 		return true
 	})
+	before = c.total()
 	checks := e.sim.Calls(wechat.APIDomainIP, app.AppID)
 	toks, errs = c.report(t, nodes, app.AppID, live.AccessToken, Unproven, 60)
 	for i, err := range errs {
@@ -125,8 +138,8 @@ func TestReportChargedOnlyWhenCosting(t *testing.T) {
 			t.Fatalf("report of a live token #%d = generation %d, %v; want it unchanged", i, toks[i].Generation, err)
 		}
 	}
-	if got := c.total() - before; got != 1 {
-		t.Errorf("reports of a live token were charged %d times; want 1 (the check)", got)
+	if got := c.total() - before; got != 0 {
+		t.Errorf("reports answered by a fresh verdict were charged %d times; want 0", got)
 	}
 	if got := e.sim.Calls(wechat.APIDomainIP, app.AppID) - checks; got != 0 {
 		t.Errorf("reports answered by a fresh verdict caused %d checks; want 0", got)
