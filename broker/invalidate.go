@@ -55,16 +55,16 @@ func (b *Broker) InvalidateUnproven(ctx context.Context, ns, appid, failedToken,
 type Proof int
 
 const (
-	// Proven: the report carries WeChat's own answer and is trusted
+	// Proven is a report that carries WeChat's own answer: it is trusted
 	// (Invalidate).
 	Proven Proof = iota
-	// Unproven: the token is checked with WeChat first; a check that cannot
-	// decide trusts the report (InvalidateUnproven).
+	// Unproven is a report whose token is checked with WeChat first; a
+	// check that cannot decide trusts the report (InvalidateUnproven).
 	Unproven
-	// MustConfirm: the token is checked with WeChat first and replaced only
-	// when WeChat rejects it; a check that cannot decide refuses the report
-	// with ErrNotConfirmed. For reporters that may not spend the force
-	// budget on their own word.
+	// MustConfirm is a report whose token is checked with WeChat first and
+	// replaced only when WeChat rejects it; a check that cannot decide
+	// refuses the report with ErrNotConfirmed. For reporters that may not
+	// spend the force budget on their own word.
 	MustConfirm
 )
 
