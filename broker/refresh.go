@@ -137,7 +137,7 @@ func (b *refresher) fetch(t *term, it *item, mode string) (*record, error) {
 		var ae *wechat.APIError
 		if dep != nil && attempt == 0 && errors.As(err, &ae) && ae.InvalidCredential() {
 			b.m.InvalidCredential.WithLabelValues(it.ns, it.appid, metrics.SourceBroker).Inc()
-			if _, err := b.refreshIfCurrent(t.ctx, t, dep, req.Needed, false, time.Now()); err != nil {
+			if _, err := b.refreshIfCurrent(t.ctx, t, dep, &claim{failed: req.Needed, since: time.Now()}); err != nil {
 				return nil, fmt.Errorf("refresh the %s %s rejected: %w", dep.kind, k.API(), err)
 			}
 			continue

@@ -52,6 +52,7 @@ func newView(cfg *config.Config, m *metrics.Metrics, prev *view) (*view, error) 
 			ns: ref.Namespace, appid: ref.App.AppID,
 			ok:          m.TokenRequests.WithLabelValues(ref.Namespace, ref.App.AppID, metrics.RequestOK),
 			unavailable: m.TokenRequests.WithLabelValues(ref.Namespace, ref.App.AppID, codeUnavailable),
+			reports:     newReportLimiter(config.DefaultInvalidatePerMinute),
 		}
 	}
 	if prev != nil {
