@@ -36,7 +36,8 @@ import (
 // drift in the machine's load hits the three alike, and only the ratios of
 // each round are judged: their median, with their min and max printed.
 //
-// Without wrk on PATH the benchmark skips.
+// Without wrk on PATH the benchmark skips. WXBROKER_BIN names the binary to
+// measure; unset, it is built from this tree.
 
 // Load shape of the wrk runs: one wrk thread and 32 keep-alive connections,
 // as the in-process benchmark (broker/api) uses, so that the load generator
@@ -161,7 +162,12 @@ func BenchmarkServeWrk(b *testing.B) {
 	if err != nil {
 		b.Skip("wrk not found on PATH: `make deps` installs it (apt-get install wrk)")
 	}
-	bin := wxbrokerBinary(b)
+	// WXBROKER_BIN measures a given binary (another build or version)
+	// instead of one built from this tree.
+	bin := os.Getenv("WXBROKER_BIN")
+	if bin == "" {
+		bin = wxbrokerBinary(b)
+	}
 	dir := b.TempDir()
 	rs := redistest.Start(b)
 
