@@ -35,6 +35,10 @@ import (
 // redis-server. The rounds are interleaved, in alternating order, so that
 // drift in the machine's load hits the three alike, and only the ratios of
 // each round are judged: their median, with their min and max printed.
+// Each round also records the CPU time the serving processes spent per
+// request (for the Redis variant, redis-server's included): the same ratios
+// by CPU are what the throughput ratios come to when the servers are
+// CPU-bound, and a shared host moves them much less.
 //
 // Without wrk on PATH the benchmark skips. WXBROKER_BIN names the binary to
 // measure; unset, it is built from this tree.
@@ -50,7 +54,8 @@ const (
 	wrkRounds   = 5
 )
 
-// Targets, and the margins below which the benchmark fails (as in broker/api).
+// Targets, and the margins below which the benchmark fails (as in broker/api)
+// when the ratios by CPU per request are below them too.
 const (
 	wrkTargetAPIBare  = 0.9
 	wrkTargetAPIRedis = 1.8
@@ -278,11 +283,13 @@ func BenchmarkServeWrk(b *testing.B) {
 	b.Logf("by CPU per request: api/bare median %.2f (min %.2f, max %.2f); api/redis median %.2f (min %.2f, max %.2f)",
 		medianOf(cpuBare), slices.Min(cpuBare), slices.Max(cpuBare),
 		medianOf(cpuRedis), slices.Min(cpuRedis), slices.Max(cpuRedis))
+	// A regression shows in both figures; a round in which the host gave
+	// one server less CPU than the others moves only the throughput.
 	switch {
-	case medianOf(apiBare) < wrkFailAPIBare:
-		b.Fatalf("api/bare = %.2f: far below the target %.1f", medianOf(apiBare), wrkTargetAPIBare)
-	case medianOf(apiRedis) < wrkFailAPIRedis:
-		b.Fatalf("api/redis = %.2f: far below the target %.1f", medianOf(apiRedis), wrkTargetAPIRedis)
+	case medianOf(apiBare) < wrkFailAPIBare && medianOf(cpuBare) < wrkFailAPIBare:
+		b.Fatalf("api/bare = %.2f (by CPU %.2f): far below the target %.1f", medianOf(apiBare), medianOf(cpuBare), wrkTargetAPIBare)
+	case medianOf(apiRedis) < wrkFailAPIRedis && medianOf(cpuRedis) < wrkFailAPIRedis:
+		b.Fatalf("api/redis = %.2f (by CPU %.2f): far below the target %.1f", medianOf(apiRedis), medianOf(cpuRedis), wrkTargetAPIRedis)
 	}
 }
 
