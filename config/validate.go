@@ -41,7 +41,7 @@ func (p Problem) String() string {
 	return b.String()
 }
 
-// ValidationError lists every problem found in a configuration. Parse, Load
+// ValidationError lists every problem found in a configuration. Load
 // and Validate return it (Load wraps it: use errors.As).
 type ValidationError struct {
 	Problems []Problem
@@ -92,7 +92,7 @@ func (c *Config) Validate() error {
 	v.clients(c)
 	v.login(c)
 	v.security(c)
-	v.gateway(&c.Gateway)
+	v.gateway(&c.Gateway, c.WeChat.Timeout)
 	if len(v.problems) == 0 {
 		return nil
 	}

@@ -54,7 +54,8 @@ var (
 	gwBadSecret    = &wxError{40125, "invalid appsecret: secret must be a wxbroker client key", metrics.GatewayUnauthorized}
 	gwAdminOnly    = &wxError{48001, "api unauthorized: wxbroker forwards quota-reset calls for admin client keys only", metrics.GatewayForbidden}
 	gwCredential   = &wxError{48001, "api unauthorized: wxbroker does not forward credential endpoints; it fetches credentials itself", metrics.GatewayForbidden}
-	gwUserToken    = &wxError{41001, "access_token missing: this API takes a user's OAuth token; call it with Authorization: Bearer <client key> and " + appHeader, metrics.GatewayUnauthorized}
+	gwUserToken    = &wxError{41001, "access_token missing: " + userTokenNeeds, metrics.GatewayUnauthorized}
+	gwUserTokenKey = &wxError{48001, "api unauthorized: " + userTokenNeeds, metrics.GatewayUnauthorized}
 	gwBadPath      = &wxError{48001, "api unauthorized: wxbroker forwards canonical paths only (no . or .. segments, no //)", metrics.GatewayForbidden}
 	gwTooLarge     = &wxError{45002, "content size out of limit: request body is larger than wxbroker's gateway.max_body_bytes", metrics.GatewayTooLarge}
 	gwBusy         = &wxError{-1, "system busy: wxbroker gateway is at gateway.max_concurrent, retry shortly", metrics.GatewayBusy}
@@ -62,7 +63,13 @@ var (
 	gwLookupFailed = &wxError{-1, "system error: wxbroker could not check this access_token right now, retry shortly", metrics.GatewayUnavailable}
 	gwUnreachable  = &wxError{-1, "system error: wxbroker could not reach WeChat, retry shortly", metrics.GatewayUnreachable}
 	gwTimeout      = &wxError{-1, "system error: WeChat did not answer within wxbroker's gateway.timeout", metrics.GatewayUnreachable}
+	gwSlowClient   = &wxError{-1, "system error: wxbroker did not receive the whole request body within gateway.timeout: the caller sent it too slowly or broke it off", metrics.GatewayClientError}
 )
+
+// userTokenNeeds says what a /sns/ API taking a user's OAuth token needs
+// through the gateway.
+const userTokenNeeds = "this API takes the user's OAuth access_token (from /sns/oauth2/access_token), passed as is; " +
+	"wxbroker forwards it only for a caller with Authorization: Bearer <client key> and " + appHeader + ": <namespace>/<appid>"
 
 // Path classes. Paths are compared in lower case.
 var (
@@ -214,6 +221,15 @@ func (g *gateway) apiLabel(p string) string {
 // ServeHTTP forwards one request, or refuses it in WeChat's shape.
 func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	deadline := start.Add(g.cfg.Timeout)
+	// The listener's ReadTimeout and WriteTimeout are fixed for the
+	// broker's own routes and counted from when the request arrived: a
+	// gateway call may take gateway.timeout (upload included), and its -1
+	// answer must still be written after that. Not every ResponseWriter
+	// (a test recorder) has deadlines; there is nothing to extend then.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(deadline.Add(config.GatewayAnswerTime))
+	_ = rc.SetWriteDeadline(deadline.Add(config.GatewayAnswerTime))
 	p := strings.ToLower(r.URL.Path)
 	c := &gwCall{api: g.apiLabel(p), ns: unknownNamespace, appid: unknownApp}
 	defer func() { g.finish(r, c, start) }()
@@ -248,13 +264,22 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			ai.memoFor(tok)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), callKey{}, c), g.cfg.Timeout)
+	ctx, cancel := context.WithDeadline(context.WithValue(r.Context(), callKey{}, c), deadline)
 	defer cancel()
 	out := r.WithContext(ctx)
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		c.body = g.newReplayBody(w, r)
 		defer c.body.release()
 		out.Body = c.body
+		// The transport gives up on a call only once its body write ends: a
+		// caller that stopped sending would hold the answer until the read
+		// deadline, past which it cannot be written.
+		stop := context.AfterFunc(ctx, func() {
+			if c.body.waiting() {
+				_ = rc.SetReadDeadline(time.Now())
+			}
+		})
+		defer stop()
 	}
 	g.proxy.ServeHTTP(w, out)
 }
@@ -306,6 +331,9 @@ func (g *gateway) admit(r *http.Request, p string, c *gwCall) *wxError {
 			return err
 		}
 	} else if strings.HasPrefix(p, "/sns/") {
+		if q.Get("access_token") != "" {
+			return gwUserTokenKey
+		}
 		return gwUserToken
 	} else {
 		tok := q.Get("access_token")
@@ -395,20 +423,30 @@ func (g *gateway) errorHandler(w http.ResponseWriter, r *http.Request, err error
 	c := callFrom(r.Context())
 	werr := gwUnreachable
 	var mbe *http.MaxBytesError
+	slow := c.body != nil && c.body.callerFault()
 	switch {
-	case errors.As(err, &mbe) || c != nil && c.body != nil && c.body.tooLarge():
+	case errors.As(err, &mbe) || c.body != nil && c.body.tooLarge():
 		werr = gwTooLarge
-	case errors.Is(err, context.DeadlineExceeded):
-		werr = gwTimeout
 	case errors.Is(err, context.Canceled):
 		// The caller went away: nobody reads the answer.
 		c.result = metrics.GatewayUnreachable
+		if slow {
+			c.result = metrics.GatewayClientError
+		}
 		c.errcode = -1
 		return
+	case slow:
+		werr = gwSlowClient
+	case errors.Is(err, context.DeadlineExceeded):
+		werr = gwTimeout
 	}
-	if werr != gwTooLarge {
-		g.a.log.Warn("gateway: wechat did not answer", zap.String("namespace", c.ns), zap.String("appid", c.appid),
-			zap.String("api", c.api), zap.Error(scrubError(err, c)))
+	fields := []zap.Field{zap.String("namespace", c.ns), zap.String("appid", c.appid), zap.String("api", c.api), zap.Error(scrubError(err, c))}
+	switch werr {
+	case gwSlowClient:
+		g.a.log.Info("gateway: caller did not send its request body in time", fields...)
+	case gwTooLarge:
+	default:
+		g.a.log.Warn("gateway: wechat did not answer", fields...)
 	}
 	g.refuse(w, c, werr)
 }

@@ -117,9 +117,6 @@ func (t *gatewayTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	return resp, nil
 }
 
-// tokenError reports whether code says the access token is no good.
-func tokenError(code int) bool { return code == 40001 || code == 42001 || code == 40014 }
-
 // send tries the base URLs in order while an attempt fails before anything
 // of the request was written.
 func (t *gatewayTransport) send(req *http.Request, c *gwCall) (*http.Response, error) {
@@ -246,12 +243,15 @@ type replayBody struct {
 	g        *gateway
 	reserved int64 // bytes of the re-send budget held; released by release
 
-	mu    sync.Mutex
-	buf   []byte
-	keep  bool
-	read  int64
-	eof   bool
-	large bool
+	reading atomic.Bool // a Read is waiting for the caller's bytes
+
+	mu     sync.Mutex
+	buf    []byte
+	keep   bool
+	read   int64
+	eof    bool
+	large  bool
+	broken bool // reading the caller's body failed (deadline, connection)
 }
 
 // newReplayBody wraps r's body, limited to gateway.max_body_bytes. It keeps a
@@ -287,7 +287,9 @@ func (g *gateway) newReplayBody(w http.ResponseWriter, r *http.Request) *replayB
 }
 
 func (b *replayBody) Read(p []byte) (int, error) {
+	b.reading.Store(true)
 	n, err := b.rc.Read(p)
+	b.reading.Store(false)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.read += int64(n)
@@ -304,6 +306,8 @@ func (b *replayBody) Read(p []byte) (int, error) {
 		b.eof = true
 	case errors.As(err, &mbe):
 		b.large = true
+	case err != nil:
+		b.broken = true
 	}
 	return n, err
 }
@@ -322,6 +326,19 @@ func (b *replayBody) tooLarge() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.large
+}
+
+// waiting reports whether a Read is waiting for the caller's bytes.
+func (b *replayBody) waiting() bool { return b.reading.Load() }
+
+// callerFault reports whether the call failed on the caller's side: its
+// body could not be read, or the transport was still waiting for the
+// caller's bytes (WeChat cannot answer a request it has not received).
+func (b *replayBody) callerFault() bool {
+	waiting := b.reading.Load()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.broken || waiting && !b.eof && !b.large
 }
 
 // replayable reports whether the whole body was read and kept.
