@@ -24,6 +24,8 @@ const (
 	RetryLimited        = "limited"        // the forced-refresh budget was spent: not re-sent
 	RetryNoToken        = "no_token"       // no new token arrived in time: not re-sent
 	RetryNotReplayable  = "not_replayable" // the body was too large to keep: not re-sent
+	RetryNotConfirmed   = "not_confirmed"  // the check with WeChat did not confirm the token failed: not re-sent
+	RetryRefused        = "refused"        // the caller is over clients[].invalidate_per_minute: not re-sent
 )
 
 // Gateway holds the collectors of the WeChat API gateway.

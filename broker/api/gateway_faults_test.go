@@ -150,8 +150,10 @@ func TestGatewayRetriesOnceOnly(t *testing.T) {
 	if _, ok := up.tokens.Load(tokenA + "-next"); !ok {
 		t.Error("the retry did not carry the new token")
 	}
-	if len(fake.invalidated) != 1 || !strings.HasSuffix(fake.invalidated[0], tokenA+" proxy") {
-		t.Errorf("reports = %v; want one of %s from the proxy", fake.invalidated, tokenA)
+	// A caller with a token, not a client key: the report is refreshed only
+	// if the broker's check confirms it.
+	if len(fake.invalidated) != 1 || !strings.HasSuffix(fake.invalidated[0], tokenA+" proxy confirm") {
+		t.Errorf("reports = %v; want one of %s from the proxy, to be confirmed", fake.invalidated, tokenA)
 	}
 	if got := testutil.ToFloat64(m.Gateway.Retries.WithLabelValues("prod", appA, metrics.RetryFailed)); got != 1 {
 		t.Errorf("retries{failed} = %v; want 1", got)
