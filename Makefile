@@ -12,7 +12,7 @@ GOLANGCI_VERSION := v2.15.0
 GOLANGCI         := $(shell $(GO) env GOPATH)/bin/golangci-lint
 
 # binary:package pairs that `make deps` installs when the binary is missing.
-DEPS := redis-server:redis-server redis-sentinel:redis-sentinel redis-cli:redis-tools chromium:chromium chromedriver:chromium-driver node:nodejs curl:curl promtool:prometheus
+DEPS := redis-server:redis-server redis-sentinel:redis-sentinel redis-cli:redis-tools chromium:chromium chromedriver:chromium-driver node:nodejs curl:curl promtool:prometheus wrk:wrk
 
 # The Prometheus rules and their promtool unit tests (docs/RUNBOOK.md).
 RULES      := deploy/prometheus/rules.yaml
@@ -36,7 +36,7 @@ run: ## start everything in one process: embedded Redis, WeChat simulator, demo 
 # The Debian package prometheus (for promtool) would start a Prometheus
 # server on install: a temporary policy-rc.d forbids starting services during
 # the install, and the service is disabled afterwards. Only promtool is used.
-deps: ## install redis-server, redis-sentinel, redis-tools, chromium, chromium-driver, nodejs, curl, promtool (prometheus) when missing (apt-get)
+deps: ## install redis-server, redis-sentinel, redis-tools, chromium, chromium-driver, nodejs, curl, promtool (prometheus), wrk when missing (apt-get)
 	@missing=""; \
 	for d in $(DEPS); do command -v "$${d%%:*}" >/dev/null 2>&1 || missing="$$missing $${d#*:}"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
