@@ -5,6 +5,7 @@ package metrics
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -65,6 +66,7 @@ type Metrics struct {
 	BuildInfo          *prometheus.GaugeVec // version, revision, goversion
 
 	Gateway      Gateway                // the WeChat API gateway (gateway.go)
+	Reload       Reload                 // configuration reloads (reload.go)
 	FalseReports *prometheus.CounterVec // wx_namespace, appid, source
 }
 
@@ -74,6 +76,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	f := promauto.With(reg)
 	m := &Metrics{
 		Gateway: newGateway(f),
+		Reload:  newReload(f, time.Now()),
 		Leader: f.NewGauge(prometheus.GaugeOpts{
 			Name: "wxbroker_leader", Help: "1 while this replica is the leader, 0 otherwise.",
 		}),

@@ -71,11 +71,15 @@ type Options struct {
 	Gatherer prometheus.Gatherer
 	// Now is the clock for expires_in and JS-SDK timestamps; nil: time.Now.
 	Now func() time.Time
+	// Admin serves POST /v1/admin/reload and the resume route; nil: they
+	// answer 404.
+	Admin Admin
 }
 
 // API is the internal HTTP API. Its handler is safe for concurrent use.
 type API struct {
 	tokens   TokenSource
+	adm      Admin // nil: no admin routes
 	cfg      *config.Config
 	log      *zap.Logger
 	audit    auditor
@@ -86,11 +90,8 @@ type API struct {
 	// realClock: Options.Now was nil, so now is time.Now and a token read
 	// may use its one clock read for both its audit line and expires_in.
 	realClock bool
-	keys      *keyring
-	handouts  *handouts         // compat routes: last token per caller and app
-	nsOfApp   map[string]string // appid → the one namespace configuring it
-	apps      map[appKey]*appInfo
-	nsKnown   map[string]bool // configured namespaces
+	view      atomic.Pointer[view] // clients and apps; Reload swaps it
+	handouts  *handouts            // compat routes: last token per caller and app
 	routes    map[string]bool
 	// observers holds, per route template (and "unmatched"), the
 	// wxbroker_http_request_duration_seconds children by status code.
@@ -124,28 +125,26 @@ func New(opts Options) (*API, error) {
 	case opts.Metrics == nil:
 		return nil, errors.New("api: Options.Metrics is required")
 	}
-	keys, err := newKeyring(opts.Config)
+	v, err := newView(opts.Config, opts.Metrics, nil)
 	if err != nil {
 		return nil, err
 	}
 	a := &API{
 		tokens:   opts.Tokens,
+		adm:      opts.Admin,
 		cfg:      opts.Config,
 		log:      opts.Logger,
 		audit:    auditor{zap: opts.AuditLogger},
 		m:        opts.Metrics,
 		gatherer: opts.Gatherer,
 		now:      opts.Now,
-		keys:     keys,
 		handouts: newHandouts(maxHandouts),
-		nsOfApp:  map[string]string{},
-		apps:     map[appKey]*appInfo{},
-		nsKnown:  map[string]bool{},
 		routes:   map[string]bool{},
 		observers: map[string]*routeObservers{
 			routeUnmatched: {},
 		},
 	}
+	a.view.Store(v)
 	if a.now == nil {
 		a.now, a.realClock = time.Now, true
 	}
@@ -156,20 +155,6 @@ func New(opts Options) (*API, error) {
 		}
 		a.audit.log = newAuditLog(w, opts.Config.Log.Format)
 		a.stop = a.audit.log.stop
-	}
-	for _, ns := range opts.Config.NamespaceNames() {
-		a.nsKnown[ns] = true
-	}
-	// The ok and unavailable series of every app exist from start-up, so the
-	// first 503 of an app shows as an increase (WxbrokerAppUnavailable).
-	for _, ref := range opts.Config.Apps() {
-		a.nsOfApp[ref.App.AppID] = ref.Namespace
-		a.apps[appKey{ref.Namespace, ref.App.AppID}] = &appInfo{
-			ns: ref.Namespace, appid: ref.App.AppID,
-			ok:          opts.Metrics.TokenRequests.WithLabelValues(ref.Namespace, ref.App.AppID, metrics.RequestOK),
-			unavailable: opts.Metrics.TokenRequests.WithLabelValues(ref.Namespace, ref.App.AppID, codeUnavailable),
-			reports:     newReportLimiter(config.DefaultInvalidatePerMinute),
-		}
 	}
 	a.echo = a.newEcho()
 	a.handler = a.echo
@@ -264,6 +249,8 @@ func (a *API) newEcho() *echo.Echo {
 	add(http.MethodGet, app+"/tickets/:type", a.getTicket)
 	add(http.MethodPost, app+"/jssdk/signature", a.jssdkSignature)
 	add(http.MethodGet, "/v1/status", a.status)
+	add(http.MethodPost, "/v1/admin/reload", a.adminReload)
+	add(http.MethodPost, "/v1/admin/namespaces/:ns/apps/:appid/resume", a.adminResume)
 	add(http.MethodGet, "/cgi-bin/token", a.cgiToken)
 	add(http.MethodPost, "/cgi-bin/stable_token", a.cgiStableToken)
 	add(http.MethodGet, "/cgi-bin/stable_token", a.cgiStableToken)
@@ -372,7 +359,7 @@ func (a *API) record(c echo.Context, event string, cl *client, ns, appid string,
 // count counts a credential request of ns/appid by result. Only configured
 // namespaces and apps become label values; the rest count as "unknown".
 func (a *API) count(ns, appid, result string) {
-	if ai := a.apps[appKey{ns, appid}]; ai != nil {
+	if ai := a.view.Load().apps[appKey{ns, appid}]; ai != nil {
 		switch result {
 		case metrics.RequestOK:
 			ai.ok.Inc()
@@ -383,7 +370,7 @@ func (a *API) count(ns, appid, result string) {
 		}
 		return
 	}
-	if !a.nsKnown[ns] {
+	if !a.view.Load().nsKnown[ns] {
 		ns = unknownNamespace
 	}
 	a.m.TokenRequests.WithLabelValues(ns, unknownApp, result).Inc()

@@ -40,7 +40,7 @@ func writeJSON(c echo.Context, status int, body []byte) error {
 
 // authenticate returns the client whose key the request carries.
 func (a *API) authenticate(c echo.Context) (*client, error) {
-	cl := a.keys.lookup(bearer(c.Request().Header.Get(echo.HeaderAuthorization)))
+	cl := a.view.Load().keys.lookup(bearer(c.Request().Header.Get(echo.HeaderAuthorization)))
 	if cl == nil {
 		return nil, errNoKey
 	}
@@ -74,7 +74,7 @@ func (a *API) getAccessToken(c echo.Context) error {
 		return err
 	}
 	tok, err := a.tokens.AccessToken(ns, appid)
-	ai := a.apps[appKey{ns, appid}]
+	ai := a.view.Load().apps[appKey{ns, appid}]
 	if err != nil || ai == nil {
 		a.record(c, eventAccessToken, cl, ns, appid, err, tok.AccessToken)
 		if err != nil {
