@@ -130,6 +130,10 @@ func (r *reloader) onSignals(ctx context.Context, sigs <-chan os.Signal) {
 		case <-ctx.Done():
 			return
 		case <-sigs:
+			if r.path == "" {
+				r.log.Warn("SIGHUP ignored: this process has no configuration file to reload (wxbroker dev generates its configuration)")
+				continue
+			}
 			r.log.Info("SIGHUP received; reloading the configuration", zap.String("file", r.path))
 			_ = r.Reload(ctx) // logged and counted by Reload
 		}
