@@ -26,6 +26,9 @@ func (b *Broker) seedMetrics(start time.Time) {
 		b.m.RefreshDue.WithLabelValues(it.ns, it.appid, it.kind).Set(unixSeconds(first))
 		if it.kind == KindAccessToken {
 			b.m.ExternalInvalidation.WithLabelValues(it.ns, it.appid)
+			for _, src := range []string{metrics.SourceClient, metrics.SourceCompat, metrics.SourceLogin, metrics.SourceProxy} {
+				b.m.InvalidCredential.WithLabelValues(it.ns, it.appid, src)
+			}
 			b.m.ForcedRefreshUsed.WithLabelValues(it.ns, it.appid).Set(0)
 		}
 	}
