@@ -12,7 +12,7 @@ GOLANGCI_VERSION := v2.15.0
 GOLANGCI         := $(shell $(GO) env GOPATH)/bin/golangci-lint
 
 # binary:package pairs that `make deps` installs when the binary is missing.
-DEPS := redis-server:redis-server redis-sentinel:redis-sentinel redis-cli:redis-tools chromium:chromium chromedriver:chromium-driver node:nodejs promtool:prometheus
+DEPS := redis-server:redis-server redis-sentinel:redis-sentinel redis-cli:redis-tools chromium:chromium chromedriver:chromium-driver node:nodejs promtool:prometheus amtool:prometheus-alertmanager
 
 # The Prometheus rules and their promtool unit tests (docs/RUNBOOK.md).
 RULES      := deploy/prometheus/rules.yaml
@@ -32,10 +32,11 @@ build: ## build bin/wxbroker
 run: ## start everything in one process: embedded Redis, WeChat simulator, demo config (wxbroker dev)
 	$(GO) run ./cmd/wxbroker dev
 
-# The Debian package prometheus (for promtool) would start a Prometheus
-# server on install: a temporary policy-rc.d forbids starting services during
-# the install, and the service is disabled afterwards. Only promtool is used.
-deps: ## install redis-server, redis-sentinel, redis-tools, chromium, chromium-driver, nodejs, promtool (prometheus) when missing (apt-get)
+# The Debian packages prometheus (promtool, and the server the live alert
+# test starts itself) and prometheus-alertmanager (amtool) would start their
+# servers on install: a temporary policy-rc.d forbids starting services
+# during the install, and the services are disabled afterwards.
+deps: ## install redis-server, redis-sentinel, redis-tools, chromium, chromium-driver, nodejs, prometheus (promtool), prometheus-alertmanager (amtool) when missing (apt-get)
 	@missing=""; \
 	for d in $(DEPS); do command -v "$${d%%:*}" >/dev/null 2>&1 || missing="$$missing $${d#*:}"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
@@ -52,7 +53,7 @@ deps: ## install redis-server, redis-sentinel, redis-tools, chromium, chromium-d
 	if [ -n "$$policy" ]; then $$sudo rm -f /usr/sbin/policy-rc.d; fi; \
 	case "$$missing" in *prometheus*) \
 		if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then \
-			$$sudo systemctl disable --now prometheus >/dev/null 2>&1 || true; fi;; \
+			$$sudo systemctl disable --now prometheus prometheus-alertmanager >/dev/null 2>&1 || true; fi;; \
 	esac; \
 	exit $$rc
 

@@ -141,6 +141,9 @@ func runSystem(ctx context.Context, s system) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg)
 	s.Redis.AddHook(m.Redis.Hook())
+	if cfg.Gateway.Enabled {
+		m.Gateway.Timeout.Set(cfg.Gateway.Timeout.Seconds())
+	}
 
 	wc, err := wechat.New(wechat.Options{
 		BaseURL: cfg.WeChat.BaseURL, FallbackURLs: cfg.WeChat.FallbackURLs, Timeout: cfg.WeChat.Timeout,
