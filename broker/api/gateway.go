@@ -161,6 +161,12 @@ func newGateway(a *API, cfg config.Gateway, bases []*url.URL) *gateway {
 	g.retryMem.Store(cfg.RetryMemoryBytes)
 	for _, ref := range a.cfg.Apps() {
 		g.secrets[appKey{ref.Namespace, ref.App.AppID}] = ref.App.Secret.Reveal()
+		// The retries a service still meets 40001 after page on the first
+		// one: they exist at 0 from start-up (a counter first seen at 1 has
+		// no increase).
+		for _, r := range []string{metrics.RetryFailed, metrics.RetryLimited, metrics.RetryNoToken} {
+			a.m.Gateway.Retries.WithLabelValues(ref.Namespace, ref.App.AppID, r)
+		}
 	}
 	for _, p := range append(gatewayAPIs, apiOther) {
 		g.durations[p] = a.m.Gateway.Duration.WithLabelValues(p)
