@@ -14,9 +14,11 @@ GOLANGCI         := $(shell $(GO) env GOPATH)/bin/golangci-lint
 # binary:package pairs that `make deps` installs when the binary is missing.
 DEPS := redis-server:redis-server redis-sentinel:redis-sentinel redis-cli:redis-tools chromium:chromium chromedriver:chromium-driver node:nodejs promtool:prometheus amtool:prometheus-alertmanager
 
-# The Prometheus rules and their promtool unit tests (docs/RUNBOOK.md).
-RULES      := deploy/prometheus/rules.yaml
-RULES_TEST := deploy/prometheus/rules_test.yaml
+# The Prometheus rules and their promtool unit tests (docs/RUNBOOK.md), and
+# the example Alertmanager configuration (amtool).
+RULES        := deploy/prometheus/rules.yaml
+RULES_TEST   := deploy/prometheus/rules_test.yaml
+ALERTMANAGER := deploy/alertmanager/alertmanager.yaml
 
 .DEFAULT_GOAL := help
 .PHONY: help build run deps test test-race rules sdktest bench chaos lint lint-tools tidy-check fmt-check vet fuzz clean
@@ -57,7 +59,7 @@ deps: ## install redis-server, redis-sentinel, redis-tools, chromium, chromium-d
 	esac; \
 	exit $$rc
 
-test: deps lint tidy-check rules ## deps, lint (gofmt, go vet, golangci-lint), go.mod tidy, promtool rule checks and unit tests, every Go test under -race (fuzz seeds included), node tests
+test: deps lint tidy-check rules ## deps, lint (gofmt, go vet, golangci-lint), go.mod tidy, promtool rule checks and unit tests, amtool checks, every Go test under -race (fuzz seeds included), node tests
 	$(GO) test -race -count=1 -timeout 30m ./...
 	@if [ -f miniprogram/package.json ]; then echo "node --test (miniprogram)"; cd miniprogram && node --test; fi
 	@$(MAKE) --no-print-directory sdktest
@@ -72,9 +74,12 @@ sdktest: build
 
 test-race: test ## alias of test (the tests always run with -race)
 
-rules: deps ## promtool check rules and promtool test rules on deploy/prometheus
+rules: deps ## promtool check/test rules on deploy/prometheus, amtool check-config and routes test on deploy/alertmanager
 	promtool check rules $(RULES)
 	promtool test rules $(RULES_TEST)
+	amtool check-config $(ALERTMANAGER)
+	amtool config routes test --config.file=$(ALERTMANAGER) --verify.receivers=wxbroker-page alertname=WxbrokerInvalidCredentialFastBurn severity=critical job=wxbroker namespace=wx-prod wx_namespace=prod appid=wx04a7af67c8f47620
+	amtool config routes test --config.file=$(ALERTMANAGER) --verify.receivers=wxbroker-ticket alertname=WxbrokerConfigError severity=critical job=wxbroker namespace=wx-prod wx_namespace=staging appid=wx04a7af67c8f47620
 
 bench: deps ## run every benchmark, one package at a time (targets and figures: docs/BENCHMARKS.md)
 	$(GO) test -p 1 -run '^$$' -bench . -benchmem -timeout 20m ./...
