@@ -25,7 +25,7 @@ type Config struct {
 	Login        Login                 `yaml:"login"`
 	Gateway      Gateway               `yaml:"gateway"`
 
-	// inlineSecrets lists the secrets written literally in the file (set by Parse).
+	// inlineSecrets lists the secrets written literally in the file (set by Load).
 	inlineSecrets []string
 }
 
