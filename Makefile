@@ -12,7 +12,7 @@ GOLANGCI_VERSION := v2.15.0
 GOLANGCI         := $(shell $(GO) env GOPATH)/bin/golangci-lint
 
 # binary:package pairs that `make deps` installs when the binary is missing.
-DEPS := redis-server:redis-server redis-sentinel:redis-sentinel redis-cli:redis-tools chromium:chromium chromedriver:chromium-driver node:nodejs curl:curl promtool:prometheus amtool:prometheus-alertmanager
+DEPS := redis-server:redis-server redis-sentinel:redis-sentinel redis-cli:redis-tools chromium:chromium chromedriver:chromium-driver node:nodejs curl:curl promtool:prometheus amtool:prometheus-alertmanager wrk:wrk
 
 # The Prometheus rules and their promtool unit tests (docs/RUNBOOK.md), and
 # the example Alertmanager configuration (amtool).
@@ -39,7 +39,7 @@ run: ## start everything in one process: embedded Redis, WeChat simulator, demo 
 # test starts itself) and prometheus-alertmanager (amtool) would start their
 # servers on install: a temporary policy-rc.d forbids starting services
 # during the install, and the services are disabled afterwards.
-deps: ## install redis-server, redis-sentinel, redis-tools, chromium, chromium-driver, nodejs, curl, prometheus (promtool), prometheus-alertmanager (amtool) when missing (apt-get)
+deps: ## install redis-server, redis-sentinel, redis-tools, chromium, chromium-driver, nodejs, curl, prometheus (promtool), prometheus-alertmanager (amtool), wrk when missing (apt-get)
 	@missing=""; \
 	for d in $(DEPS); do command -v "$${d%%:*}" >/dev/null 2>&1 || missing="$$missing $${d#*:}"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \

@@ -83,18 +83,23 @@ type API struct {
 	m        *metrics.Metrics
 	gatherer prometheus.Gatherer
 	now      func() time.Time
-	keys     *keyring
-	handouts *handouts         // compat routes: last token per caller and app
-	nsOfApp  map[string]string // appid → the one namespace configuring it
-	apps     map[appKey]*appInfo
-	nsKnown  map[string]bool // configured namespaces
-	routes   map[string]bool
-	observed sync.Map // routeCode → prometheus.Observer
-	echo     *echo.Echo
-	gw       *gateway     // nil when gateway.enabled is false
-	handler  http.Handler // echo, behind the gateway's dispatch when enabled
-	stopOnce sync.Once
-	stopErr  error
+	// realClock: Options.Now was nil, so now is time.Now and a token read
+	// may use its one clock read for both its audit line and expires_in.
+	realClock bool
+	keys      *keyring
+	handouts  *handouts         // compat routes: last token per caller and app
+	nsOfApp   map[string]string // appid → the one namespace configuring it
+	apps      map[appKey]*appInfo
+	nsKnown   map[string]bool // configured namespaces
+	routes    map[string]bool
+	// observers holds, per route template (and "unmatched"), the
+	// wxbroker_http_request_duration_seconds children by status code.
+	observers map[string]*routeObservers
+	echo      *echo.Echo
+	gw        *gateway     // nil when gateway.enabled is false
+	handler   http.Handler // echo, behind the gateway's dispatch when enabled
+	stopOnce  sync.Once
+	stopErr   error
 	// lastNotReady is the last /readyz failure logged (readyz.go).
 	lastNotReady atomic.Pointer[string]
 }
@@ -137,9 +142,12 @@ func New(opts Options) (*API, error) {
 		apps:     map[appKey]*appInfo{},
 		nsKnown:  map[string]bool{},
 		routes:   map[string]bool{},
+		observers: map[string]*routeObservers{
+			routeUnmatched: {},
+		},
 	}
 	if a.now == nil {
-		a.now = time.Now
+		a.now, a.realClock = time.Now, true
 	}
 	if a.audit.zap == nil {
 		w := opts.AuditWriter
@@ -248,6 +256,7 @@ func (a *API) newEcho() *echo.Echo {
 	add := func(method, path string, h echo.HandlerFunc) {
 		e.Add(method, path, h)
 		a.routes[path] = true
+		a.observers[path] = &routeObservers{}
 	}
 	const app = "/v1/namespaces/:ns/apps/:appid"
 	add(http.MethodGet, app+"/access_token", a.getAccessToken)
@@ -290,21 +299,40 @@ func (a *API) observe(c echo.Context, start time.Time, err error) {
 		code = classify(err).status
 	}
 	route := c.Path()
-	if !a.routes[route] {
-		route = "unmatched"
+	ro := a.observers[route]
+	if ro == nil {
+		route, ro = routeUnmatched, a.observers[routeUnmatched]
 	}
-	key := routeCode{route, code}
-	o, ok := a.observed.Load(key)
-	if !ok {
-		o, _ = a.observed.LoadOrStore(key, a.m.HTTPRequestDuration.WithLabelValues("internal", route, strconv.Itoa(code)))
-	}
-	o.(prometheus.Observer).Observe(time.Since(start).Seconds())
+	ro.observer(a.m, route, code).Observe(time.Since(start).Seconds())
 }
 
-// routeCode keys the cache of histogram children.
-type routeCode struct {
-	route string
-	code  int
+// routeUnmatched is the route label of requests that matched no route.
+const routeUnmatched = "unmatched"
+
+// routeObservers caches one route's histogram children: the one for 200
+// apart, so that a successful read looks it up without hashing; the others
+// by status code.
+type routeObservers struct {
+	ok     atomic.Pointer[prometheus.Observer]
+	byCode sync.Map // int → prometheus.Observer
+}
+
+// observer returns the histogram child of route and code, creating it on
+// first use.
+func (ro *routeObservers) observer(m *metrics.Metrics, route string, code int) prometheus.Observer {
+	if code == http.StatusOK {
+		if o := ro.ok.Load(); o != nil {
+			return *o
+		}
+		o := m.HTTPRequestDuration.WithLabelValues("internal", route, "200")
+		ro.ok.Store(&o)
+		return o
+	}
+	if o, ok := ro.byCode.Load(code); ok {
+		return o.(prometheus.Observer)
+	}
+	o, _ := ro.byCode.LoadOrStore(code, m.HTTPRequestDuration.WithLabelValues("internal", route, strconv.Itoa(code)))
+	return o.(prometheus.Observer)
 }
 
 // guard runs next, turning a panic into a 500 without internals (keeping

@@ -87,11 +87,28 @@ func (a *API) getAccessToken(c echo.Context) error {
 	}
 	m := ai.memoFor(tok)
 	ai.ok.Inc()
-	a.auditRef(c, eventAccessToken, cl, ns, appid, metrics.RequestOK, m.ref)
+	// One clock read serves the audit line and expires_in, unless a clock
+	// was injected for expires_in (tests).
+	now := time.Now()
+	a.auditRead(c, now, cl, ai, m.ref)
+	if !a.realClock {
+		now = a.now()
+	}
 	buf := getBuf()
 	defer putBuf(buf)
-	*buf = m.appendJSON(*buf, a.now(), tok.Generation)
+	*buf = m.appendJSON(*buf, now, tok.Generation)
 	return writeJSON(c, http.StatusOK, *buf)
+}
+
+// auditRead writes the audit line of a successful token read of ai by cl.
+// With the default audit log, the line's fields up to the token reference
+// are encoded once per client and app and then copied (client.auditFields).
+func (a *API) auditRead(c echo.Context, now time.Time, cl *client, ai *appInfo, ref string) {
+	if a.audit.log == nil {
+		a.auditRef(c, eventAccessToken, cl, ai.ns, ai.appid, metrics.RequestOK, ref)
+		return
+	}
+	a.audit.log.linePrefixed(now, cl.auditFields(a.audit.log, ai), ref, c.Request().RemoteAddr)
 }
 
 // appInfo is what a token read needs about one configured app. Built by New;
