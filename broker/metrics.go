@@ -32,6 +32,9 @@ func (b *exporter) seedMetrics(start time.Time, items []*item) {
 		b.m.RefreshDue.WithLabelValues(it.ns, it.appid, it.kind).Set(unixSeconds(first))
 		if it.kind == KindAccessToken {
 			b.m.ExternalInvalidation.WithLabelValues(it.ns, it.appid)
+			for _, src := range []string{metrics.SourceClient, metrics.SourceCompat, metrics.SourceLogin, metrics.SourceProxy} {
+				b.m.InvalidCredential.WithLabelValues(it.ns, it.appid, src)
+			}
 			b.m.ForcedRefreshUsed.WithLabelValues(it.ns, it.appid).Set(0)
 		}
 	}

@@ -66,8 +66,11 @@ type Metrics struct {
 	BuildInfo          *prometheus.GaugeVec // version, revision, goversion
 
 	Gateway      Gateway                // the WeChat API gateway (gateway.go)
-	Reload       Reload                 // configuration reloads (reload.go)
 	FalseReports *prometheus.CounterVec // wx_namespace, appid, source
+
+	Reload        Reload               // configuration reloads (reload.go)
+	Redis         Redis                // this replica's Redis round trips (store.go)
+	TLSCertExpiry *prometheus.GaugeVec // no labels; absent without tls (SetTLSCertificate)
 }
 
 // New registers every collector on reg and returns them. It panics, as
@@ -77,6 +80,11 @@ func New(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Gateway: newGateway(f),
 		Reload:  newReload(f, time.Now()),
+		Redis:   newRedis(f),
+		TLSCertExpiry: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wxbroker_tls_certificate_expiry_timestamp_seconds",
+			Help: "Unix time at which the certificate of tls.cert_file expires (its NotAfter); absent without TLS.",
+		}, nil),
 		Leader: f.NewGauge(prometheus.GaugeOpts{
 			Name: "wxbroker_leader", Help: "1 while this replica is the leader, 0 otherwise.",
 		}),

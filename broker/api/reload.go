@@ -54,6 +54,12 @@ func newView(cfg *config.Config, m *metrics.Metrics, prev *view) (*view, error) 
 			unavailable: m.TokenRequests.WithLabelValues(ref.Namespace, ref.App.AppID, codeUnavailable),
 			reports:     newReportLimiter(config.DefaultInvalidatePerMinute),
 		}
+		// The gateway retries a service still meets 40001 after page on the
+		// first one: they exist at 0 from the moment the app is configured
+		// (a counter first seen at 1 has no increase).
+		for _, r := range []string{metrics.RetryFailed, metrics.RetryLimited, metrics.RetryNoToken} {
+			m.Gateway.Retries.WithLabelValues(ref.Namespace, ref.App.AppID, r)
+		}
 	}
 	if prev != nil {
 		for d, c := range v.keys.byDigest {
@@ -86,6 +92,7 @@ func (a *API) PrepareReload(cfg *config.Config) (commit func(), err error) {
 		for k := range prev.apps {
 			if next.apps[k] == nil {
 				a.m.TokenRequests.DeletePartialMatch(map[string]string{"wx_namespace": k.ns, "appid": k.appid})
+				a.m.Gateway.Retries.DeletePartialMatch(map[string]string{"wx_namespace": k.ns, "appid": k.appid})
 			}
 		}
 	}, nil

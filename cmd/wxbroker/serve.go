@@ -159,6 +159,10 @@ func runSystem(ctx context.Context, s system) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg)
+	s.Redis.AddHook(m.Redis.Hook())
+	if cfg.Gateway.Enabled {
+		m.Gateway.Timeout.Set(cfg.Gateway.Timeout.Seconds())
+	}
 
 	wc, err := wechat.New(wechat.Options{
 		BaseURL: cfg.WeChat.BaseURL, FallbackURLs: cfg.WeChat.FallbackURLs, Timeout: cfg.WeChat.Timeout,
@@ -209,6 +213,9 @@ func runSystem(ctx context.Context, s system) error {
 		}
 		log.Info("listening", zap.String("listener", l.name), zap.Stringer("addr", l.ln.Addr()),
 			zap.Bool("tls", cfg.TLS.CertFile != ""))
+	}
+	if tc := servers[0].srv.TLSConfig; tc != nil && len(tc.Certificates) > 0 && tc.Certificates[0].Leaf != nil {
+		m.SetTLSCertificate(tc.Certificates[0].Leaf)
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
