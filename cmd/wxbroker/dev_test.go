@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/wxbroker/wxbroker/config"
@@ -144,21 +142,7 @@ func TestDevTTLsCountDown(t *testing.T) {
 // type answers WeChat's errcode. Before, the simulator cut every request
 // body at 1 MiB and answered 41005 "media data missing".
 func TestDevUploadAboveRetryBody(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	var stdout logtest.Buffer
-	done := make(chan int, 1)
-	go func() {
-		done <- runDev(ctx, []string{"--listen", "127.0.0.1:0", "--public-listen", "", "--log-level", "warn"}, &stdout, io.Discard)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			t.Error("dev did not stop within 15s")
-		}
-	})
-	b := waitBanner(t, &stdout, done)
+	b, _ := runDevInProcess(t, []string{"--listen", "127.0.0.1:0", "--public-listen", "", "--log-level", "warn"}, io.Discard)
 	app := "prod/" + devApps[1].appid
 	size := int(config.DefaultGateway().RetryBodyBytes) + 2<<20
 	if size > wechattest.MediaLimit("image") {
@@ -227,29 +211,8 @@ func TestDevUploadAboveRetryBody(t *testing.T) {
 // SIGHUP (a terminal closing, or an operator trying a reload) is logged and
 // ignored instead of ending the process, as it did before.
 func TestDevSurvivesSIGHUP(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, logs logtest.Buffer
-	log := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()), zapcore.AddSync(&logs), zap.DebugLevel))
-	done := make(chan error, 1)
-	go func() { done <- dev(ctx, "127.0.0.1:0", "", log, &stdout, io.Discard) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			t.Error("dev did not stop within 15s")
-		}
-	})
-	var key, tokenURL string
-	waitFor(t, "the dev banner", 30*time.Second, func() bool {
-		for _, line := range strings.Split(stdout.String(), "\n") {
-			if m := curlToken.FindStringSubmatch(line); m != nil {
-				key, tokenURL = m[1], m[2]
-				return true
-			}
-		}
-		return false
-	})
+	var logs logtest.Buffer
+	b, done := runDevInProcess(t, []string{"--listen", "127.0.0.1:0", "--public-listen", ""}, &logs)
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatalf("kill -HUP: %v", err)
 	}
@@ -257,12 +220,12 @@ func TestDevSurvivesSIGHUP(t *testing.T) {
 		return strings.Contains(logs.String(), "SIGHUP ignored")
 	})
 	select {
-	case err := <-done:
-		t.Fatalf("dev stopped after SIGHUP: %v", err)
+	case code := <-done:
+		t.Fatalf("dev stopped after SIGHUP: exit %d", code)
 	default:
 	}
-	req, _ := http.NewRequest(http.MethodGet, tokenURL, nil)
-	req.Header.Set("Authorization", "Bearer "+key)
+	req, _ := http.NewRequest(http.MethodGet, b.base+"/v1/namespaces/prod/apps/"+devApps[0].appid+"/access_token", nil)
+	req.Header.Set("Authorization", "Bearer "+b.key)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("token read after SIGHUP: %v", err)

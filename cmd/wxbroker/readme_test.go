@@ -72,19 +72,8 @@ func TestReadmeMakeRunArgs(t *testing.T) {
 func TestReadmeKillOutsideWalkthrough(t *testing.T) {
 	steps := readmeBlock(t, "kill-outside")
 	args := strings.Fields(readmeRunArgs(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr logtest.Buffer
-	done := make(chan int, 1)
-	go func() { done <- runDev(ctx, args, &stdout, &stderr) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			t.Error("dev did not stop within 15s")
-		}
-	})
-	banner := waitBanner(t, &stdout, done)
+	var stderr logtest.Buffer
+	banner, _ := runDevInProcess(t, args, &stderr)
 	sh := &readmeShell{
 		t:    t,
 		vars: map[string]string{"KEY": banner.key, "SIM": banner.sim},
@@ -190,6 +179,26 @@ func tokenValid(t *testing.T, sim, appid, token string) bool {
 }
 
 type devBanner struct{ base, sim, key string }
+
+// runDevInProcess runs `wxbroker dev args` in this process until the test ends
+// (stderr takes its logs) and returns its banner, and a channel that
+// receives its exit code should it stop early.
+func runDevInProcess(t *testing.T, args []string, stderr io.Writer) (devBanner, <-chan int) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout logtest.Buffer
+	done := make(chan int, 1)
+	go func() { done <- runDev(ctx, args, &stdout, stderr) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Error("dev did not stop within 15s")
+		}
+	})
+	return waitBanner(t, &stdout, done), done
+}
 
 // waitBanner waits for dev's banner and returns its addresses and key.
 func waitBanner(t *testing.T, stdout *logtest.Buffer, done <-chan int) devBanner {
