@@ -697,3 +697,44 @@ func TestSimOpenPlatform(t *testing.T) {
 		t.Error("the authorizer token still works after revocation")
 	}
 }
+
+// TestSimAuthorizerRotationLostAnswer: WeChat rotates the refresh token but
+// the answer is lost. The client must not repeat the call on its fallback
+// (the old refresh token is dead, a repeat gets 61023 and hides what
+// happened); it reports OutcomeUnknown, and AuthorizerList recovers the
+// new refresh token.
+func TestSimAuthorizerRotationLostAnswer(t *testing.T) {
+	const compApp, merchant = "wx00000000000000c5", "wx00000000000000d6"
+	e := newSimEnv(t, wechattest.Options{TicketPushInterval: time.Hour})
+	ctx := t.Context()
+	if err := e.sim.AddComponent(wechattest.Component{AppID: compApp, Secret: "s", Token: "tok",
+		EncodingAESKey: "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG", RotateRefreshTokens: true}); err != nil {
+		t.Fatal(err)
+	}
+	ticket, _ := e.sim.PushTicket(ctx, compApp)
+	c := newSimClient(t, wechat.Options{BaseURL: e.sim.URL, FallbackURLs: []string{e.sim.URL}})
+	ct, err := c.ComponentToken(ctx, compApp, "s", ticket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, _ := e.sim.Authorize(ctx, compApp, merchant)
+	auth, err := c.QueryAuth(ctx, ct.AccessToken, compApp, code)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.sim.Fail(wechat.APIAuthorizerToken, 1, wechattest.Fault{DropResponse: true})
+	_, err = c.AuthorizerToken(ctx, ct.AccessToken, compApp, merchant, auth.RefreshToken)
+	if !wechat.OutcomeUnknown(err) {
+		t.Fatalf("AuthorizerToken with a lost answer = %v; want an OutcomeUnknown transport error", err)
+	}
+	if n := e.sim.Calls(wechat.APIAuthorizerToken, merchant); n != 1 {
+		t.Fatalf("simulator saw %d api_authorizer_token calls; want 1 (no repeat on the fallback)", n)
+	}
+	list, _, err := c.AuthorizerList(ctx, ct.AccessToken, compApp, 0, 10)
+	if err != nil || len(list) != 1 || list[0].RefreshToken == auth.RefreshToken {
+		t.Fatalf("AuthorizerList = %+v, %v; want the rotated refresh token", list, err)
+	}
+	if _, err := c.AuthorizerToken(ctx, ct.AccessToken, compApp, merchant, list[0].RefreshToken); err != nil {
+		t.Fatalf("AuthorizerToken with the recovered refresh token = %v", err)
+	}
+}
