@@ -280,6 +280,9 @@ func (s *Sim) authorize(comp *component, authorizerAppID, preAuthCode string) ms
 // the code. The code is returned with the push's delivery error, if any:
 // the authorization stands even when the push fails, as at WeChat.
 func (s *Sim) Authorize(ctx context.Context, componentAppID, authorizerAppID string) (string, error) {
+	if authorizerAppID == "" {
+		return "", errors.New("wechattest: Authorize: the authorizer AppID is empty")
+	}
 	s.mu.Lock()
 	comp, err := s.component(componentAppID)
 	if err != nil {
