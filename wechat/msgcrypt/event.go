@@ -157,7 +157,9 @@ func (e Event) XML() []byte {
 	case InfoAuthorized, InfoUpdateAuthorized:
 		elem("AuthorizerAppid", e.AuthorizerAppID)
 		elem("AuthorizationCode", e.AuthorizationCode)
-		num("AuthorizationCodeExpiredTime", e.AuthorizationCodeExpiredTime)
+		if !e.AuthorizationCodeExpiredTime.IsZero() {
+			num("AuthorizationCodeExpiredTime", e.AuthorizationCodeExpiredTime)
+		}
 		elem("PreAuthCode", e.PreAuthCode)
 	default:
 		if e.AuthorizerAppID != "" {

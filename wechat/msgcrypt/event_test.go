@@ -87,3 +87,27 @@ func TestEventXMLRoundTrip(t *testing.T) {
 		t.Error("Known accepts a near miss")
 	}
 }
+
+func FuzzParseEvent(f *testing.F) {
+	at := time.Unix(1_700_000_000, 0)
+	f.Add(Event{AppID: "wxc", CreateTime: at, InfoType: InfoAuthorized, AuthorizerAppID: "wxa", AuthorizationCode: "c",
+		AuthorizationCodeExpiredTime: at, PreAuthCode: "p"}.XML())
+	f.Add([]byte(`<xml><InfoType>unauthorized</InfoType></xml>`))
+	f.Add([]byte(`<xml><AppId>c</AppId><CreateTime>1</CreateTime><InfoType>authorized</InfoType><AuthorizerAppid>a</AuthorizerAppid><AuthorizationCode>x</AuthorizationCode></xml>`))
+	f.Add([]byte(`<xml><CreateTime>-1</CreateTime>`))
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		e, err := ParseEvent(msg) // must not panic
+		if err != nil {
+			return
+		}
+		// What parses, marshals back to the same event (for the fields its
+		// InfoType carries).
+		again, err := ParseEvent(e.XML())
+		if err != nil {
+			t.Fatalf("ParseEvent(XML(%+v)) = %v", e, err)
+		}
+		if e.InfoType.Known() && again != e {
+			t.Fatalf("round trip: %+v; want %+v", again, e)
+		}
+	})
+}
