@@ -41,26 +41,25 @@ func componentAPI(api string) bool {
 // not the token's, 61004 for a caller outside the component's IP
 // allow-list. It returns the registered component, or nil for an app used
 // as a component without AddComponent. Callers hold s.mu.
-func (s *Sim) componentCall(c *call) (*component, *app, []byte) {
+func (s *Sim) componentCall(c *call) (*component, []byte) {
 	tok := c.q("component_access_token")
 	if tok == "" {
 		tok = c.q("access_token")
 	}
 	ct, fail := s.checkToken(c, tok, kindComponent)
 	if fail != nil {
-		return nil, nil, fail
+		return nil, fail
 	}
 	if !c.jsonOK {
-		return nil, nil, s.errBody(c, 47001, "")
+		return nil, s.errBody(c, 47001, "")
 	}
 	if c.field("component_appid") != ct.appID {
-		return nil, nil, s.errBody(c, 40013, "")
+		return nil, s.errBody(c, 40013, "")
 	}
-	a := s.apps[ct.appID]
-	if a != nil && !a.ipAllowed(c) {
-		return nil, nil, s.errBody(c, 61004, "")
+	if a := s.apps[ct.appID]; a != nil && !a.ipAllowed(c) {
+		return nil, s.errBody(c, 61004, "")
 	}
-	return s.comps.byID[ct.appID], a, nil
+	return s.comps.byID[ct.appID], nil
 }
 
 // startPushTicket serves POST /cgi-bin/component/api_start_push_ticket
@@ -84,7 +83,7 @@ func (s *Sim) startPushTicket(c *call) []byte {
 // {"pre_auth_code","expires_in":1800}. The code opens the authorization
 // page once.
 func (s *Sim) createPreAuthCode(c *call) []byte {
-	comp, _, fail := s.componentCall(c)
+	comp, fail := s.componentCall(c)
 	if fail != nil {
 		return fail
 	}
@@ -112,7 +111,7 @@ type funcInfo struct {
 // access token (classic last-fetch-wins, like api_authorizer_token) and
 // refresh token.
 func (s *Sim) queryAuth(c *call) []byte {
-	comp, _, fail := s.componentCall(c)
+	comp, fail := s.componentCall(c)
 	if fail != nil {
 		return fail
 	}
@@ -152,7 +151,7 @@ func (s *Sim) queryAuth(c *call) []byte {
 // authorization order, each with its current refresh token, the recovery
 // path for lost refresh tokens.
 func (s *Sim) getAuthorizerList(c *call) []byte {
-	comp, _, fail := s.componentCall(c)
+	comp, fail := s.componentCall(c)
 	if fail != nil {
 		return fail
 	}

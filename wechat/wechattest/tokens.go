@@ -320,7 +320,7 @@ func (s *Sim) componentToken(c *call) []byte {
 // tokens follow classic last-fetch-wins semantics and count against the
 // authorizer's quota.
 func (s *Sim) authorizerToken(c *call) []byte {
-	comp, _, fail := s.componentCall(c)
+	comp, fail := s.componentCall(c)
 	if fail != nil {
 		return fail
 	}
