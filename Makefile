@@ -12,7 +12,7 @@ GOLANGCI_VERSION := v2.15.0
 GOLANGCI         := $(shell $(GO) env GOPATH)/bin/golangci-lint
 
 # binary:package pairs that `make deps` installs when the binary is missing.
-DEPS := redis-server:redis-server redis-sentinel:redis-sentinel redis-cli:redis-tools chromium:chromium chromedriver:chromium-driver node:nodejs promtool:prometheus
+DEPS := redis-server:redis-server redis-sentinel:redis-sentinel redis-cli:redis-tools chromium:chromium chromedriver:chromium-driver node:nodejs curl:curl promtool:prometheus
 
 # The Prometheus rules and their promtool unit tests (docs/RUNBOOK.md).
 RULES      := deploy/prometheus/rules.yaml
@@ -29,13 +29,14 @@ help: ## list the targets
 build: ## build bin/wxbroker
 	$(GO) build -o bin/wxbroker ./cmd/wxbroker
 
-run: ## start everything in one process: embedded Redis, WeChat simulator, demo config (wxbroker dev)
-	$(GO) run ./cmd/wxbroker dev
+# ARGS are passed to wxbroker dev: make run ARGS='--listen 127.0.0.1:0 --public-listen 127.0.0.1:0'
+run: ## start everything in one process: embedded Redis, WeChat simulator, demo config (wxbroker dev; flags in ARGS='...')
+	$(GO) run ./cmd/wxbroker dev $(ARGS)
 
 # The Debian package prometheus (for promtool) would start a Prometheus
 # server on install: a temporary policy-rc.d forbids starting services during
 # the install, and the service is disabled afterwards. Only promtool is used.
-deps: ## install redis-server, redis-sentinel, redis-tools, chromium, chromium-driver, nodejs, promtool (prometheus) when missing (apt-get)
+deps: ## install redis-server, redis-sentinel, redis-tools, chromium, chromium-driver, nodejs, curl, promtool (prometheus) when missing (apt-get)
 	@missing=""; \
 	for d in $(DEPS); do command -v "$${d%%:*}" >/dev/null 2>&1 || missing="$$missing $${d#*:}"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
@@ -61,7 +62,8 @@ test: deps lint tidy-check rules ## deps, lint (gofmt, go vet, golangci-lint), g
 	@if [ -f miniprogram/package.json ]; then echo "node --test (miniprogram)"; cd miniprogram && node --test; fi
 	@$(MAKE) --no-print-directory sdktest
 
-# sdktest/: an npm WeChat SDK driving a real `wxbroker dev`. npm ci runs only
+# sdktest/: the npm WeChat SDKs co-wechat-api and wechat-api, and the curl
+# lines of docs/SDKS.md, driving a real `wxbroker dev`. npm ci runs only
 # when node_modules does not match the committed package-lock.json (the
 # registry is not asked otherwise; --prefer-offline uses npm's cache first).
 sdktest: build

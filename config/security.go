@@ -115,18 +115,48 @@ func (v *validator) security(c *Config) {
 	}
 }
 
-// RedactURL returns raw with any userinfo password masked (url.URL.Redacted),
-// for printing a configured URL. A value with an "@" that does not parse as
-// userinfo (a malformed URL) has everything before its last "@" masked.
+// RedactURL returns raw for printing a configured URL: a userinfo password
+// (url.URL.Redacted), every query value (the names are kept) and the
+// fragment are masked, since
+// any of them may carry a credential (a proxy's API key). A value with an
+// "@" that does not parse as userinfo (a malformed URL) has everything before
+// its last "@" masked, and a malformed URL everything after a "?" or "#".
 func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
-	switch {
-	case err == nil && u.User != nil:
-		return u.Redacted()
-	case !strings.Contains(raw, "@"):
-		return raw
+	if err != nil {
+		return redactMalformedURL(raw)
+	}
+	out := *u
+	if out.RawQuery != "" {
+		parts := strings.Split(out.RawQuery, "&")
+		for i, p := range parts {
+			if k, _, ok := strings.Cut(p, "="); ok {
+				parts[i] = k + "=xxxxx"
+			} else if p != "" {
+				parts[i] = "xxxxx" // a bare value
+			}
+		}
+		out.RawQuery = strings.Join(parts, "&")
+	}
+	if out.Fragment != "" || out.RawFragment != "" {
+		out.Fragment, out.RawFragment = "xxxxx", ""
+	}
+	if out.User == nil && strings.Contains(raw, "@") {
+		return redactMalformedURL(raw)
+	}
+	return out.Redacted()
+}
+
+// redactMalformedURL masks what precedes the last "@" and what follows a
+// "?" or "#" of a value that does not parse as a URL.
+func redactMalformedURL(raw string) string {
+	if i := strings.IndexAny(raw, "?#"); i >= 0 {
+		raw = raw[:i+1] + "xxxxx"
 	}
 	i := strings.LastIndexByte(raw, '@')
+	if i < 0 {
+		return raw
+	}
 	prefix := ""
 	if j := strings.Index(raw, "://"); j >= 0 && j < i {
 		prefix = raw[:j+3]

@@ -190,3 +190,27 @@ login:
 		t.Errorf("TrustedProxyNets = %d nets; want 3", got)
 	}
 }
+
+// TestRedactURLMasksQueryAndFragment: a configured URL is printed without
+// its query values, fragment or userinfo password (before, only the
+// password was masked and "?apikey=..." was shown in clear).
+func TestRedactURLMasksQueryAndFragment(t *testing.T) {
+	const s = "s3cr3t-9c1f"
+	tests := []struct{ raw, want string }{
+		{"https://api.weixin.qq.com", "https://api.weixin.qq.com"},
+		{"https://proxy.example/wx?apikey=" + s, "https://proxy.example/wx?apikey=xxxxx"},
+		{"https://u:" + s + "@proxy.example/?a=" + s + "&a=" + s + "&b=" + s + "#" + s,
+			"https://u:xxxxx@proxy.example/?a=xxxxx&a=xxxxx&b=xxxxx#xxxxx"},
+		{"http://u:" + s + "@bad host/?k=" + s, "http://xxxxx@bad host/?xxxxx"},
+		{"https://proxy.example/?" + s + "&k=", "https://proxy.example/?xxxxx&k=xxxxx"},
+	}
+	for _, tt := range tests {
+		got := RedactURL(tt.raw)
+		if strings.Contains(got, s) {
+			t.Errorf("RedactURL(%q) = %q; shows the secret", tt.raw, got)
+		}
+		if got != tt.want {
+			t.Errorf("RedactURL(%q) = %q; want %q", tt.raw, got, tt.want)
+		}
+	}
+}

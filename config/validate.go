@@ -118,6 +118,20 @@ func (v *validator) absURL(key, raw string, fix string) {
 	}
 }
 
+// baseURL checks a WeChat base URL: absolute http(s) and, as wechat.New
+// requires (serve refuses it otherwise), without a query or fragment; the
+// broker appends each API's own path and query.
+func (v *validator) baseURL(key, raw string, fix string) {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		v.add(key, RedactURL(raw), "is not an absolute http(s) URL", fix)
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+		v.add(key, RedactURL(raw), "must not carry a query string or fragment",
+			"remove them: wxbroker appends each API's path and query (a path prefix is allowed); give a proxy its credentials in the URL's userinfo or in HTTPS_PROXY")
+	}
+}
+
 func (v *validator) process(c *Config) {
 	if c.InstanceID == "" {
 		v.add("instance_id", "", "is empty", "leave it out to use hostname-pid, or set a unique name per replica")
@@ -186,9 +200,9 @@ func (v *validator) durations(c *Config) {
 			fmt.Sprintf("must be less than half of leader.lock_ttl (%s), so one missed renewal does not lose the lock", c.Leader.LockTTL),
 			fmt.Sprintf("set renew_interval below %s (e.g. a third of lock_ttl) or raise lock_ttl", c.Leader.LockTTL/2))
 	}
-	v.absURL("wechat.base_url", c.WeChat.BaseURL, `use "https://api.weixin.qq.com" (a path prefix is allowed)`)
+	v.baseURL("wechat.base_url", c.WeChat.BaseURL, `use "https://api.weixin.qq.com" (a path prefix is allowed)`)
 	for i, u := range c.WeChat.FallbackURLs {
-		v.absURL(fmt.Sprintf("wechat.fallback_urls[%d]", i), u, `use e.g. "https://api2.weixin.qq.com"`)
+		v.baseURL(fmt.Sprintf("wechat.fallback_urls[%d]", i), u, `use e.g. "https://api2.weixin.qq.com"`)
 	}
 	if v.positive("wechat.timeout", c.WeChat.Timeout) && ttlOK && renewOK &&
 		c.Leader.RenewInterval < c.Leader.LockTTL/2 && c.WeChat.Timeout >= c.Leader.LockTTL-c.Leader.RenewInterval {

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"regexp"
 	"strings"
@@ -11,8 +13,11 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/wxbroker/wxbroker/internal/logtest"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/wxbroker/wxbroker/config"
+	"github.com/wxbroker/wxbroker/internal/logtest"
+	"github.com/wxbroker/wxbroker/wechat/wechattest"
 )
 
 var (
@@ -126,5 +131,90 @@ func TestDevTTLsCountDown(t *testing.T) {
 	}
 	if code, body := report(); code != http.StatusOK {
 		t.Errorf("report after force_min_interval: %d %s; want 200", code, body)
+	}
+}
+
+// TestDevUploadAboveRetryBody: in wxbroker dev, a media upload larger than
+// gateway.retry_body_bytes (streamed, never re-sent) goes through the
+// gateway to the simulator and back, and a file above WeChat's limit for its
+// type answers WeChat's errcode. Before, the simulator cut every request
+// body at 1 MiB and answered 41005 "media data missing".
+func TestDevUploadAboveRetryBody(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout logtest.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- runDev(ctx, []string{"--listen", "127.0.0.1:0", "--public-listen", "", "--log-level", "warn"}, &stdout, io.Discard)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Error("dev did not stop within 15s")
+		}
+	})
+	b := waitBanner(t, &stdout, done)
+	app := "prod/" + devApps[1].appid
+	size := int(config.DefaultGateway().RetryBodyBytes) + 2<<20
+	if size > wechattest.MediaLimit("image") {
+		t.Fatalf("test file of %d bytes is above the image limit", size)
+	}
+	file := bytes.Repeat([]byte("wxbroker"), size/8)
+
+	post := func(typ string, data []byte) map[string]any {
+		t.Helper()
+		var body bytes.Buffer
+		mw := multipart.NewWriter(&body)
+		fw, err := mw.CreateFormFile("media", "upload.bin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = fw.Write(data)
+		_ = mw.Close()
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, b.base+"/cgi-bin/media/upload?type="+typ, &body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", mw.FormDataContentType())
+		req.Header.Set("Authorization", "Bearer "+b.key)
+		req.Header.Set("X-Wxbroker-App", app)
+		resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatalf("upload %s of %d bytes: %v", typ, len(data), err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			t.Fatalf("upload %s of %d bytes: %s, %v", typ, len(data), resp.Status, err)
+		}
+		return out
+	}
+
+	up := post("image", file)
+	id, _ := up["media_id"].(string)
+	if id == "" {
+		t.Fatalf("upload image of %d bytes (retry_body_bytes %d) through the gateway = %v; want a media_id",
+			len(file), config.DefaultGateway().RetryBodyBytes, up)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, b.base+"/cgi-bin/media/get?media_id="+id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+b.key)
+	req.Header.Set("X-Wxbroker-App", app)
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil || !bytes.Equal(got, file) {
+		t.Errorf("media/get through the gateway = %d bytes, %v; want the %d bytes uploaded", len(got), err, len(file))
+	}
+
+	voice := file[:wechattest.MediaLimit("voice")+1]
+	if r := post("voice", voice); r["errcode"] != float64(40010) {
+		t.Errorf("upload voice of %d bytes = %v; want errcode 40010 (WeChat's 2 MiB limit)", len(voice), r)
 	}
 }

@@ -120,3 +120,42 @@ func TestDoctorReportsFailures(t *testing.T) {
 		t.Errorf("doctor with WeChat unreachable = %d:\n%s", code, stdout)
 	}
 }
+
+// TestDoctorHidesBaseURLQuery: a query string in wechat.base_url (an API key
+// for a proxy, say) is refused by validation, as serve refuses it, and doctor
+// shows neither its values nor a userinfo password (before, the URL loaded
+// and doctor printed "?apikey=..." in clear).
+func TestDoctorHidesBaseURLQuery(t *testing.T) {
+	const apikey, pw = "q-secret-5d1e", "pw-secret-93ab"
+	deadRedis := "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
+	yaml := fmt.Sprintf(`redis: {addrs: [%q]}
+wechat:
+  base_url: "https://proxy.example/wx?apikey=%s"
+  fallback_urls: ["https://u:%s@proxy2.example/?token=%s#%s"]
+  timeout: 1s
+namespaces:
+  prod:
+    apps: [{appid: wx04a7af67c8f47620, secret: s3cr3t-value, kind: miniprogram}]
+`, deadRedis, apikey, pw, apikey, apikey)
+	path := filepath.Join(t.TempDir(), "wxbroker.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runCmd(t, "doctor", "--config", path)
+	for _, secret := range []string{apikey, pw} {
+		if strings.Contains(stdout+stderr, secret) {
+			t.Errorf("doctor shows %q:\n%s%s", secret, stdout, stderr)
+		}
+	}
+	for _, want := range []string{
+		"wechat.base_url = \"https://proxy.example/wx?apikey=xxxxx\": must not carry a query string or fragment",
+		"wechat.fallback_urls[0] = \"https://u:xxxxx@proxy2.example/?token=xxxxx#xxxxx\": must not carry a query string or fragment",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("doctor output lacks %q:\n%s", want, stdout)
+		}
+	}
+	if code != exitFailure {
+		t.Errorf("doctor = exit %d; want %d", code, exitFailure)
+	}
+}

@@ -34,6 +34,37 @@ type media struct {
 	data        []byte
 }
 
+// WeChat's limits for a temporary media file, per type (新增临时素材:
+// image 10M, voice 2M, video 10MB, thumb 64KB), each with the errcode WeChat
+// answers above it.
+var mediaLimits = map[string]struct {
+	bytes, code int
+}{
+	"image": {10 << 20, 40009},
+	"voice": {2 << 20, 40010},
+	"video": {10 << 20, 40011},
+	"thumb": {64 << 10, 40012},
+}
+
+// maxMediaBody bounds a media upload's request body: the largest file plus
+// room for the multipart framing. A longer body holds a file above its
+// type's limit, whatever the type.
+const maxMediaBody = 10<<20 + 1<<20
+
+// MediaLimit returns the largest file in bytes that media/upload accepts for
+// typ (image, voice, video or thumb), WeChat's own limit; a larger one is
+// answered with errcode 40009, 40010, 40011 or 40012 respectively. It
+// returns 0 for other types, which media/upload refuses with 40004.
+func MediaLimit(typ string) int { return mediaLimits[typ].bytes }
+
+// bodyLimit is the most request body bytes the simulator reads for api.
+func bodyLimit(api string) int64 {
+	if api == apiMediaUpload {
+		return maxMediaBody
+	}
+	return maxBody
+}
+
 // mediaStore is the simulator's uploaded media; guarded by Sim.mu.
 type mediaStore struct {
 	byID  map[string]*media
@@ -77,22 +108,25 @@ func (s *Sim) menuGet(c *call) []byte {
 }
 
 // mediaUpload takes multipart/form-data with the file in field "media" and
-// ?type=image|voice|video|thumb, and answers {"type","media_id","created_at"}.
+// ?type=image|voice|video|thumb, and answers {"type","media_id","created_at"};
+// a file above its type's MediaLimit answers the type's size errcode.
 func (s *Sim) mediaUpload(c *call) []byte {
 	if _, fail := s.checkToken(c, c.q("access_token"), appKinds()...); fail != nil {
 		return fail
 	}
 	typ := c.q("type")
-	switch typ {
-	case "image", "voice", "video", "thumb":
-	default:
+	limit, ok := mediaLimits[typ]
+	if !ok {
 		return s.errBody(c, 40004, "invalid media type")
+	}
+	if c.tooLarge {
+		return s.errBody(c, limit.code, "")
 	}
 	_, params, err := mime.ParseMediaType(c.r.Header.Get("Content-Type"))
 	if err != nil || params["boundary"] == "" {
 		return s.errBody(c, 41005, "media data missing")
 	}
-	form, err := multipart.NewReader(bytes.NewReader(c.body), params["boundary"]).ReadForm(maxBody)
+	form, err := multipart.NewReader(bytes.NewReader(c.body), params["boundary"]).ReadForm(maxMediaBody)
 	if err != nil {
 		return s.errBody(c, 41005, "media data missing")
 	}
@@ -109,6 +143,9 @@ func (s *Sim) mediaUpload(c *call) []byte {
 	var data bytes.Buffer
 	if _, err := data.ReadFrom(f); err != nil {
 		return s.errBody(c, -1, "")
+	}
+	if data.Len() > limit.bytes {
+		return s.errBody(c, limit.code, "")
 	}
 	ct := files[0].Header.Get("Content-Type")
 	if ct == "" || ct == "application/octet-stream" {

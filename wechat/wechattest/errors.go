@@ -21,6 +21,14 @@ func errmsg(code int) string {
 		return "invalid grant_type"
 	case 40003:
 		return "invalid openid"
+	case 40009:
+		return "invalid image size"
+	case 40010:
+		return "invalid voice size"
+	case 40011:
+		return "invalid video size"
+	case 40012:
+		return "invalid thumb size"
 	case 40013:
 		return "invalid appid"
 	case 40014:
@@ -57,6 +65,8 @@ func errmsg(code int) string {
 		return "api minute-quota reach limit  mustslower  retry next minute"
 	case 47001:
 		return "data format error"
+	case 45002:
+		return "content size out of limit"
 	case 48006:
 		return "forbid to clear quota because of reaching the limit"
 	case 61003:

@@ -37,7 +37,8 @@ const (
 	apiGeneric           = "generic"
 )
 
-// maxBody bounds the request bodies the simulator reads.
+// maxBody bounds the request bodies the simulator reads, except media
+// uploads (maxMediaBody); a larger body is answered 45002.
 const maxBody = 1 << 20
 
 // Options configures a Sim. The zero value is usable: every zero (or
@@ -295,6 +296,9 @@ func (s *Sim) process(rt route, c *call) []byte {
 	if c.bodyErr != nil {
 		return s.errBody(c, -1, "")
 	}
+	if c.tooLarge && c.api != apiMediaUpload { // media/upload answers per type
+		return s.errBody(c, 45002, "")
+	}
 	if rt.method != "" && c.r.Method != rt.method {
 		if rt.method == http.MethodPost {
 			return s.errBody(c, 43002, "")
@@ -343,11 +347,14 @@ type call struct {
 	query   url.Values
 	body    []byte
 	bodyErr error
-	fields  map[string]any // the JSON body, when it is a JSON object
-	jsonOK  bool           // the body parsed as a JSON object
-	ip      netip.Addr
-	appID   string
-	start   time.Time // wall clock, for rid cost_in_ms
+	// tooLarge: the body was longer than the API's limit (bodyLimit); body
+	// holds its first bytes only.
+	tooLarge bool
+	fields   map[string]any // the JSON body, when it is a JSON object
+	jsonOK   bool           // the body parsed as a JSON object
+	ip       netip.Addr
+	appID    string
+	start    time.Time // wall clock, for rid cost_in_ms
 	// contentType is set by handlers that answer a binary body (apis.go).
 	contentType string
 }
@@ -355,9 +362,13 @@ type call struct {
 func newCall(api string, r *http.Request) *call {
 	c := &call{api: api, r: r, query: r.URL.Query(), start: time.Now()}
 	if r.Body != nil {
-		c.body, c.bodyErr = io.ReadAll(io.LimitReader(r.Body, maxBody))
+		limit := bodyLimit(api)
+		c.body, c.bodyErr = io.ReadAll(io.LimitReader(r.Body, limit+1))
+		if int64(len(c.body)) > limit {
+			c.body, c.tooLarge = c.body[:limit], true
+		}
 	}
-	if len(bytes.TrimSpace(c.body)) > 0 {
+	if len(bytes.TrimSpace(c.body)) > 0 && !c.tooLarge {
 		dec := json.NewDecoder(bytes.NewReader(c.body))
 		dec.UseNumber()
 		if err := dec.Decode(&c.fields); err == nil && c.fields != nil {
