@@ -11,8 +11,8 @@ import (
 
 // Access is what one client may read, compiled from its entry in clients[]:
 // the decoded digest of its key and its allow patterns as sets, so that a
-// check is at most three map lookups and does not allocate. Load and Parse
-// compile it once, after validation (see Config.Compile); the API uses it as
+// check is at most three map lookups and does not allocate. Load
+// compiles it once, after validation (see Config.Compile); the API uses it as
 // given. An Access is never modified after it is built, so it is safe for
 // concurrent use.
 type Access struct {
@@ -69,7 +69,7 @@ func splitAllow(pat string) (ns, appid string, ok bool) {
 }
 
 // Compile builds every client's Access and keeps it in the Config, so that
-// Client.Access returns it without parsing again. Parse and Load call it
+// Client.Access returns it without parsing again. Load calls it
 // after validation; code that builds a Config by hand may call it after
 // Validate. It fails only on what Validate rejects too (a key_sha256 that is
 // not 64 hex digits, a malformed allow pattern).
@@ -86,7 +86,7 @@ func (c *Config) Compile() error {
 }
 
 // Access returns the client's compiled Access: the one Config.Compile built
-// (Load and Parse do), or, for a Config built in code and never compiled, a
+// (Load does), or, for a Config built in code and never compiled, a
 // new one built from the entry as it is now. c is the Config that holds the
 // client; it names the namespaces that "*" reaches.
 func (cl *Client) Access(c *Config) (*Access, error) {

@@ -26,7 +26,7 @@ type Config struct {
 	Gateway      Gateway               `yaml:"gateway"`
 	OpenPlatform OpenPlatform          `yaml:"open_platform"`
 
-	// inlineSecrets lists the secrets written literally in the file (set by Parse).
+	// inlineSecrets lists the secrets written literally in the file (set by Load).
 	inlineSecrets []string
 }
 

@@ -3,18 +3,36 @@ package config_test
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/wxbroker/wxbroker/config"
 )
 
-func ExampleParse() {
-	c, err := config.Parse([]byte(`
+// writeExample writes a configuration file for an example and returns its
+// path and a function that removes it.
+func writeExample(yaml string) (string, func()) {
+	dir, err := os.MkdirTemp("", "wxbroker-config-example")
+	if err != nil {
+		panic(err)
+	}
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		panic(err)
+	}
+	return path, func() { _ = os.RemoveAll(dir) }
+}
+
+func ExampleLoad() {
+	path, done := writeExample(`
 redis: {addrs: ["127.0.0.1:6379"]}
 namespaces:
   prod:
     apps:
       - {appid: wx04a7af67c8f47620, secret: "s3cr3t", kind: miniprogram}
-`))
+`)
+	defer done()
+	c, err := config.Load(path)
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -25,21 +43,23 @@ namespaces:
 }
 
 func ExampleValidationError() {
-	_, err := config.Parse([]byte(`
+	path, done := writeExample(`
 redis: {addrs: ["127.0.0.1:6379"]}
 leader: {lock_ttl: 10s, renew_interval: 5s}
 namespaces:
   prod:
     apps:
       - {appid: wx123, secret: "s3cr3t", kind: miniprogram}
-`))
+`)
+	defer done()
+	_, err := config.Load(path)
 	var ve *config.ValidationError
 	if errors.As(err, &ve) {
 		for _, p := range ve.Problems {
 			fmt.Println(p.Key)
 		}
+		fmt.Println(ve)
 	}
-	fmt.Println(err)
 	// Output:
 	// leader.renew_interval
 	// namespaces.prod.apps[0].appid

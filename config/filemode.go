@@ -9,7 +9,7 @@ import (
 
 // InlineSecrets returns the key paths of secrets written literally in the
 // configuration file rather than as ${VAR} references or *_file paths. Only a
-// Config from Parse or Load knows them; others return nil.
+// Config from Load knows them; others return nil.
 func (c *Config) InlineSecrets() []string { return append([]string(nil), c.inlineSecrets...) }
 
 // SecretFile is a file holding a secret, with the key that names it.

@@ -17,7 +17,7 @@ import (
 )
 
 // Default returns a Config holding every default and no
-// namespaces, clients or login flows. Parse decodes the file over it, so a key
+// namespaces, clients or login flows. Load decodes the file over it, so a key
 // that is absent from the file keeps its default, while a key that is present
 // (even with a zero value) is taken as written and validated.
 func Default() *Config {
@@ -52,7 +52,7 @@ func Default() *Config {
 
 // ApplyDefaults fills the defaults that Default cannot pre-fill: the instance
 // ID (hostname-pid), each app's token_mode (stable) and login.web.cookie_secure
-// (true) when unset. Parse calls it; code that builds a Config by hand (dev
+// (true) when unset. Load calls it; code that builds a Config by hand (dev
 // mode) may call it before Validate.
 func (c *Config) ApplyDefaults() {
 	if c.InstanceID == "" {
@@ -78,22 +78,7 @@ func (c *Config) ApplyDefaults() {
 	}
 }
 
-// Load reads, decodes and validates the YAML file at path (see Parse).
-// Relative *_file and tls paths are resolved against the file's directory.
-// Invalid content yields an error wrapping *ValidationError.
-func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	c, err := parse(data, filepath.Dir(path), os.LookupEnv)
-	if err != nil {
-		return nil, fmt.Errorf("config: %s: %w", path, err)
-	}
-	return c, nil
-}
-
-// Parse decodes and validates a YAML configuration:
+// Load reads, decodes and validates the YAML file at path:
 //
 //   - ${VAR} in any value is replaced by the environment variable VAR (unset:
 //     empty, as in the shell), ${VAR:?} makes an unset VAR an error,
@@ -106,17 +91,27 @@ func Load(path string) (*Config, error) {
 //     open_platform.refresh_token_encryption_key_file,
 //     login.jwt.signing_key_file, login.session_key_encryption_key_file),
 //     whose content is trimmed;
-//     setting both the value and the file is an error; relative paths are
-//     relative to the working directory (Load: to the config file);
+//     setting both the value and the file is an error; relative *_file and
+//     tls paths are resolved against the configuration file's directory;
 //   - absent keys take their defaults (see Default and ApplyDefaults);
 //   - unknown keys are errors naming the key and its line.
 //
-// Every problem found while decoding or validating is returned at once as a
-// *ValidationError.
-func Parse(data []byte) (*Config, error) {
-	return parse(data, "", os.LookupEnv)
+// Every problem found while decoding or validating is returned at once: the
+// error wraps a *ValidationError.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c, err := parse(data, filepath.Dir(path), os.LookupEnv)
+	if err != nil {
+		return nil, fmt.Errorf("config: %s: %w", path, err)
+	}
+	return c, nil
 }
 
+// parse decodes and validates a configuration (see Load); relative file
+// paths are resolved against baseDir, and lookup reads the environment.
 func parse(data []byte, baseDir string, lookup func(string) (string, bool)) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
@@ -341,7 +336,7 @@ var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 var secretType = reflect.TypeFor[Secret]()
 
-// expandEnv implements the ${VAR}, ${VAR:-default} and $$ syntax of Parse.
+// expandEnv implements the ${VAR}, ${VAR:-default} and $$ syntax of Load.
 // For a secret, its messages never quote any part of the value: a secret
 // that happens to contain "${" must not leak through its error.
 func expandEnv(s string, lookup func(string) (string, bool), secret bool) (string, []expandError) {

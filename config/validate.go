@@ -41,7 +41,7 @@ func (p Problem) String() string {
 	return b.String()
 }
 
-// ValidationError lists every problem found in a configuration. Parse, Load
+// ValidationError lists every problem found in a configuration. Load
 // and Validate return it (Load wraps it: use errors.As).
 type ValidationError struct {
 	Problems []Problem

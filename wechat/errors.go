@@ -87,19 +87,27 @@ func (e *APIError) fetchesCredential() bool {
 	return false
 }
 
+// TokenRejected reports the errcodes with which a token-checked WeChat API
+// refuses the access token it was given: 40001 (invalid or superseded),
+// 42001 (expired) and 40014 (malformed or unknown). It is the one list of
+// them in the module (the client package keeps its own copy, being
+// standalone): the gateway's retry, the broker's conditional refresh and
+// login's phone-number retry all use it.
+func TokenRejected(errcode int) bool {
+	switch errcode {
+	case 40001, 42001, 40014:
+		return true
+	}
+	return false
+}
+
 // InvalidCredential reports an access token that is stale, superseded or
-// unknown (40001, 42001, 40014) on a token-checked call: refresh the token
+// unknown (TokenRejected) on a token-checked call: refresh the token
 // (conditionally, naming the one that failed) and retry once. On calls that
 // authenticate with an AppSecret (token, stable_token, jscode2session, …)
 // 40001 means the AppSecret is wrong, so it counts as ConfigError instead.
 func (e *APIError) InvalidCredential() bool {
-	switch e.Code {
-	case 40001:
-		return !e.fetchesCredential()
-	case 42001, 40014:
-		return true
-	}
-	return false
+	return TokenRejected(e.Code) && !(e.Code == 40001 && e.fetchesCredential())
 }
 
 // Retryable reports a transient failure worth retrying with backoff: -1

@@ -8,6 +8,9 @@ package wechat
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"net/http"
 	"net/url"
 )
@@ -114,6 +117,15 @@ func (c *Client) RidInfo(ctx context.Context, accessToken, rid string) (RidInfo,
 		InvokeTime: int64(r.InvokeTime), CostInMs: int64(r.CostInMs), RequestURL: r.RequestURL,
 		RequestBody: r.RequestBody, ResponseBody: r.ResponseBody, ClientIP: r.ClientIP,
 	}, nil
+}
+
+// SessionSignature is the hex HMAC-SHA256 of message keyed with the
+// session_key text as given (base64, not decoded), as checkSessionKey
+// expects.
+func SessionSignature(sessionKey, message string) string {
+	m := hmac.New(sha256.New, []byte(sessionKey))
+	m.Write([]byte(message))
+	return hex.EncodeToString(m.Sum(nil))
 }
 
 // CheckSession asks WeChat whether sessionKey is still the user's current

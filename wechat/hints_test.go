@@ -123,3 +123,25 @@ func TestAPIErrorClassification(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenRejected pins the module's one list of token-rejected errcodes:
+// exactly the codes InvalidCredential accepts on a token-checked call.
+func TestTokenRejected(t *testing.T) {
+	for _, code := range []int{40001, 42001, 40014} {
+		if !TokenRejected(code) {
+			t.Errorf("TokenRejected(%d) = false; want true", code)
+		}
+	}
+	for _, h := range hints {
+		e := &APIError{API: APIGeneric, Code: h.Code}
+		if TokenRejected(h.Code) != e.InvalidCredential() {
+			t.Errorf("TokenRejected(%d) = %v but InvalidCredential on a token-checked call = %v",
+				h.Code, TokenRejected(h.Code), e.InvalidCredential())
+		}
+	}
+	for _, code := range []int{0, -1, 40013, 40029, 42002, 45011} {
+		if TokenRejected(code) {
+			t.Errorf("TokenRejected(%d) = true; want false", code)
+		}
+	}
+}

@@ -4,10 +4,7 @@ import (
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/hmac"
 	"crypto/sha1"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -26,30 +23,6 @@ func JSAPISignature(ticket, nonceStr string, timestamp int64, pageURL string) st
 		"&timestamp=" + strconv.FormatInt(timestamp, 10) + "&url=" + pageURL
 	sum := sha1.Sum([]byte(s))
 	return hex.EncodeToString(sum[:])
-}
-
-// SessionSignature is the hex HMAC-SHA256 of message keyed with the
-// session_key text as given (base64, not decoded), as checkSessionKey and
-// the mini-program's signed requests expect.
-func SessionSignature(sessionKey, message string) string {
-	m := hmac.New(sha256.New, []byte(sessionKey))
-	m.Write([]byte(message))
-	return hex.EncodeToString(m.Sum(nil))
-}
-
-// RawDataSignature is the hex SHA-1 of rawData followed by the session_key,
-// the signature wx.getUserInfo returns next to rawData. Compare it with
-// hmac.Equal or VerifyRawData.
-func RawDataSignature(rawData, sessionKey string) string {
-	sum := sha1.Sum([]byte(rawData + sessionKey))
-	return hex.EncodeToString(sum[:])
-}
-
-// VerifyRawData reports in constant time whether signature signs rawData
-// with sessionKey.
-func VerifyRawData(rawData, sessionKey, signature string) bool {
-	want := RawDataSignature(rawData, sessionKey)
-	return subtle.ConstantTimeCompare([]byte(want), []byte(strings.ToLower(signature))) == 1
 }
 
 // DecryptUserData decrypts a mini-program's encryptedData (AES-128-CBC with

@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"strings"
 	"testing"
 )
 
@@ -42,23 +41,6 @@ func TestSessionSignatureOfficialSample(t *testing.T) {
 	const want = "654571f79995b2ce1e149e53c0a33dc39c0a74090db514261454e8dbe432aa0b"
 	if got := SessionSignature("o0q0otL8aEzpcZL/FT9WsQ==", `{"foo":"bar"}`); got != want {
 		t.Errorf("SessionSignature(sample) = %s; want %s", got, want)
-	}
-}
-
-func TestRawDataSignatureOfficialSample(t *testing.T) {
-	const (
-		raw  = `{"nickName":"Band","gender":1,"language":"zh_CN","city":"Guangzhou","province":"Guangdong","country":"CN","avatarUrl":"http://wx.qlogo.cn/mmopen/vi_32/1vZvI39NWFQ9XM4LtQpFrQJ1xlgZxx3w7bQxKARol6503Iuswjjn6nIGBiaycAjAtpujxyzYsrztuuICqIM5ibXQ/0"}`
-		key  = "HyVFkGl5F5OQWJZZaNzBBg=="
-		want = "75e81ceda165f4ffa64f4068af58c64b8f54b88c"
-	)
-	if got := RawDataSignature(raw, key); got != want {
-		t.Errorf("RawDataSignature(sample) = %s; want %s", got, want)
-	}
-	if !VerifyRawData(raw, key, strings.ToUpper(want)) {
-		t.Error("VerifyRawData(sample, upper-case signature) = false; want true")
-	}
-	if VerifyRawData(raw+" ", key, want) {
-		t.Error("VerifyRawData(altered rawData) = true; want false")
 	}
 }
 

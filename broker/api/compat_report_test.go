@@ -289,8 +289,8 @@ func TestHandoutsAreBounded(t *testing.T) {
 	for i := range 5 {
 		h.put(handout{key: callerApp{client: "c", ip: fmt.Sprint(i), ns: "prod", appid: appA}, token: "t"})
 	}
-	if h.len() != 3 {
-		t.Fatalf("len = %d; want 3", h.len())
+	if n, m := h.lru.Len(), len(h.m); n != 3 || m != 3 {
+		t.Fatalf("remembered %d callers (%d in the index); want 3", n, m)
 	}
 	if _, ok := h.last(callerApp{client: "c", ip: "0", ns: "prod", appid: appA}); ok {
 		t.Error("the least recently served caller was kept")

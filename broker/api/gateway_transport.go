@@ -117,9 +117,6 @@ func (t *gatewayTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	return resp, nil
 }
 
-// tokenError reports whether code says the access token is no good.
-func tokenError(code int) bool { return code == 40001 || code == 42001 || code == 40014 }
-
 // send tries the base URLs in order while an attempt fails before anything
 // of the request was written.
 func (t *gatewayTransport) send(req *http.Request, c *gwCall) (*http.Response, error) {

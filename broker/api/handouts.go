@@ -83,13 +83,6 @@ func (h *handouts) put(v handout) {
 	h.m[v.key] = h.lru.PushFront(&c)
 }
 
-// len returns how many callers are remembered.
-func (h *handouts) len() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.lru.Len()
-}
-
 // remoteIP is the host part of a request's RemoteAddr (the connection's
 // peer: forwarding headers are not trusted for this).
 func remoteIP(remoteAddr string) string {

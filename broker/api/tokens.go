@@ -182,6 +182,11 @@ func (a *API) doInvalidate(c echo.Context, ns, appid string) (*client, broker.To
 	return cl, tok, err
 }
 
+// tokenError reports whether a WeChat errcode says the access token is no
+// good (wechat.TokenRejected): the gateway then reports the token it
+// injected and retries once.
+func tokenError(code int) bool { return wechat.TokenRejected(code) }
+
 // getTicket serves GET /v1/namespaces/:ns/apps/:appid/tickets/:type.
 func (a *API) getTicket(c echo.Context) error {
 	ns, appid, typ := c.Param("ns"), c.Param("appid"), c.Param("type")

@@ -86,7 +86,7 @@ func (s *Server) refresh(c echo.Context) error {
 		if err != nil {
 			return s.refreshFailed(err)
 		}
-		fid, kind, value = f, credRefresh, digest(req.RefreshToken)
+		fid, kind, value = f, credRefresh, req.RefreshToken
 	case bearer(c) != "":
 		cl, err := s.signer.verify(bearer(c), s.now(), s.accessLeeway)
 		if err != nil {

@@ -6,7 +6,9 @@
 //
 // Every piece of state lives in Redis under the hash tag {<redis.key_prefix>}
 // with the sub-prefix "login:", so every replica honours a logout or a
-// revoked refresh family at once. WeChat session keys and users' OAuth tokens
+// revoked refresh family at once. The store type (store.go) holds every key
+// and script; it reaches Redis only through the Redis interface, the
+// commands login sends. WeChat session keys and users' OAuth tokens
 // are sealed with AES-256-GCM before they reach Redis and never leave the
 // server.
 package login

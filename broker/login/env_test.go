@@ -413,10 +413,10 @@ func (e *env) webLogin(person string) *http.Cookie {
 func (e *env) uid(pub string) string {
 	e.t.Helper()
 	ctx := context.Background()
-	iter := e.rdb.Scan(ctx, 0, e.srv.keys.user("*"), 100).Iterator()
+	iter := e.rdb.Scan(ctx, 0, e.srv.store.keys.user("*"), 100).Iterator()
 	for iter.Next(ctx) {
 		if v, _ := e.rdb.HGet(ctx, iter.Val(), fieldPublicID).Result(); v == pub {
-			return strings.TrimPrefix(iter.Val(), e.srv.keys.user(""))
+			return strings.TrimPrefix(iter.Val(), e.srv.store.keys.user(""))
 		}
 	}
 	e.t.Fatalf("no user has public id %q", pub)

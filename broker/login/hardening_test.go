@@ -88,7 +88,7 @@ func TestAuthorizeFloodLeavesRedisFlat(t *testing.T) {
 	if r := e.get(cb, c); r.StatusCode != http.StatusForbidden {
 		t.Fatalf("replayed callback: %d; want 403", r.StatusCode)
 	}
-	ttl, err := e.rdb.PTTL(t.Context(), e.srv.keys.stateUsed(digest(mustQuery(t, cb, "state")))).Result()
+	ttl, err := e.rdb.PTTL(t.Context(), e.srv.store.keys.stateUsed(digest(mustQuery(t, cb, "state")))).Result()
 	if err != nil || ttl <= 0 || ttl > stateTTL+time.Second {
 		t.Fatalf("used marker TTL = %v, %v; want (0, state lifetime]", ttl, err)
 	}
@@ -336,10 +336,10 @@ func TestUserIDsAreOpaque(t *testing.T) {
 	// A user and a token from before public ids: numeric sub, no public_id.
 	ctx := t.Context()
 	uid := e.uid(a.User.ID)
-	if err := e.rdb.HDel(ctx, e.srv.keys.user(uid), fieldPublicID).Err(); err != nil {
+	if err := e.rdb.HDel(ctx, e.srv.store.keys.user(uid), fieldPublicID).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.rdb.HDel(ctx, e.srv.keys.family(cl.SID), "sub").Err(); err != nil {
+	if err := e.rdb.HDel(ctx, e.srv.store.keys.family(cl.SID), "sub").Err(); err != nil {
 		t.Fatal(err)
 	}
 	old, _, err := e.srv.signer.sign(uid, cl.SID, cl.ID, e.clock.Now())

@@ -1,11 +1,6 @@
 package login
 
-import (
-	"context"
-	"fmt"
-
-	"github.com/redis/go-redis/v9"
-)
+import "context"
 
 // Users have two ids. The internal id (a Redis counter) keys their records
 // and is never shown; the public id, random and opaque ("u_" and 16
@@ -27,17 +22,11 @@ func (s *Server) ensurePublicID(ctx context.Context, u *user) error {
 	if u.fields[fieldPublicID] != "" {
 		return nil
 	}
-	key := s.keys.user(u.id)
-	var got *redis.StringCmd
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSetNX(ctx, key, fieldPublicID, newPublicID())
-		got = p.HGet(ctx, key, fieldPublicID)
-		return nil
-	})
+	id, err := s.store.assignPublicID(ctx, u.id, newPublicID())
 	if err != nil {
-		return fmt.Errorf("login: assign public user id: %w", err)
+		return err
 	}
-	u.fields[fieldPublicID] = got.Val()
+	u.fields[fieldPublicID] = id
 	return nil
 }
 

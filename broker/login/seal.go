@@ -81,19 +81,3 @@ func digest(secret string) string {
 	sum := sha256.Sum256([]byte(secret))
 	return hex.EncodeToString(sum[:])
 }
-
-// keys builds the Redis keys of the login state, all in one hash slot.
-type keys struct{ p string }
-
-func newKeys(prefix string) keys { return keys{p: "{" + prefix + "}:login:"} }
-
-func (k keys) userSeq() string                    { return k.p + "user:seq" }
-func (k keys) user(id string) string              { return k.p + "user:" + id }
-func (k keys) openid(appid, openid string) string { return k.p + "openid:" + appid + ":" + openid }
-func (k keys) unionid(unionid string) string      { return k.p + "unionid:" + unionid }
-func (k keys) family(fid string) string           { return k.p + "family:" + fid }
-func (k keys) refresh(hash string) string         { return k.p + "rt:" + hash }
-func (k keys) deny(jti string) string             { return k.p + "deny:" + jti }
-func (k keys) state(hash string) string           { return k.p + "state:" + hash }
-func (k keys) stateUsed(hash string) string       { return k.p + "state-used:" + hash }
-func (k keys) session(hash string) string         { return k.p + "session:" + hash }

@@ -192,7 +192,7 @@ func TestDenylistBlocksOneAccessToken(t *testing.T) {
 	if r := e.post(routeLogout, p.AccessToken, nil); r.Status != http.StatusOK {
 		t.Fatalf("logout: %d", r.Status)
 	}
-	ttl, err := e.rdb.PTTL(ctx, e.srv.keys.deny(pc.ID)).Result()
+	ttl, err := e.rdb.PTTL(ctx, e.srv.store.keys.deny(pc.ID)).Result()
 	if err != nil || ttl <= 0 || ttl > e.cfg.Login.JWT.AccessTTL {
 		t.Fatalf("denylist entry TTL = %v, %v; want (0, access_ttl]", ttl, err)
 	}
@@ -340,7 +340,7 @@ func TestSealedFieldsBoundToPlace(t *testing.T) {
 	}
 
 	// Moved to another user, a sealed value does not open.
-	if err := e.rdb.HSet(ctx, e.srv.keys.user(bid), fieldPhone, ua.fields[fieldPhone], skField, ua.fields[skField]).Err(); err != nil {
+	if err := e.rdb.HSet(ctx, e.srv.store.keys.user(bid), fieldPhone, ua.fields[fieldPhone], skField, ua.fields[skField]).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if p := decodeData[profileView](t, e.call(http.MethodGet, e.URL, routeProfile, b.AccessToken, nil)); p.PhoneNumber != "" {
@@ -354,7 +354,7 @@ func TestSealedFieldsBoundToPlace(t *testing.T) {
 		t.Errorf("another user's sealed session_key opens for user %s (%d bytes)", bid, len(got))
 	}
 	// Moved to another field of the same user, it does not open either.
-	if err := e.rdb.HSet(ctx, e.srv.keys.user(aid), fieldPhone, ua.fields[skField]).Err(); err != nil {
+	if err := e.rdb.HSet(ctx, e.srv.store.keys.user(aid), fieldPhone, ua.fields[skField]).Err(); err != nil {
 		t.Fatal(err)
 	}
 	ua, err = e.srv.loadUser(ctx, aid)
@@ -483,7 +483,7 @@ func TestDecryptWithUnreadableSessionKeyAsksForLogin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.rdb.HSet(ctx, e.srv.keys.user(uid), field, old.Seal(sk, field+"|"+uid)).Err(); err != nil {
+	if err := e.rdb.HSet(ctx, e.srv.store.keys.user(uid), field, old.Seal(sk, field+"|"+uid)).Err(); err != nil {
 		t.Fatal(err)
 	}
 	r := e.post(routeWxDecrypt, d.AccessToken, map[string]string{"encryptedData": ed, "iv": iv})

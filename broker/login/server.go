@@ -10,7 +10,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
@@ -30,10 +29,10 @@ var _ Tokens = (*broker.Broker)(nil)
 
 // Options configures a Server. Every field but Now is required.
 type Options struct {
-	Config  *config.Config        // validated; uses Login, the apps' secrets, Redis key_prefix
-	Redis   redis.UniversalClient // holds users, refresh families, sessions, states, the denylist
-	WeChat  *wechat.Client        // jscode2session, getuserphonenumber, OAuth
-	Tokens  Tokens                // the broker's own access tokens (getuserphonenumber)
+	Config  *config.Config // validated; uses Login, the apps' secrets, Redis key_prefix
+	Redis   Redis          // holds users, refresh families, sessions, states, the denylist (store.go)
+	WeChat  *wechat.Client // jscode2session, getuserphonenumber, OAuth
+	Tokens  Tokens         // the broker's own access tokens (getuserphonenumber)
 	Logger  *zap.Logger
 	Metrics *metrics.Metrics
 	Now     func() time.Time // nil: time.Now
@@ -43,14 +42,13 @@ type Options struct {
 // Servers (replicas) may share one Redis.
 type Server struct {
 	cfg     *config.Config
-	rdb     redis.UniversalClient
+	store   *store // every Redis access
 	wx      *wechat.Client
 	tokens  Tokens
 	log     *zap.Logger
 	metrics *metrics.Metrics
 	now     func() time.Time
 
-	keys   keys
 	signer *signer
 	seal   *sealer
 
@@ -125,13 +123,12 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{
 		cfg:           cfg,
-		rdb:           opts.Redis,
+		store:         newStore(opts.Redis, cfg.Redis.KeyPrefix),
 		wx:            opts.WeChat,
 		tokens:        opts.Tokens,
 		log:           opts.Logger,
 		metrics:       opts.Metrics,
 		now:           now,
-		keys:          newKeys(cfg.Redis.KeyPrefix),
 		signer:        newSigner(priv, l.JWT.Issuer, l.JWT.AccessTTL, l.JWT.RefreshTTL),
 		seal:          seal,
 		callbackRate:  rate.Limit(10.0 / 60), // 10 per minute, as WeChat's own guide suggests

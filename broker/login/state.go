@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // The website flow's OAuth state lives in the browser, not in Redis: the
@@ -71,9 +69,9 @@ func (s *Server) consumeState(ctx context.Context, state, cookie string) (oauthS
 	}
 	// The marker outlives the state by a second, so a replay at the very
 	// end of the state's life is refused too.
-	ok, err := s.rdb.SetNX(ctx, s.keys.stateUsed(digest(st.ID)), "1", left+time.Second).Result()
+	ok, err := s.store.markStateUsed(ctx, st.ID, left+time.Second)
 	if err != nil {
-		return st, fmt.Errorf("login: mark oauth state used: %w", err)
+		return st, err
 	}
 	if !ok {
 		return st, errStateUsed
@@ -83,12 +81,12 @@ func (s *Server) consumeState(ctx context.Context, state, cookie string) (oauthS
 
 // consumeStoredState is the pre-sealing path: GETDEL the stored record.
 func (s *Server) consumeStoredState(ctx context.Context, state string) (oauthState, error) {
-	raw, err := s.rdb.GetDel(ctx, s.keys.state(digest(state))).Result()
-	if errors.Is(err, redis.Nil) {
-		return oauthState{}, errStateUsed
-	}
+	raw, ok, err := s.store.takeStoredState(ctx, state)
 	if err != nil {
-		return oauthState{}, fmt.Errorf("login: consume oauth state: %w", err)
+		return oauthState{}, err
+	}
+	if !ok {
+		return oauthState{}, errStateUsed
 	}
 	var rec struct {
 		ReturnTo  string `json:"return_to"`

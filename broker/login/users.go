@@ -3,11 +3,8 @@ package login
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strconv"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // A user is a Redis hash at login:user:<id> with the fields
@@ -28,24 +25,6 @@ const (
 	fieldPhone      = "phone"
 )
 
-// resolveScript finds the user of an openid, else of the unionid, else
-// creates one, and indexes the openid (and the unionid, first binding wins),
-// atomically so that concurrent first logins make one user.
-//
-// KEYS: user seq, openid key, unionid key. ARGV: unionid ("" for none).
-var resolveScript = redis.NewScript(`
-local id = redis.call('GET', KEYS[2])
-if not id and ARGV[1] ~= '' then id = redis.call('GET', KEYS[3]) end
-local created = 0
-if not id then
-  id = tostring(redis.call('INCR', KEYS[1]))
-  created = 1
-end
-redis.call('SET', KEYS[2], id)
-if ARGV[1] ~= '' then redis.call('SET', KEYS[3], id, 'NX') end
-return {id, created}
-`)
-
 // user is a loaded user record.
 type user struct {
 	id     string
@@ -63,17 +42,11 @@ type identity struct {
 // upsertUser creates or updates the user of id.appid/id.openid, linked by
 // unionid, and records the login.
 func (s *Server) upsertUser(ctx context.Context, id identity) (*user, bool, error) {
-	unionKey := s.keys.unionid(id.unionid)
-	res, err := resolveScript.Run(ctx, s.rdb,
-		[]string{s.keys.userSeq(), s.keys.openid(id.appid, id.openid), unionKey}, id.unionid).Slice()
-	if err != nil || len(res) != 2 {
-		return nil, false, fmt.Errorf("login: resolve user: %w", err)
+	uid, created, err := s.store.resolveUser(ctx, id.appid, id.openid, id.unionid)
+	if err != nil {
+		return nil, false, err
 	}
-	uid, _ := res[0].(string)
-	created, _ := res[1].(int64)
-	now := strconv.FormatInt(s.now().UnixMilli(), 10)
-	key := s.keys.user(uid)
-	fields := []any{"id", uid, "openid:" + id.appid, id.openid, "updated_at", now, "last_login_at", now}
+	fields := []string{"openid:" + id.appid, id.openid}
 	if id.unionid != "" {
 		fields = append(fields, "unionid", id.unionid)
 	}
@@ -86,28 +59,21 @@ func (s *Server) upsertUser(ctx context.Context, id identity) (*user, bool, erro
 	for f, v := range id.secrets {
 		fields = append(fields, f, s.seal.Seal(v, f+"|"+uid))
 	}
-	var all *redis.MapStringStringCmd
-	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSetNX(ctx, key, "created_at", now)
-		p.HSetNX(ctx, key, fieldPublicID, newPublicID())
-		p.HSet(ctx, key, fields...)
-		all = p.HGetAll(ctx, key)
-		return nil
-	})
+	all, err := s.store.writeUser(ctx, uid, s.now().UnixMilli(), newPublicID(), fields...)
 	if err != nil {
-		return nil, false, fmt.Errorf("login: store user: %w", err)
+		return nil, false, err
 	}
-	return &user{id: uid, fields: all.Val()}, created == 1, nil
+	return &user{id: uid, fields: all}, created, nil
 }
 
 var errNoUser = errors.New("login: user not found")
 
 func (s *Server) loadUser(ctx context.Context, uid string) (*user, error) {
-	m, err := s.rdb.HGetAll(ctx, s.keys.user(uid)).Result()
+	m, ok, err := s.store.user(ctx, uid)
 	if err != nil {
-		return nil, fmt.Errorf("login: load user: %w", err)
+		return nil, err
 	}
-	if len(m) == 0 {
+	if !ok {
 		return nil, errNoUser
 	}
 	u := &user{id: uid, fields: m}
@@ -119,11 +85,7 @@ func (s *Server) loadUser(ctx context.Context, uid string) (*user, error) {
 
 // setSecret stores one sealed field of a user.
 func (s *Server) setSecret(ctx context.Context, uid, field, value string) error {
-	now := strconv.FormatInt(s.now().UnixMilli(), 10)
-	if err := s.rdb.HSet(ctx, s.keys.user(uid), field, s.seal.Seal(value, field+"|"+uid), "updated_at", now).Err(); err != nil {
-		return fmt.Errorf("login: store user field: %w", err)
-	}
-	return nil
+	return s.store.setUserField(ctx, uid, field, s.seal.Seal(value, field+"|"+uid), s.now().UnixMilli())
 }
 
 // secret opens a sealed field; "" when it is not set.

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/wxbroker/wxbroker/metrics"
@@ -205,10 +204,10 @@ func (s *Server) webCallback(c echo.Context) error {
 	}
 	// A fresh session id on every login (no fixation); the old one ends.
 	if old, err := c.Cookie(sessionCookie); err == nil && old.Value != "" {
-		_ = s.rdb.Del(ctx, s.keys.session(digest(old.Value))).Err()
+		_ = s.store.endSession(ctx, old.Value)
 	}
 	sid := randomToken(32)
-	if err := s.rdb.Set(ctx, s.keys.session(digest(sid)), u.id, s.signer.refreshTTL).Err(); err != nil {
+	if err := s.store.startSession(ctx, sid, u.id, s.signer.refreshTTL); err != nil {
 		s.count(metrics.FlowWeb, metrics.ResultError)
 		return err
 	}
@@ -258,21 +257,15 @@ func (s *Server) sessionUser(c echo.Context) (string, error) {
 	if err != nil || ck.Value == "" || len(ck.Value) > 128 {
 		return "", nil
 	}
-	uid, err := s.rdb.Get(c.Request().Context(), s.keys.session(digest(ck.Value))).Result()
-	if errors.Is(err, redis.Nil) {
-		return "", nil
-	}
-	if err != nil {
-		return "", err
-	}
-	return uid, nil
+	uid, _, err := s.store.sessionUser(c.Request().Context(), ck.Value)
+	return uid, err
 }
 
 // webLogout serves POST /api/v1/auth/web/logout: ends the session. A form
 // post (the login page's button) is redirected back to /login.
 func (s *Server) webLogout(c echo.Context) error {
 	if ck, err := c.Cookie(sessionCookie); err == nil && ck.Value != "" {
-		if err := s.rdb.Del(c.Request().Context(), s.keys.session(digest(ck.Value))).Err(); err != nil {
+		if err := s.store.endSession(c.Request().Context(), ck.Value); err != nil {
 			s.count(metrics.FlowLogout, metrics.ResultError)
 			return err
 		}
