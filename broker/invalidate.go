@@ -21,6 +21,8 @@ const (
 	outcomeError   = "error"
 	// outcomeAccepted: WeChat still accepts the reported token.
 	outcomeAccepted = "accepted"
+	// outcomeUnconfirmed: a MustConfirm report the check could not decide.
+	outcomeUnconfirmed = "unconfirmed"
 )
 
 // Invalidate reports that failedToken met 40001/42001/40014 (source:
@@ -33,7 +35,7 @@ const (
 // ErrForceLimited when the forced-refresh budget is spent, ErrNoToken
 // (wrapped) when no new token arrived in time.
 func (b *Broker) Invalidate(ctx context.Context, ns, appid, failedToken, source string) (Token, error) {
-	return b.report(ctx, ns, appid, failedToken, source, false)
+	return b.ReportFailure(ctx, ns, appid, Report{Token: failedToken, Source: source, Proof: Proven})
 }
 
 // InvalidateUnproven is Invalidate for a report that carries no WeChat
@@ -46,22 +48,65 @@ func (b *Broker) Invalidate(ctx context.Context, ns, appid, failedToken, source 
 // wxbroker_false_reports_total; a check that cannot decide (WeChat busy or
 // unreachable) trusts the report. Errors as Invalidate.
 func (b *Broker) InvalidateUnproven(ctx context.Context, ns, appid, failedToken, source string) (Token, error) {
-	return b.report(ctx, ns, appid, failedToken, source, true)
+	return b.ReportFailure(ctx, ns, appid, Report{Token: failedToken, Source: source, Proof: Unproven})
 }
 
-// report serves Invalidate (verify false) and InvalidateUnproven.
-func (b *Broker) report(ctx context.Context, ns, appid, failedToken, source string, verify bool) (Token, error) {
+// Proof says how far a failure report is trusted (Report.Proof).
+type Proof int
+
+const (
+	// Proven is a report that carries WeChat's own answer: it is trusted
+	// (Invalidate).
+	Proven Proof = iota
+	// Unproven is a report whose token is checked with WeChat first; a
+	// check that cannot decide trusts the report (InvalidateUnproven).
+	Unproven
+	// MustConfirm is a report whose token is checked with WeChat first and
+	// replaced only when WeChat rejects it; a check that cannot decide
+	// refuses the report with ErrNotConfirmed. For reporters that may not
+	// spend the force budget on their own word.
+	MustConfirm
+)
+
+// Report is a failure report: Token met 40001/42001/40014 (ReportFailure).
+// The zero value is a proven report by a client.
+type Report struct {
+	Token  string // the token that failed
+	Source string // metrics.SourceClient (the default), SourceLogin, SourceProxy, SourceBroker or SourceCompat
+	Proof  Proof
+	// Charge, if set, is called at most once, at the moment the report is
+	// about to cost WeChat a call: the check of the token or the forced
+	// fetch on the leader, or, on a follower, the hand-over of the report
+	// to the leader. It is not called for a report that names a token that
+	// is no longer current, joins a report of the same token in progress
+	// (on this replica, or on the leader) or is answered by a fresh "still
+	// accepted" verdict: those cost WeChat nothing. An error from Charge
+	// refuses the report before anything is spent; ReportFailure returns it
+	// wrapped. Charge runs with the broker's locks for the token held: it
+	// must be quick and must not call the broker (a rate limiter's Allow).
+	Charge func() error
+}
+
+// ReportFailure reports a token that failed, as r describes, and returns
+// the token to use next: a new one after a conditional refresh, the current
+// one when the report was stale, or the reported token itself when WeChat
+// still accepts it (Unproven and MustConfirm). Concurrent reports of the
+// same token on any replica cause at most one check and one WeChat fetch.
+// Errors: ErrUnknownApp, ErrForceLimited, ErrNoToken (wrapped),
+// ErrNotConfirmed (MustConfirm), or Charge's error (wrapped).
+func (b *Broker) ReportFailure(ctx context.Context, ns, appid string, r Report) (Token, error) {
 	e, ok := b.entry(ns, appid)
 	if !ok {
 		return Token{}, ErrUnknownApp
 	}
+	source := r.Source
 	switch source {
 	case metrics.SourceClient, metrics.SourceLogin, metrics.SourceProxy, metrics.SourceBroker, metrics.SourceCompat:
 	default:
 		source = metrics.SourceClient
 	}
 	it := e.token
-	tok, accepted, err := b.conditionalRefresh(ctx, it, failedToken, verify, time.Now())
+	tok, accepted, err := b.conditionalRefresh(ctx, it, newClaim(r, time.Now()))
 	if accepted {
 		b.m.FalseReports.WithLabelValues(ns, appid, source).Inc()
 	} else {
@@ -70,18 +115,55 @@ func (b *Broker) report(ctx context.Context, ns, appid, failedToken, source stri
 	return tok, err
 }
 
-// conditionalRefresh replaces failed if it is still current (after checking
-// it with WeChat when verify is set) and returns the token to use next.
-// accepted reports that WeChat still accepted failed: tok is then the
-// current token, failed itself unless it was replaced meanwhile. since is
-// when the report was made (time.Now).
-func (b *Broker) conditionalRefresh(ctx context.Context, it *item, failed string, verify bool, since time.Time) (tok Token, accepted bool, err error) {
+// ErrNotConfirmed answers a MustConfirm report when the check with WeChat
+// could not tell whether the token failed: nothing was refreshed.
+var ErrNotConfirmed = errors.New("broker: wechat did not confirm that the reported token failed")
+
+// claim is one report on its way through the broker.
+type claim struct {
+	failed string
+	proof  Proof
+	since  time.Time    // when the report was made (time.Now), for verdict reuse
+	charge func() error // Report.Charge; nil once called, or for a free report
+}
+
+func newClaim(r Report, since time.Time) *claim {
+	return &claim{failed: r.Token, proof: r.Proof, since: since, charge: r.Charge}
+}
+
+// pay calls the claim's Charge once: the report is about to cost WeChat a
+// call.
+func (c *claim) pay() error {
+	if c.charge == nil {
+		return nil
+	}
+	charge := c.charge
+	c.charge = nil
+	if err := charge(); err != nil {
+		return fmt.Errorf("%w: %w", errRefused, err)
+	}
+	return nil
+}
+
+// errRefused marks a report its Charge refused.
+var errRefused = errors.New("broker: report refused")
+
+// verify reports whether the claim's token is checked with WeChat first.
+func (c *claim) verify() bool { return c.proof != Proven }
+
+// conditionalRefresh replaces c's token if it is still current (after
+// checking it with WeChat unless the report is proven) and returns the
+// token to use next. accepted reports that WeChat still accepted the
+// token: tok is then the current token, the reported one unless it was
+// replaced meanwhile.
+func (b *Broker) conditionalRefresh(ctx context.Context, it *item, c *claim) (tok Token, accepted bool, err error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, b.invalidateWait())
 		defer cancel()
 	}
-	if verify && b.stillAccepted(it, failed, since) {
+	failed := c.failed
+	if c.verify() && b.stillAccepted(it, failed, c.since) {
 		tok, err = b.current(it)
 		return tok, true, err
 	}
@@ -95,7 +177,7 @@ func (b *Broker) conditionalRefresh(ctx context.Context, it *item, failed string
 		return tok, false, err
 	}
 	if t := b.term.Load(); t != nil && t.ctx.Err() == nil {
-		_, err := b.refreshIfCurrent(ctx, t, it, failed, verify, since)
+		_, err := b.refreshIfCurrent(ctx, t, it, c)
 		switch {
 		case err == nil:
 			tok, err = b.currentExcept(it, failed)
@@ -103,14 +185,14 @@ func (b *Broker) conditionalRefresh(ctx context.Context, it *item, failed string
 		case errors.Is(err, errStillAccepted):
 			tok, err = b.current(it)
 			return tok, true, err
-		case errors.Is(err, ErrForceLimited):
+		case errors.Is(err, ErrForceLimited), errors.Is(err, ErrNotConfirmed), errors.Is(err, errRefused):
 			return Token{}, false, err
 		case t.ctx.Err() == nil || ctx.Err() != nil:
 			return Token{}, false, fmt.Errorf("%w: %w", ErrNoToken, err)
 		}
 		// The term ended under us: wait for the next leader like a follower.
 	}
-	return b.followInvalidate(ctx, it, failed, verify, since)
+	return b.followInvalidate(ctx, it, c)
 }
 
 // invalidateWait bounds a follower's wait when the caller set no deadline:
@@ -141,23 +223,34 @@ func (b *Broker) currentExcept(it *item, failed string) (Token, error) {
 // refreshIfCurrent is the conditional refresh on the leader, the one path
 // for a token WeChat rejected: invalidation reports (conditionalRefresh,
 // handleInvalRequest) and fetchTicket's 40001 call it. It refreshes only if
-// failed is still the current token, one refresh at a time per app. With
-// verify, it first checks failed with WeChat (errStillAccepted when WeChat
-// accepts it; a verdict reached after since answers without a new check). Classic mode counts the fetch against the force budget;
-// stable mode first makes a normal-mode call and forces only if WeChat hands
-// back the failed token.
-func (b *Broker) refreshIfCurrent(ctx context.Context, t *term, it *item, failed string, verify bool, since time.Time) (*record, error) {
+// c's token is still the current token, one refresh at a time per app, so
+// that concurrent reports of it queue here and find it replaced (or
+// answered by the verdict) when their turn comes. Unless the report is
+// proven, it first checks the token with WeChat (errStillAccepted when
+// WeChat accepts it; a verdict reached after the report was made answers
+// without a new check). c is charged just before the check or the fetch.
+// Classic mode counts the fetch against the force budget; stable mode first
+// makes a normal-mode call and forces only if WeChat hands back the failed
+// token.
+func (b *Broker) refreshIfCurrent(ctx context.Context, t *term, it *item, c *claim) (*record, error) {
 	k := t.sched.tasks[it]
 	if !k.acquire(ctx) {
 		return nil, fmt.Errorf("wait for the refresh in progress: %w", context.Cause(ctx))
 	}
 	defer k.release()
+	failed := c.failed
 	cur := it.cur.Load()
 	if cur == nil || cur.Value != failed {
 		return cur, nil // already replaced: nothing to do
 	}
-	if verify {
-		if err := b.verifyReport(ctx, k, failed, since); err != nil {
+	if c.verify() && b.stillAccepted(it, failed, c.since) {
+		return nil, errStillAccepted
+	}
+	if err := c.pay(); err != nil {
+		return nil, err
+	}
+	if c.verify() {
+		if err := b.verifyReport(ctx, k, failed, c.proof == MustConfirm); err != nil {
 			return nil, err
 		}
 	}
@@ -220,11 +313,15 @@ func (b *Broker) detectExternalInvalidation(k *task, cur *record, failed string,
 }
 
 // followInvalidate hands a report to the leader through Redis and waits until
-// this replica's cache holds a token other than failed, or the leader
-// answers that WeChat still accepts failed (accepted).
-func (b *Broker) followInvalidate(ctx context.Context, it *item, failed string, verify bool, since time.Time) (Token, bool, error) {
-	payload := invalPayload(it, failed, verify)
-	done, first := b.addWaiter(payload)
+// this replica's cache holds a token other than c's, or the leader answers
+// that WeChat still accepts it (accepted).
+func (b *Broker) followInvalidate(ctx context.Context, it *item, c *claim) (Token, bool, error) {
+	failed := c.failed
+	payload := invalPayload(it, failed, c.proof)
+	done, first, err := b.addWaiter(payload, c)
+	if err != nil {
+		return Token{}, false, err
+	}
 	defer b.removeWaiter(payload, done)
 	if first {
 		// Later reports of the same token on this replica wait for this
@@ -246,6 +343,8 @@ func (b *Broker) followInvalidate(ctx context.Context, it *item, failed string, 
 			switch res {
 			case outcomeLimited:
 				return Token{}, false, ErrForceLimited
+			case outcomeUnconfirmed:
+				return Token{}, false, ErrNotConfirmed
 			case outcomeAccepted:
 				tok, err := b.current(it)
 				return tok, true, err
@@ -259,7 +358,7 @@ func (b *Broker) followInvalidate(ctx context.Context, it *item, failed string, 
 				_ = b.refreshItem(ctx, it)
 			}
 		case <-tk.C:
-			if verify && b.stillAccepted(it, failed, since) {
+			if c.verify() && b.stillAccepted(it, failed, c.since) {
 				// Another waiter's outcome, published before this one
 				// registered, answered for this report too.
 				tok, err := b.current(it)
@@ -276,17 +375,36 @@ func (b *Broker) followInvalidate(ctx context.Context, it *item, failed string, 
 }
 
 // invalPayload is a forwarded report on {p}:inval: "ns\tappid\ttoken", plus
-// "\tverify" for a report to check with WeChat first. Tokens never hold a
-// tab (validValue). It also keys the report's waiters and its outcome.
-func invalPayload(it *item, failed string, verify bool) string {
+// "\tverify" for a report to check with WeChat first (Unproven), or
+// "\tconfirm" for one to refresh only when the check confirms it
+// (MustConfirm). Tokens never hold a tab (validValue). It also keys the
+// report's waiters and its outcome.
+func invalPayload(it *item, failed string, proof Proof) string {
 	p := it.ns + "\t" + it.appid + "\t" + failed
-	if verify {
+	switch proof {
+	case Unproven:
 		p += "\t" + verifyFlag
+	case MustConfirm:
+		p += "\t" + confirmFlag
 	}
 	return p
 }
 
-const verifyFlag = "verify"
+const (
+	verifyFlag  = "verify"
+	confirmFlag = "confirm"
+)
+
+// proofOf is the Proof a forwarded report's flag names.
+func proofOf(flag string) Proof {
+	switch flag {
+	case verifyFlag:
+		return Unproven
+	case confirmFlag:
+		return MustConfirm
+	}
+	return Proven
+}
 
 // forward publishes a report (invalPayload) to the leader.
 func (b *Broker) forward(ctx context.Context, payload string) {
@@ -294,14 +412,20 @@ func (b *Broker) forward(ctx context.Context, payload string) {
 }
 
 // addWaiter registers a waiter for the outcome of key and reports whether
-// it is the only one.
-func (b *Broker) addWaiter(key string) (chan string, bool) {
+// it is the only one: the first waiter forwards the report, and is the one
+// charged for it (c.pay); a refused charge registers nothing.
+func (b *Broker) addWaiter(key string, c *claim) (chan string, bool, error) {
 	ch := make(chan string, 1)
 	b.waitMu.Lock()
+	defer b.waitMu.Unlock()
+	first := len(b.waiters[key]) == 0
+	if first {
+		if err := c.pay(); err != nil {
+			return nil, false, err
+		}
+	}
 	b.waiters[key] = append(b.waiters[key], ch)
-	first := len(b.waiters[key]) == 1
-	b.waitMu.Unlock()
-	return ch, first
+	return ch, first, nil
 }
 
 func (b *Broker) removeWaiter(key string, ch chan string) {
@@ -336,17 +460,20 @@ func (b *Broker) handleInvalRequest(payload string) {
 	if !ok || !found {
 		return
 	}
-	since := time.Now()
+	// The follower charged the report when it forwarded it.
+	c := &claim{failed: failed, proof: proofOf(flag), since: time.Now()}
 	t.sched.goForwarded(payload, func() {
 		ctx, cancel := context.WithTimeout(t.ctx, b.invalidateWait())
 		defer cancel()
-		_, err := b.refreshIfCurrent(ctx, t, e.token, failed, flag == verifyFlag, since)
+		_, err := b.refreshIfCurrent(ctx, t, e.token, c)
 		res := outcomeOK
 		switch {
 		case errors.Is(err, errStillAccepted):
 			res = outcomeAccepted
 		case errors.Is(err, ErrForceLimited):
 			res = outcomeLimited
+		case errors.Is(err, ErrNotConfirmed):
+			res = outcomeUnconfirmed
 		case err != nil:
 			res = outcomeError
 		}

@@ -131,7 +131,7 @@ func (b *Broker) fetchTicket(t *term, it *item) (*record, error) {
 		var ae *wechat.APIError
 		if errors.As(err, &ae) && ae.InvalidCredential() && attempt == 0 {
 			b.m.InvalidCredential.WithLabelValues(it.ns, it.appid, metrics.SourceBroker).Inc()
-			if _, err := b.refreshIfCurrent(t.ctx, t, it.app.token, tok.Value, false, time.Now()); err != nil {
+			if _, err := b.refreshIfCurrent(t.ctx, t, it.app.token, &claim{failed: tok.Value, since: time.Now()}); err != nil {
 				return nil, fmt.Errorf("refresh the access token getticket rejected: %w", err)
 			}
 			continue

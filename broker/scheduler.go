@@ -384,31 +384,31 @@ const retryAttempts = 4
 
 // retryWait is the wait before retrying it after its n-th consecutive
 // failure. It is the exponential backoff, shortened as the cached credential
-// nears its expiry so that retryAttempts attempts still fit in its remaining
-// life — but not below wechat.timeout, which one attempt may take. least
-// (60 s after 45011) holds unless waiting that long would outlive the
-// credential: then the one retry comes as late as it can while its answer
-// still arrives before the credential stops being served. With nothing
-// valid cached it is the plain backoff.
+// nears its expiry so that retryAttempts attempts still fit before the last
+// moment an attempt can start and still land while the credential is served:
+// expiry − minServeLife − wechat.timeout (room). The spacing does not go
+// below wechat.timeout, which one attempt may take, except that no retry is
+// put after room: the last attempt that can still land before the serve
+// floor is made. Past room, an attempt may still land in time when WeChat
+// answers quickly, so retries come every wechat.timeout/retryAttempts until
+// the credential expires. least (60 s after 45011) holds unless waiting that
+// long would outlive room: then the one retry comes at room (past room it
+// is not waited for). With nothing valid cached it is the plain backoff.
 func (b *Broker) retryWait(it *item, n int, least time.Duration, now time.Time) time.Duration {
 	d := b.backoff(n, 0)
 	cur := it.cur.Load()
 	if cur == nil || !now.Before(cur.ExpiresAt) {
 		return max(d, least)
 	}
-	left := cur.ExpiresAt.Sub(now)
 	timeout := b.cfg.WeChat.Timeout
-	if share := left / retryAttempts; share < d {
+	room := cur.ExpiresAt.Sub(now) - minServeLife - timeout
+	if room <= 0 {
+		return min(d, max(timeout/retryAttempts, time.Millisecond))
+	}
+	if share := room / retryAttempts; share < d {
 		d = max(share, min(timeout, d))
 	}
-	if least > d {
-		if last := left - timeout - minServeLife; least <= last {
-			d = least
-		} else {
-			d = max(d, last)
-		}
-	}
-	return d
+	return min(max(d, least), room)
 }
 
 // taskHeap orders tasks by due time.

@@ -258,3 +258,91 @@ func TestRetryBackoff(t *testing.T) {
 		})
 	}
 }
+
+// TestRetryWaitKeepsTheServeFloor (issue 14, item 9): after consecutive
+// failures with a valid credential cached, every retry starts early enough
+// that its answer, within wechat.timeout, lands before the credential's
+// last second (when reads stop serving it): a retry after room =
+// expiry − minServeLife − wechat.timeout would leave reads answering 503.
+// The clock is the now argument: no real time passes.
+func TestRetryWaitKeepsTheServeFloor(t *testing.T) {
+	now := time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
+	for _, timeout := range []time.Duration{500 * time.Millisecond, 1500 * time.Millisecond, 2 * time.Second, 5 * time.Second} {
+		cfg := &config.Config{WeChat: config.WeChat{Timeout: timeout}}
+		b := &Broker{cfg: cfg, backoffMin: time.Second, backoffMax: time.Minute}
+		it := &item{}
+		for left := 100 * time.Millisecond; left <= 2*time.Minute; left += 10 * time.Millisecond {
+			it.cur.Store(&record{ExpiresAt: now.Add(left)})
+			room := left - minServeLife - timeout
+			for n := 1; n <= 8; n++ {
+				for _, least := range []time.Duration{0, time.Minute} {
+					got := b.retryWait(it, n, least, now)
+					if got <= 0 {
+						t.Fatalf("timeout %s, %s left, failure %d, least %s: retryWait = %s; want a positive wait", timeout, left, n, least, got)
+					}
+					if room > 0 && got > room {
+						t.Fatalf("timeout %s, %s left, failure %d, least %s: retryWait = %s; want at most %s, so that the attempt lands before the last second",
+							timeout, left, n, least, got, room)
+					}
+				}
+			}
+		}
+	}
+	// The reported case: a stable token in its rotation window, two failed
+	// calls (-1, then HTTP 502), wechat.timeout 2 s: the third attempt came
+	// 2 s after the second with 2.59 s of life left and landed past the floor.
+	b := &Broker{cfg: &config.Config{WeChat: config.WeChat{Timeout: 2 * time.Second}}, backoffMin: time.Second, backoffMax: time.Minute}
+	it := &item{}
+	it.cur.Store(&record{ExpiresAt: now.Add(4590 * time.Millisecond)})
+	if got, want := b.retryWait(it, 2, 0, now), 1590*time.Millisecond; got > want {
+		t.Errorf("retryWait with 4.59 s left after 2 failures = %s; want at most %s", got, want)
+	}
+}
+
+// TestRetriesLandBeforeTheServeFloor (issue 14, item 9) on the injected
+// clock: two failed calls in a row (-1, then HTTP 502) near expiry; the
+// third attempt is due by expiry − 1 s − wechat.timeout, so that it lands
+// while the cached token is still served, and it replaces the token.
+func TestRetriesLandBeforeTheServeFloor(t *testing.T) {
+	clock := clocktest.New(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
+	app := classicApp(1)
+	cfg := loadTolerant(testConfig(t, app))
+	timeout := cfg.WeChat.Timeout
+	e := newEnv(t, wechattest.Options{Now: clock.Now}, cfg)
+	n := e.start("a", func(n *node, _ *redis.Options) {
+		n.setup = func(b *Broker) { b.now, b.backoffMin, b.backoffMax = clock.Now, time.Second, time.Minute }
+	})
+	leader(t, 5*time.Second, n)
+	first := token(t, n, app.AppID)
+	tm := n.b.term.Load()
+	it := n.b.apps[testNS][app.AppID].token
+	settle(t, n, clock)
+	e.sim.Fail(wechat.APIToken, 1, wechattest.Fault{Errcode: -1})
+	e.sim.Fail(wechat.APIToken, 1, wechattest.Fault{Status: 502})
+	floor := first.ExpiresAt.Add(-minServeLife)
+	lastStart := floor.Add(-timeout)
+	// Room for the first retry at the plain backoff, not for the second.
+	clock.Set(lastStart.Add(-1500 * time.Millisecond))
+	for i := range 2 {
+		var due time.Time
+		waitFor(t, 30*time.Second, fmt.Sprintf("failed attempt %d", i+1), func() bool {
+			due = tm.sched.scheduledAt(it)
+			return refreshErrors(n, app.AppID) >= float64(i+1) && !due.IsZero() && due.After(clock.Now())
+		})
+		if due.After(lastStart) {
+			t.Fatalf("after failure %d with %s of life left the next attempt is due %s before expiry; want at least %s (1 s floor + wechat.timeout)",
+				i+1, first.ExpiresAt.Sub(clock.Now()), first.ExpiresAt.Sub(due), first.ExpiresAt.Sub(lastStart))
+		}
+		if tok, err := n.b.AccessToken(testNS, app.AppID); err != nil || tok.AccessToken != first.AccessToken {
+			t.Fatalf("read after failure %d: %v; want the cached token", i+1, err)
+		}
+		clock.Set(due)
+	}
+	waitFor(t, 30*time.Second, "the refresh after the faults", func() bool {
+		tok, err := n.b.AccessToken(testNS, app.AppID)
+		return err == nil && tok.Generation > first.Generation
+	})
+	if !clock.Now().Before(floor) {
+		t.Errorf("the token was replaced at %s, past the serve floor %s", clock.Now(), floor)
+	}
+}

@@ -23,19 +23,19 @@ var errStillAccepted = errors.New("broker: wechat still accepts the reported tok
 const verdictReuseDefault = time.Second
 
 // verifyReport checks an unproven report of failed, the current token of
-// k's item, made at since (time.Now, for ordering only), with one
-// side-effect-free WeChat call. The caller holds k's lock, so concurrent
-// reports on the leader (local or forwarded from any replica) queue behind
-// one check, and every report made before a "still accepted" verdict was
-// reached, or at most verdictReuse after it, shares it: a burst of 1000
-// costs one check. A later report gets a check of its own. It returns errStillAccepted when WeChat accepts the token, nil when
-// WeChat rejects it or cannot tell (then the report is trusted: the force
-// budget still bounds what it costs), or ctx's error.
-func (b *Broker) verifyReport(ctx context.Context, k *task, failed string, since time.Time) error {
+// k's item, with one side-effect-free WeChat call. The caller holds k's
+// lock and has found no verdict that answers the report (stillAccepted), so
+// concurrent reports on the leader (local or forwarded from any replica)
+// queue behind one check, and every report made before a "still accepted"
+// verdict was reached, or at most verdictReuse after it, shares it: a
+// burst of 1000 costs one check. A later report gets a check of its own.
+// It returns errStillAccepted when WeChat accepts the token, nil when
+// WeChat rejects it or, unless confirm is set, cannot tell (then the
+// report is trusted: the force budget still bounds what it costs),
+// ErrNotConfirmed when confirm is set and WeChat cannot tell, or ctx's
+// error.
+func (b *Broker) verifyReport(ctx context.Context, k *task, failed string, confirm bool) error {
 	it := k.it
-	if b.stillAccepted(it, failed, since) {
-		return errStillAccepted
-	}
 	cctx, cancel := context.WithTimeout(ctx, b.cfg.WeChat.Timeout)
 	_, err := b.wx.APIDomainIP(cctx, failed)
 	cancel()
@@ -57,6 +57,11 @@ func (b *Broker) verifyReport(ctx context.Context, k *task, failed string, since
 		code = ae.Code
 	}
 	b.m.WeChatErrors.WithLabelValues(it.ns, it.appid, wechat.APIDomainIP, metrics.ErrcodeLabel(code)).Inc()
+	if confirm {
+		b.log.Warn("cannot check the reported token with wechat; not refreshing it on an unconfirmed report",
+			append(itemFields(it), zapTok(failed), zapErr(err))...)
+		return ErrNotConfirmed
+	}
 	b.log.Warn("cannot check the reported token with wechat; trusting the report",
 		append(itemFields(it), zapTok(failed), zapErr(err))...)
 	return nil

@@ -22,12 +22,22 @@ type Gateway struct {
 	// re-sending together; a request that finds it used up streams without
 	// a retry. Default 64 MiB.
 	RetryMemoryBytes int64 `yaml:"retry_memory_bytes"`
-	// Timeout bounds one gateway request, retry included. Default 30s.
+	// Timeout bounds one gateway request, the caller's upload and the retry
+	// included; the answer (errcode -1 when WeChat did not answer in time) is
+	// written within GatewayAnswerTime after it. Longer than wechat.timeout.
+	// Default 30s.
 	Timeout time.Duration `yaml:"timeout"`
 	// MaxConcurrent bounds the requests forwarded at once; more are answered
 	// at once with errcode -1 (system busy). Default 1024.
 	MaxConcurrent int `yaml:"max_concurrent"`
 }
+
+// GatewayAnswerTime is how long a gateway call may take beyond
+// gateway.timeout to write its answer (errcode -1 when WeChat did not answer
+// in time): the internal listener's read and write deadlines of a gateway
+// call are gateway.timeout plus this, whatever its fixed ReadTimeout and
+// WriteTimeout for the broker's own routes.
+const GatewayAnswerTime = 5 * time.Second
 
 // DefaultGateway returns the gateway defaults.
 func DefaultGateway() Gateway {
@@ -41,7 +51,7 @@ func DefaultGateway() Gateway {
 	}
 }
 
-func (v *validator) gateway(g *Gateway) {
+func (v *validator) gateway(g *Gateway, wechatTimeout time.Duration) {
 	if !g.Enabled {
 		return
 	}
@@ -60,7 +70,11 @@ func (v *validator) gateway(g *Gateway) {
 			fmt.Sprintf("is smaller than gateway.retry_body_bytes (%d)", g.RetryBodyBytes),
 			"raise it (default 67108864) or lower retry_body_bytes")
 	}
-	v.positive("gateway.timeout", g.Timeout)
+	if v.positive("gateway.timeout", g.Timeout) && wechatTimeout > 0 && g.Timeout <= wechatTimeout {
+		v.add("gateway.timeout", g.Timeout.String(),
+			fmt.Sprintf("must be longer than wechat.timeout (%s): a call met by 40001 waits for the new token, one WeChat call, before its one re-send", wechatTimeout),
+			"raise gateway.timeout (default 30s) or lower wechat.timeout (default 5s)")
+	}
 	if g.MaxConcurrent < 1 {
 		v.add("gateway.max_concurrent", fmt.Sprint(g.MaxConcurrent), "must be at least 1", "leave it out (default 1024) or set a positive number")
 	}

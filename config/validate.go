@@ -92,7 +92,7 @@ func (c *Config) Validate() error {
 	v.clients(c)
 	v.login(c)
 	v.security(c)
-	v.gateway(&c.Gateway)
+	v.gateway(&c.Gateway, c.WeChat.Timeout)
 	if len(v.problems) == 0 {
 		return nil
 	}

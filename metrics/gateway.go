@@ -17,12 +17,15 @@ const (
 	GatewayBusy         = "busy"           // gateway.max_concurrent reached
 	GatewayUnavailable  = "unavailable"    // no valid token, or Redis could not name the token
 	GatewayUnreachable  = "unreachable"    // WeChat could not be reached (errcode -1 answered)
+	GatewayClientError  = "client_error"   // the caller's request body came too slowly or broke off (errcode -1 answered)
 	GatewayHTTPError    = "http_error"     // WeChat (or a proxy before it) answered a non-2xx status, passed on
 	RetrySuccess        = "success"        // the re-sent request was accepted
 	RetryFailed         = "failed"         // the re-sent request met a token error again
 	RetryLimited        = "limited"        // the forced-refresh budget was spent: not re-sent
 	RetryNoToken        = "no_token"       // no new token arrived in time: not re-sent
 	RetryNotReplayable  = "not_replayable" // the body was too large to keep: not re-sent
+	RetryNotConfirmed   = "not_confirmed"  // the check with WeChat did not confirm the token failed: not re-sent
+	RetryRefused        = "refused"        // the caller is over clients[].invalidate_per_minute: not re-sent
 )
 
 // Gateway holds the collectors of the WeChat API gateway.
@@ -36,7 +39,7 @@ func newGateway(f promauto.Factory) Gateway {
 	return Gateway{
 		Requests: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "wxbroker_gateway_requests_total",
-			Help: "Requests through the WeChat API gateway by app, API path (known paths, else other), result and the errcode answered.",
+			Help: "Requests through the WeChat API gateway by app, API path (known paths, else other), result (ok, wechat_error, http_error, or the gateway's own answer: unauthorized, forbidden, not_found, too_large, busy, unavailable, unreachable when WeChat did not answer, client_error when the caller's body came too slowly or broke off) and the errcode answered.",
 		}, []string{"wx_namespace", "appid", "api", "result", "errcode"}),
 		Duration: f.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "wxbroker_gateway_request_duration_seconds",

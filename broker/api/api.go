@@ -44,8 +44,7 @@ const namespaceHeader = "X-Wxbroker-Namespace"
 type TokenSource interface {
 	AccessToken(ns, appid string) (broker.Token, error)
 	Ticket(ns, appid, typ string) (broker.Ticket, error)
-	Invalidate(ctx context.Context, ns, appid, failedToken, source string) (broker.Token, error)
-	InvalidateUnproven(ctx context.Context, ns, appid, failedToken, source string) (broker.Token, error)
+	ReportFailure(ctx context.Context, ns, appid string, r broker.Report) (broker.Token, error)
 	AppByToken(accessToken string) (ns, appid string, ok bool)
 	IssuedTokenApp(ctx context.Context, accessToken string) (ns, appid string, ok bool, err error)
 	Status(ctx context.Context) broker.Status
@@ -161,6 +160,7 @@ func New(opts Options) (*API, error) {
 			ns: ref.Namespace, appid: ref.App.AppID,
 			ok:          opts.Metrics.TokenRequests.WithLabelValues(ref.Namespace, ref.App.AppID, metrics.RequestOK),
 			unavailable: opts.Metrics.TokenRequests.WithLabelValues(ref.Namespace, ref.App.AppID, codeUnavailable),
+			reports:     newReportLimiter(config.DefaultInvalidatePerMinute),
 		}
 	}
 	a.echo = a.newEcho()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -134,10 +135,29 @@ func (f *fakeTokens) Invalidate(ctx context.Context, ns, appid, failed, source s
 	return t, nil
 }
 
-// InvalidateUnproven records the report with an "unproven" mark and then
-// behaves as Invalidate (the fake has no WeChat to check with).
-func (f *fakeTokens) InvalidateUnproven(ctx context.Context, ns, appid, failed, source string) (broker.Token, error) {
-	return f.Invalidate(ctx, ns, appid, failed, source+" unproven")
+// ReportFailure records the report, marked "unproven" or "confirm" by its
+// Proof, and then behaves as Invalidate (the fake has no WeChat to check
+// with). A report of the current token is one that would cost WeChat a
+// call: it is charged first, and a refused charge is returned wrapped.
+func (f *fakeTokens) ReportFailure(ctx context.Context, ns, appid string, r broker.Report) (broker.Token, error) {
+	source := r.Source
+	switch r.Proof {
+	case broker.Unproven:
+		source += " unproven"
+	case broker.MustConfirm:
+		source += " confirm"
+	}
+	if r.Charge != nil {
+		f.mu.Lock()
+		t, ok := f.tokens[appKey{ns, appid}]
+		f.mu.Unlock()
+		if ok && t.AccessToken == r.Token {
+			if err := r.Charge(); err != nil {
+				return broker.Token{}, fmt.Errorf("report refused: %w", err)
+			}
+		}
+	}
+	return f.Invalidate(ctx, ns, appid, r.Token, source)
 }
 
 func (f *fakeTokens) AppByToken(token string) (string, string, bool) {

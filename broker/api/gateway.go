@@ -54,17 +54,25 @@ var (
 	gwBadSecret    = &wxError{40125, "invalid appsecret: secret must be a wxbroker client key", metrics.GatewayUnauthorized}
 	gwAdminOnly    = &wxError{48001, "api unauthorized: wxbroker forwards quota-reset calls for admin client keys only", metrics.GatewayForbidden}
 	gwCredential   = &wxError{48001, "api unauthorized: wxbroker does not forward credential endpoints; it fetches credentials itself", metrics.GatewayForbidden}
-	gwUserToken    = &wxError{41001, "access_token missing: this API takes a user's OAuth token; call it with Authorization: Bearer <client key> and " + appHeader, metrics.GatewayUnauthorized}
-	gwBadPath      = &wxError{48001, "api unauthorized: wxbroker forwards canonical paths only (no . or .. segments, no //)", metrics.GatewayForbidden}
+	gwUserToken    = &wxError{41001, "access_token missing: " + userTokenNeeds, metrics.GatewayUnauthorized}
+	gwUserTokenKey = &wxError{48001, "api unauthorized: " + userTokenNeeds, metrics.GatewayUnauthorized}
+	gwBadPath      = &wxError{48001, "api unauthorized: wxbroker forwards canonical WeChat API paths only (ASCII letters, digits and / _ - . only; no . or .. segments, no //)", metrics.GatewayForbidden}
 	gwTooLarge     = &wxError{45002, "content size out of limit: request body is larger than wxbroker's gateway.max_body_bytes", metrics.GatewayTooLarge}
 	gwBusy         = &wxError{-1, "system busy: wxbroker gateway is at gateway.max_concurrent, retry shortly", metrics.GatewayBusy}
 	gwUnavailable  = &wxError{-1, "system error: wxbroker has no valid token for this app right now, retry shortly", metrics.GatewayUnavailable}
 	gwLookupFailed = &wxError{-1, "system error: wxbroker could not check this access_token right now, retry shortly", metrics.GatewayUnavailable}
 	gwUnreachable  = &wxError{-1, "system error: wxbroker could not reach WeChat, retry shortly", metrics.GatewayUnreachable}
 	gwTimeout      = &wxError{-1, "system error: WeChat did not answer within wxbroker's gateway.timeout", metrics.GatewayUnreachable}
+	gwSlowClient   = &wxError{-1, "system error: wxbroker did not receive the whole request body within gateway.timeout: the caller sent it too slowly or broke it off", metrics.GatewayClientError}
 )
 
-// Path classes. Paths are compared in lower case.
+// userTokenNeeds says what a /sns/ API taking a user's OAuth token needs
+// through the gateway.
+const userTokenNeeds = "this API takes the user's OAuth access_token (from /sns/oauth2/access_token), passed as is; " +
+	"wxbroker forwards it only for a caller with Authorization: Bearer <client key> and " + appHeader + ": <namespace>/<appid>"
+
+// Path classes. Paths are compared decoded, in lower case, after admit has
+// refused every path that is not canonical (canonicalPath).
 var (
 	// quotaResetPaths reset an API quota: admin client keys only.
 	quotaResetPaths = map[string]bool{
@@ -78,6 +86,15 @@ var (
 		"/cgi-bin/component/api_component_token": true, "/cgi-bin/component/api_authorizer_token": true,
 		"/cgi-bin/component/api_start_push_ticket": true, "/cgi-bin/component/clear_quota/v2": true,
 		"/cgi-bin/component/api_query_auth": true,
+	}
+	// downloadPaths answer a file as it was uploaded (or its metadata): an
+	// errcode in such an answer may be the caller's own bytes, so it is
+	// never taken as WeChat's word on the token. A token WeChat really
+	// refused there is passed on as is; the next other call (or a report)
+	// replaces it.
+	downloadPaths = map[string]bool{
+		"/cgi-bin/media/get": true, "/cgi-bin/media/get/jssdk": true, "/cgi-bin/material/get_material": true,
+		"/cgi-bin/media/getfeedbackmedia": true,
 	}
 	// secretParams names the query parameter that carries the AppSecret, for
 	// the APIs that take one instead of an access token.
@@ -187,6 +204,7 @@ type gwCall struct {
 	secret    string // the AppSecret filled in; empty otherwise
 	secretKey string // its query parameter
 	user      bool   // a /sns/ API taking the user's own token: passed as is
+	download  bool   // downloadPaths: the answer's errcode is never a token failure
 	body      *replayBody
 	query     url.Values // the caller's query, parsed once
 
@@ -214,7 +232,16 @@ func (g *gateway) apiLabel(p string) string {
 // ServeHTTP forwards one request, or refuses it in WeChat's shape.
 func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	p := strings.ToLower(r.URL.Path)
+	deadline := start.Add(g.cfg.Timeout)
+	// The listener's ReadTimeout and WriteTimeout are fixed for the
+	// broker's own routes and counted from when the request arrived: a
+	// gateway call may take gateway.timeout (upload included), and its -1
+	// answer must still be written after that. Not every ResponseWriter
+	// (a test recorder) has deadlines; there is nothing to extend then.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(deadline.Add(config.GatewayAnswerTime))
+	_ = rc.SetWriteDeadline(deadline.Add(config.GatewayAnswerTime))
+	p, canonical := canonicalPath(r.URL.Path)
 	c := &gwCall{api: g.apiLabel(p), ns: unknownNamespace, appid: unknownApp}
 	defer func() { g.finish(r, c, start) }()
 
@@ -223,6 +250,10 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer func() { <-g.sem }()
 	default:
 		g.refuse(w, c, gwBusy)
+		return
+	}
+	if !canonical {
+		g.refuse(w, c, gwBadPath)
 		return
 	}
 	if werr := g.admit(r, p, c); werr != nil {
@@ -248,25 +279,53 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			ai.memoFor(tok)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), callKey{}, c), g.cfg.Timeout)
+	ctx, cancel := context.WithDeadline(context.WithValue(r.Context(), callKey{}, c), deadline)
 	defer cancel()
 	out := r.WithContext(ctx)
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		c.body = g.newReplayBody(w, r)
 		defer c.body.release()
 		out.Body = c.body
+		// The transport gives up on a call only once its body write ends: a
+		// caller that stopped sending would hold the answer until the read
+		// deadline, past which it cannot be written.
+		stop := context.AfterFunc(ctx, func() {
+			if c.body.waiting() {
+				_ = rc.SetReadDeadline(time.Now())
+			}
+		})
+		defer stop()
 	}
 	g.proxy.ServeHTTP(w, out)
 }
 
-// admit finds who calls and for which app, and applies the path rules.
-func (g *gateway) admit(r *http.Request, p string, c *gwCall) *wxError {
-	if p != path.Clean(p) || strings.Contains(r.URL.Path, "//") {
-		return gwBadPath
+// canonicalPath returns the path the path classes are matched on: the
+// request's decoded path (net/http has undone %XX; the same decoded path is
+// what the gateway sends on) in lower case. ok is false for a path that no
+// WeChat API has and a front server might read differently from the
+// gateway: a byte other than an ASCII letter, digit, '/', '_', '-' or '.'
+// (so no ';' parameter, whitespace, control character, '%' left after
+// decoding, '\\', '?' or '#'), a . or .. segment, an empty segment, or a
+// trailing slash.
+func canonicalPath(decoded string) (p string, ok bool) {
+	p = strings.ToLower(decoded)
+	for i := 0; i < len(p); i++ {
+		switch ch := p[i]; {
+		case ch >= 'a' && ch <= 'z', ch >= '0' && ch <= '9', ch == '/', ch == '_', ch == '-', ch == '.':
+		default:
+			return p, false
+		}
 	}
+	return p, p == path.Clean(p) && !strings.Contains(p, "//")
+}
+
+// admit finds who calls and for which app, and applies the path rules to
+// p, the canonical path.
+func (g *gateway) admit(r *http.Request, p string, c *gwCall) *wxError {
 	if credentialPaths[p] {
 		return gwCredential
 	}
+	c.download = downloadPaths[p]
 	q := r.URL.Query()
 	c.query = q
 	secretKey := secretParams[p]
@@ -306,6 +365,9 @@ func (g *gateway) admit(r *http.Request, p string, c *gwCall) *wxError {
 			return err
 		}
 	} else if strings.HasPrefix(p, "/sns/") {
+		if q.Get("access_token") != "" {
+			return gwUserTokenKey
+		}
 		return gwUserToken
 	} else {
 		tok := q.Get("access_token")
@@ -336,6 +398,45 @@ func (g *gateway) admit(r *http.Request, p string, c *gwCall) *wxError {
 		c.user = true
 	}
 	return nil
+}
+
+// reportFailure reports the token WeChat refused on c (the injected one)
+// and returns the token to re-send with, or the retries label of why the
+// call is not re-sent. The report is checked with WeChat like one on the
+// invalidate route: a caller with clients[].invalidate is trusted when the
+// check cannot decide, any other caller (no permission, or a token instead
+// of a client key) only when the check confirms the token failed. The
+// caller's report budget pays for a report that costs WeChat a call.
+func (g *gateway) reportFailure(ctx context.Context, c *gwCall) (broker.Token, string) {
+	r := broker.Report{Token: c.token, Source: metrics.SourceProxy, Proof: broker.MustConfirm}
+	switch {
+	case c.cl != nil:
+		if c.cl.invalidate {
+			r.Proof = broker.Unproven
+		}
+		r.Charge = chargeTo(c.cl.reports)
+	default:
+		ai := g.a.apps[appKey{c.ns, c.appid}]
+		if ai == nil {
+			return broker.Token{}, metrics.RetryNoToken
+		}
+		r.Charge = chargeTo(ai.reports)
+	}
+	tok, err := g.a.tokens.ReportFailure(ctx, c.ns, c.appid, r)
+	switch {
+	case errors.Is(err, errReportLimit):
+		return tok, metrics.RetryRefused
+	case errors.Is(err, broker.ErrForceLimited):
+		return tok, metrics.RetryLimited
+	case errors.Is(err, broker.ErrNotConfirmed):
+		return tok, metrics.RetryNotConfirmed
+	case err != nil:
+		return tok, metrics.RetryNoToken
+	case tok.AccessToken == c.token:
+		// WeChat still accepts the token: its 40001 was not about it.
+		return tok, metrics.RetryNotConfirmed
+	}
+	return tok, ""
 }
 
 // useApp checks the client's allow-list (before anything about the app is
@@ -395,20 +496,30 @@ func (g *gateway) errorHandler(w http.ResponseWriter, r *http.Request, err error
 	c := callFrom(r.Context())
 	werr := gwUnreachable
 	var mbe *http.MaxBytesError
+	slow := c.body != nil && c.body.callerFault()
 	switch {
-	case errors.As(err, &mbe) || c != nil && c.body != nil && c.body.tooLarge():
+	case errors.As(err, &mbe) || c.body != nil && c.body.tooLarge():
 		werr = gwTooLarge
-	case errors.Is(err, context.DeadlineExceeded):
-		werr = gwTimeout
 	case errors.Is(err, context.Canceled):
 		// The caller went away: nobody reads the answer.
 		c.result = metrics.GatewayUnreachable
+		if slow {
+			c.result = metrics.GatewayClientError
+		}
 		c.errcode = -1
 		return
+	case slow:
+		werr = gwSlowClient
+	case errors.Is(err, context.DeadlineExceeded):
+		werr = gwTimeout
 	}
-	if werr != gwTooLarge {
-		g.a.log.Warn("gateway: wechat did not answer", zap.String("namespace", c.ns), zap.String("appid", c.appid),
-			zap.String("api", c.api), zap.Error(scrubError(err, c)))
+	fields := []zap.Field{zap.String("namespace", c.ns), zap.String("appid", c.appid), zap.String("api", c.api), zap.Error(scrubError(err, c))}
+	switch werr {
+	case gwSlowClient:
+		g.a.log.Info("gateway: caller did not send its request body in time", fields...)
+	case gwTooLarge:
+	default:
+		g.a.log.Warn("gateway: wechat did not answer", fields...)
 	}
 	g.refuse(w, c, werr)
 }

@@ -150,8 +150,10 @@ func TestGatewayRetriesOnceOnly(t *testing.T) {
 	if _, ok := up.tokens.Load(tokenA + "-next"); !ok {
 		t.Error("the retry did not carry the new token")
 	}
-	if len(fake.invalidated) != 1 || !strings.HasSuffix(fake.invalidated[0], tokenA+" proxy") {
-		t.Errorf("reports = %v; want one of %s from the proxy", fake.invalidated, tokenA)
+	// A caller with a token, not a client key: the report is refreshed only
+	// if the broker's check confirms it.
+	if len(fake.invalidated) != 1 || !strings.HasSuffix(fake.invalidated[0], tokenA+" proxy confirm") {
+		t.Errorf("reports = %v; want one of %s from the proxy, to be confirmed", fake.invalidated, tokenA)
 	}
 	if got := testutil.ToFloat64(m.Gateway.Retries.WithLabelValues("prod", appA, metrics.RetryFailed)); got != 1 {
 		t.Errorf("retries{failed} = %v; want 1", got)
@@ -248,5 +250,46 @@ func TestGatewayPassesOnHTTPErrors(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(m.Gateway.Requests.WithLabelValues("prod", appA, "/cgi-bin/menu/get", metrics.GatewayHTTPError, "0")); got != 1 {
 		t.Errorf(`requests{result="http_error"} = %v; want 1`, got)
+	}
+}
+
+// TestGatewayUserTokenAPIsSayWhatIsNeeded (issue 14, item 6): a /sns/ API
+// that takes a user's OAuth token, called without a client key, is refused
+// in WeChat's shape with what it needs — the user's OAuth access_token, and
+// Authorization: Bearer plus X-Wxbroker-App — not "access_token missing"
+// when an access_token was sent.
+func TestGatewayUserTokenAPIsSayWhatIsNeeded(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) { answerJSON(w, `{"errcode":0}`) })
+	gw, _, _ := gatewayHarness(t, nil, up.URL)
+	for _, c := range []struct {
+		name, query string
+		want        int
+	}{
+		{"with a user's access_token", "?access_token=USER-OAUTH-TOKEN-1234&openid=o1", 48001},
+		{"with a token wxbroker handed out", "?access_token=" + tokenA + "&openid=o1", 48001},
+		{"without access_token", "?openid=o1", 41001},
+	} {
+		resp, err := http.Get(gw + "/sns/userinfo" + c.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		v := wxAnswer(t, c.name, resp.StatusCode, b)
+		msg, _ := v["errmsg"].(string)
+		if errcode(v) != c.want {
+			t.Errorf("%s: %s; want errcode %d", c.name, b, c.want)
+		}
+		for _, need := range []string{"OAuth access_token", "Authorization: Bearer", appHeader} {
+			if !strings.Contains(msg, need) {
+				t.Errorf("%s: errmsg %q does not name %q", c.name, msg, need)
+			}
+		}
+		if c.want != 41001 && strings.Contains(msg, "missing") {
+			t.Errorf("%s: errmsg %q says something is missing; an access_token was sent", c.name, msg)
+		}
+	}
+	if n := up.n.Load(); n != 0 {
+		t.Errorf("%d requests reached WeChat; want none", n)
 	}
 }

@@ -111,6 +111,13 @@ func (c *clientRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
 
 func newGatewayEnv(t *testing.T, replicas int, now func() time.Time) *gwEnv {
 	t.Helper()
+	return newGatewayEnvWith(t, replicas, now, nil)
+}
+
+// newGatewayEnvWith is newGatewayEnv with mod applied to the configuration
+// before it is validated.
+func newGatewayEnvWith(t *testing.T, replicas int, now func() time.Time, mod func(*config.Config)) *gwEnv {
+	t.Helper()
 	rs := redistest.Start(t)
 	// A 1 ms overlap: a token superseded by an outside fetch dies at once.
 	sim := wechattest.NewServer(wechattest.Options{Overlap: time.Millisecond})
@@ -143,6 +150,9 @@ func newGatewayEnv(t *testing.T, replicas int, now func() time.Time) *gwEnv {
 	cfg.Refresh.ForceMinInterval = time.Millisecond
 	cfg.Refresh.ForceDailyCap = 1000
 	cfg.Gateway.Timeout = 20 * time.Second
+	if mod != nil {
+		mod(cfg)
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +165,11 @@ func newGatewayEnv(t *testing.T, replicas int, now func() time.Time) *gwEnv {
 		l := log.With(zap.Int("replica", i))
 		// The broker's own WeChat client goes to the simulator directly: only
 		// the gateway's requests are recorded.
-		b := brokertest.Run(t, broker.Options{Config: cfg, Redis: rs.Client(t), WeChat: mustWeChat(t, sim.URL),
+		wx, err := wechat.New(wechat.Options{BaseURL: sim.URL, Timeout: cfg.WeChat.Timeout})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := brokertest.Run(t, broker.Options{Config: cfg, Redis: rs.Client(t), WeChat: wx,
 			Logger: l, Metrics: m, Now: now, InstanceID: fmt.Sprintf("replica-%d", i)})
 		a, err := New(Options{Tokens: b, Config: cfg, Logger: l, Metrics: m, Gatherer: reg, AuditWriter: e.audit, Now: now})
 		if err != nil {
@@ -310,6 +324,8 @@ func TestGateway(t *testing.T) {
 		calls, generic := e.tokenCalls(appA), e.sim.Calls("generic", appA)
 		retries := e.sumRetries(appA, metrics.RetrySuccess)
 		e.sim.Fail("generic", 1, wechattest.Fault{Errcode: 40001})
+		// The broker's check of the token agrees with WeChat's answer.
+		e.sim.Fail(wechat.APIDomainIP, 1, wechattest.Fault{Errcode: 40001})
 		st, _, b := e.do(1, http.MethodPost, "/cgi-bin/message/custom/send?access_token="+sdkTok,
 			http.Header{"Content-Type": {"application/json"}}, strings.NewReader(`{"touser":"o1","msgtype":"text"}`))
 		if v := wxAnswer(t, "custom/send after 40001", st, b); errcode(v) != 0 {

@@ -2,18 +2,19 @@ package api
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/wxbroker/wxbroker/broker"
 	"github.com/wxbroker/wxbroker/metrics"
 )
 
@@ -68,19 +69,17 @@ func (t *gatewayTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		c.result = metrics.GatewayHTTPError
 	}
-	if c.token == "" || !tokenError(code) {
+	if c.token == "" || !tokenError(code) || c.download || !jsonType(resp.Header.Get("Content-Type")) {
 		return resp, nil
 	}
-	// WeChat refused the token the gateway injected: report it (one
-	// conditional refresh across all replicas, within the force budget), and
-	// re-send the request once with the new token if the body was kept.
-	tok, ierr := t.g.a.tokens.Invalidate(req.Context(), c.ns, c.appid, c.token, metrics.SourceProxy)
+	// WeChat refused the token the gateway injected: report it (checked
+	// with WeChat, one conditional refresh across all replicas, within the
+	// caller's report budget and the force budget), and re-send the request
+	// once with the new token if the body was kept.
+	tok, retry := t.g.reportFailure(req.Context(), c)
 	switch {
-	case errors.Is(ierr, broker.ErrForceLimited):
-		c.retry = metrics.RetryLimited
-		return resp, nil
-	case ierr != nil:
-		c.retry = metrics.RetryNoToken
+	case retry != "":
+		c.retry = retry
 		return resp, nil
 	case c.body != nil && !c.body.replayable():
 		c.retry = metrics.RetryNotReplayable
@@ -203,35 +202,73 @@ type peekedBody struct {
 }
 
 // jsonish reports whether a Content-Type may carry a WeChat JSON answer:
-// WeChat labels some JSON answers text/plain.
+// WeChat labels some JSON answers text/plain. Their errcode is counted in
+// the metrics; only one labelled JSON (jsonType) is taken as WeChat's word
+// on the token.
 func jsonish(ct string) bool {
 	return strings.Contains(ct, "json") || strings.HasPrefix(ct, "text/plain")
 }
 
-// errcodeOf finds "errcode": N in a small JSON object without decoding it;
-// 0 when there is none.
+// jsonType reports whether a Content-Type is JSON: application/json or a
+// +json type, parameters aside.
+func jsonType(ct string) bool {
+	mt, _, _ := strings.Cut(ct, ";")
+	mt = strings.ToLower(strings.TrimSpace(mt))
+	return mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")
+}
+
+// errcodeOf returns the "errcode" member of b when b is one JSON object
+// whose errcode, at the top level, is an integer; 0 otherwise. An errcode
+// nested in another member (a caller's own data echoed back) or in text that
+// is not JSON does not count. Like a JSON decoder, the last of duplicate
+// members wins; a name spelled with escapes is not matched.
 func errcodeOf(b []byte) int {
-	i := bytes.Index(b, []byte(`"errcode"`))
-	if i < 0 {
+	b = bytes.TrimLeft(b, " \t\r\n")
+	if len(b) == 0 || b[0] != '{' || !json.Valid(b) {
 		return 0
 	}
-	b = bytes.TrimLeft(b[i+len(`"errcode"`):], " \t\r\n")
-	if len(b) == 0 || b[0] != ':' {
-		return 0
+	// b is valid JSON: strings are closed, brackets balance.
+	code, depth, atKey := 0, 0, false
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '{', '[':
+			depth++
+			atKey = depth == 1
+		case '}', ']':
+			depth--
+		case ',':
+			atKey = depth == 1
+		case '"':
+			j := i + 1
+			for b[j] != '"' {
+				if b[j] == '\\' {
+					j++
+				}
+				j++
+			}
+			name := b[i+1 : j]
+			i = j
+			if !atKey {
+				continue
+			}
+			atKey = false
+			if string(name) != "errcode" {
+				continue
+			}
+			v := bytes.TrimLeft(b[j+1:], " \t\r\n:")
+			end := 0
+			for end < len(v) && (v[end] == '-' || v[end] >= '0' && v[end] <= '9') {
+				end++
+			}
+			code = 0
+			if end < len(v) && bytes.IndexByte([]byte(",} \t\r\n"), v[end]) >= 0 {
+				if n, err := strconv.Atoi(string(v[:end])); err == nil {
+					code = n
+				}
+			}
+		}
 	}
-	b = bytes.TrimLeft(b[1:], " \t\r\n")
-	neg := len(b) > 0 && b[0] == '-'
-	if neg {
-		b = b[1:]
-	}
-	n := 0
-	for i := 0; i < len(b) && i < 10 && b[i] >= '0' && b[i] <= '9'; i++ {
-		n = n*10 + int(b[i]-'0')
-	}
-	if neg {
-		n = -n
-	}
-	return n
+	return code
 }
 
 // replayBody is a request body on its way to WeChat. It counts what was
@@ -243,12 +280,15 @@ type replayBody struct {
 	g        *gateway
 	reserved int64 // bytes of the re-send budget held; released by release
 
-	mu    sync.Mutex
-	buf   []byte
-	keep  bool
-	read  int64
-	eof   bool
-	large bool
+	reading atomic.Bool // a Read is waiting for the caller's bytes
+
+	mu     sync.Mutex
+	buf    []byte
+	keep   bool
+	read   int64
+	eof    bool
+	large  bool
+	broken bool // reading the caller's body failed (deadline, connection)
 }
 
 // newReplayBody wraps r's body, limited to gateway.max_body_bytes. It keeps a
@@ -284,7 +324,9 @@ func (g *gateway) newReplayBody(w http.ResponseWriter, r *http.Request) *replayB
 }
 
 func (b *replayBody) Read(p []byte) (int, error) {
+	b.reading.Store(true)
 	n, err := b.rc.Read(p)
+	b.reading.Store(false)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.read += int64(n)
@@ -301,6 +343,8 @@ func (b *replayBody) Read(p []byte) (int, error) {
 		b.eof = true
 	case errors.As(err, &mbe):
 		b.large = true
+	case err != nil:
+		b.broken = true
 	}
 	return n, err
 }
@@ -319,6 +363,19 @@ func (b *replayBody) tooLarge() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.large
+}
+
+// waiting reports whether a Read is waiting for the caller's bytes.
+func (b *replayBody) waiting() bool { return b.reading.Load() }
+
+// callerFault reports whether the call failed on the caller's side: its
+// body could not be read, or the transport was still waiting for the
+// caller's bytes (WeChat cannot answer a request it has not received).
+func (b *replayBody) callerFault() bool {
+	waiting := b.reading.Load()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.broken || waiting && !b.eof && !b.large
 }
 
 // replayable reports whether the whole body was read and kept.

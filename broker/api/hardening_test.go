@@ -111,8 +111,9 @@ func TestReadyzHidesCause(t *testing.T) {
 }
 
 // TestInvalidatePermissionAndRateLimit (finding 9): a client with
-// invalidate: false may read but not report (403); a client's reports are
-// rate limited (429) before they reach the broker; the default allows.
+// invalidate: false may read but not report (403); a client's reports that
+// would cost WeChat a call are rate limited (429) before anything is spent,
+// a stale one never is; the default allows.
 func TestInvalidatePermissionAndRateLimit(t *testing.T) {
 	no := false
 	cfg := testConfig()
@@ -134,19 +135,32 @@ func TestInvalidatePermissionAndRateLimit(t *testing.T) {
 	if r := h.do(t, "POST", tokenPath("prod", appA)+"/invalidate", keyOrder, body()); r.status != 403 || r.errorCode(t) != codeForbidden {
 		t.Fatalf("report with invalidate: false = %d %s; want 403", r.status, r.body)
 	}
+	// Each report names the current token, so each would cost WeChat a
+	// call and counts.
+	current := func() string {
+		fake.mu.Lock()
+		defer fake.mu.Unlock()
+		return fake.tokens[appKey{"staging", appC}].AccessToken
+	}
+	stale := current()
 	var last response
 	for range 3 {
-		last = h.do(t, "POST", tokenPath("staging", appC)+"/invalidate", keyStg, body())
+		last = h.do(t, "POST", tokenPath("staging", appC)+"/invalidate", keyStg, strings.NewReader(`{"access_token":"`+current()+`"}`))
 	}
 	if last.status != 429 || last.errorCode(t) != codeTooManyRequests {
 		t.Fatalf("3rd report with invalidate_per_minute 2 = %d %s; want 429", last.status, last.body)
+	}
+	// A report of a token that is no longer current costs nothing: never
+	// refused (issue 14, item 8).
+	if r := h.do(t, "POST", tokenPath("staging", appC)+"/invalidate", keyStg, strings.NewReader(`{"access_token":"`+stale+`"}`)); r.status != 200 {
+		t.Fatalf("stale report past invalidate_per_minute = %d %s; want 200 (free)", r.status, r.body)
 	}
 	if r := h.do(t, "POST", tokenPath("prod", appA)+"/invalidate", keyMulti, body()); r.status != 200 {
 		t.Fatalf("report by a client with the defaults = %d %s; want 200", r.status, r.body)
 	}
 	fake.mu.Lock()
 	defer fake.mu.Unlock()
-	if len(fake.invalidated) != 3 {
-		t.Errorf("reports that reached the broker = %v; want 3 (2 staging, 1 multi)", fake.invalidated)
+	if len(fake.invalidated) != 4 {
+		t.Errorf("reports that reached the broker = %v; want 4 (2 staging, 1 stale staging, 1 multi)", fake.invalidated)
 	}
 }

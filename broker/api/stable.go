@@ -10,6 +10,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"go.uber.org/zap"
 
+	"github.com/wxbroker/wxbroker/broker"
 	"github.com/wxbroker/wxbroker/metrics"
 )
 
@@ -107,7 +108,7 @@ func (a *API) compatToken(c echo.Context, event string, cl *client, ns, appid st
 	}
 	if failed != "" {
 		ctx, cancel := context.WithTimeout(c.Request().Context(), invalidateTimeout)
-		fresh, rerr := a.tokens.InvalidateUnproven(ctx, ns, appid, failed, metrics.SourceCompat)
+		fresh, rerr := a.tokens.ReportFailure(ctx, ns, appid, broker.Report{Token: failed, Source: metrics.SourceCompat, Proof: broker.Unproven})
 		cancel()
 		if rerr == nil {
 			tok = fresh

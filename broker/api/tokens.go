@@ -14,6 +14,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/wxbroker/wxbroker/broker"
 	"github.com/wxbroker/wxbroker/metrics"
@@ -100,6 +101,9 @@ type appInfo struct {
 	ok          prometheus.Counter // wxbroker_token_requests_total{wx_namespace, appid, "ok"}
 	unavailable prometheus.Counter // wxbroker_token_requests_total{wx_namespace, appid, "unavailable"}
 	memo        atomic.Pointer[tokenMemo]
+	// reports bounds the gateway's reports for callers that present a
+	// token instead of a client key (invalidate_guard.go).
+	reports *rate.Limiter
 }
 
 // tokenMemo holds what stays the same while a token is current.
@@ -178,7 +182,10 @@ func (a *API) doInvalidate(c echo.Context, ns, appid string) (*client, broker.To
 	ctx, cancel := context.WithTimeout(c.Request().Context(), invalidateTimeout)
 	defer cancel()
 	// A client's word carries no WeChat answer: the broker checks it first.
-	tok, err := a.tokens.InvalidateUnproven(ctx, ns, appid, req.AccessToken, metrics.SourceClient)
+	// The client's report budget pays only for a report that costs WeChat
+	// a call.
+	tok, err := a.tokens.ReportFailure(ctx, ns, appid, broker.Report{Token: req.AccessToken,
+		Source: metrics.SourceClient, Proof: broker.Unproven, Charge: chargeTo(cl.reports)})
 	return cl, tok, err
 }
 
