@@ -12,11 +12,13 @@ GOLANGCI_VERSION := v2.15.0
 GOLANGCI         := $(shell $(GO) env GOPATH)/bin/golangci-lint
 
 # binary:package pairs that `make deps` installs when the binary is missing.
-DEPS := redis-server:redis-server redis-sentinel:redis-sentinel redis-cli:redis-tools chromium:chromium chromedriver:chromium-driver node:nodejs curl:curl promtool:prometheus
+DEPS := redis-server:redis-server redis-sentinel:redis-sentinel redis-cli:redis-tools chromium:chromium chromedriver:chromium-driver node:nodejs curl:curl promtool:prometheus amtool:prometheus-alertmanager wrk:wrk
 
-# The Prometheus rules and their promtool unit tests (docs/RUNBOOK.md).
-RULES      := deploy/prometheus/rules.yaml
-RULES_TEST := deploy/prometheus/rules_test.yaml
+# The Prometheus rules and their promtool unit tests (docs/RUNBOOK.md), and
+# the example Alertmanager configuration (amtool).
+RULES        := deploy/prometheus/rules.yaml
+RULES_TEST   := deploy/prometheus/rules_test.yaml
+ALERTMANAGER := deploy/alertmanager/alertmanager.yaml
 
 .DEFAULT_GOAL := help
 .PHONY: help build run deps test test-race rules sdktest bench chaos lint lint-tools tidy-check fmt-check vet fuzz clean
@@ -33,10 +35,11 @@ build: ## build bin/wxbroker
 run: ## start everything in one process: embedded Redis, WeChat simulator, demo config (wxbroker dev; flags in ARGS='...')
 	$(GO) run ./cmd/wxbroker dev $(ARGS)
 
-# The Debian package prometheus (for promtool) would start a Prometheus
-# server on install: a temporary policy-rc.d forbids starting services during
-# the install, and the service is disabled afterwards. Only promtool is used.
-deps: ## install redis-server, redis-sentinel, redis-tools, chromium, chromium-driver, nodejs, curl, promtool (prometheus) when missing (apt-get)
+# The Debian packages prometheus (promtool, and the server the live alert
+# test starts itself) and prometheus-alertmanager (amtool) would start their
+# servers on install: a temporary policy-rc.d forbids starting services
+# during the install, and the services are disabled afterwards.
+deps: ## install redis-server, redis-sentinel, redis-tools, chromium, chromium-driver, nodejs, curl, prometheus (promtool), prometheus-alertmanager (amtool), wrk when missing (apt-get)
 	@missing=""; \
 	for d in $(DEPS); do command -v "$${d%%:*}" >/dev/null 2>&1 || missing="$$missing $${d#*:}"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
@@ -53,11 +56,11 @@ deps: ## install redis-server, redis-sentinel, redis-tools, chromium, chromium-d
 	if [ -n "$$policy" ]; then $$sudo rm -f /usr/sbin/policy-rc.d; fi; \
 	case "$$missing" in *prometheus*) \
 		if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then \
-			$$sudo systemctl disable --now prometheus >/dev/null 2>&1 || true; fi;; \
+			$$sudo systemctl disable --now prometheus prometheus-alertmanager >/dev/null 2>&1 || true; fi;; \
 	esac; \
 	exit $$rc
 
-test: deps lint tidy-check rules ## deps, lint (gofmt, go vet, golangci-lint), go.mod tidy, promtool rule checks and unit tests, every Go test under -race (fuzz seeds included), node tests
+test: deps lint tidy-check rules ## deps, lint (gofmt, go vet, golangci-lint), go.mod tidy, promtool rule checks and unit tests, amtool checks, every Go test under -race (fuzz seeds included), node tests
 	$(GO) test -race -count=1 -timeout 30m ./...
 	@if [ -f miniprogram/package.json ]; then echo "node --test (miniprogram)"; cd miniprogram && node --test; fi
 	@$(MAKE) --no-print-directory sdktest
@@ -73,9 +76,12 @@ sdktest: build
 
 test-race: test ## alias of test (the tests always run with -race)
 
-rules: deps ## promtool check rules and promtool test rules on deploy/prometheus
+rules: deps ## promtool check/test rules on deploy/prometheus, amtool check-config and routes test on deploy/alertmanager
 	promtool check rules $(RULES)
 	promtool test rules $(RULES_TEST)
+	amtool check-config $(ALERTMANAGER)
+	amtool config routes test --config.file=$(ALERTMANAGER) --verify.receivers=wxbroker-page alertname=WxbrokerInvalidCredentialFastBurn severity=critical job=wxbroker namespace=wx-prod wx_namespace=prod appid=wx04a7af67c8f47620
+	amtool config routes test --config.file=$(ALERTMANAGER) --verify.receivers=wxbroker-ticket alertname=WxbrokerConfigError severity=critical job=wxbroker namespace=wx-prod wx_namespace=staging appid=wx04a7af67c8f47620
 
 bench: deps ## run every benchmark, one package at a time (targets and figures: docs/BENCHMARKS.md)
 	$(GO) test -p 1 -run '^$$' -bench . -benchmem -timeout 20m ./...

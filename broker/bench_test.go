@@ -20,7 +20,7 @@ func BenchmarkAccessToken(b *testing.B) {
 		b.Fatal(err)
 	}
 	now := time.Now()
-	br.apply(br.items[0], &record{Rev: 1, Gen: 1, Value: "bench-token", ExpiresAt: now.Add(time.Hour), FetchedAt: now})
+	br.rep.apply(br.catalog().items[0], &record{Rev: 1, Gen: 1, Value: "bench-token", ExpiresAt: now.Add(time.Hour), FetchedAt: now})
 	appid := appID(1)
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -31,13 +31,13 @@ var _ WeChat = (*wechat.Client)(nil)
 // Options configures a Broker. Config, Redis, WeChat, Logger and Metrics are
 // required.
 type Options struct {
-	Config     *config.Config        // validated config (namespaces, refresh, leader, redis.key_prefix)
-	Redis      redis.UniversalClient // required
-	WeChat     WeChat                // required
-	Logger     *zap.Logger           // required
-	Metrics    *metrics.Metrics      // required
-	Now        func() time.Time      // nil: time.Now; token lifetimes and schedules follow it
-	InstanceID string                // default Config.InstanceID
+	Config     *config.Config   // validated config (namespaces, refresh, leader, redis.key_prefix)
+	Redis      RedisClient      // required; any go-redis client
+	WeChat     WeChat           // required
+	Logger     *zap.Logger      // required
+	Metrics    *metrics.Metrics // required
+	Now        func() time.Time // nil: time.Now; token lifetimes and schedules follow it
+	InstanceID string           // default Config.InstanceID
 }
 
 // Token is an access token as served to callers.
@@ -62,13 +62,6 @@ var (
 	ErrForceLimited  = errors.New("broker: forced refresh budget used") // → 429 (force_min_interval / daily cap)
 )
 
-// Item kinds, as used in metric labels.
-const (
-	KindAccessToken  = "access_token"
-	KindJSAPITicket  = "jsapi_ticket"
-	KindWxCardTicket = "wx_card_ticket"
-)
-
 // minServeLife is the least life a token or ticket must have left to be
 // served: an answer with "expires_in": 0 is of no use to any client, and one
 // with less than a second may die on the way.
@@ -83,35 +76,49 @@ func servable(r *record, now time.Time) bool {
 // after a new fetch.
 const overlapDefault = 300 * time.Second
 
-// Broker is the token lifecycle of one replica. Its methods are safe for
-// concurrent use; Run may be called once.
+// Broker is the token lifecycle of one replica: the facade over its rooms
+// (docs/ARCHITECTURE.md). Each room is a type with its own methods; they
+// share the core (configuration, store, clock, logger, metrics, catalog)
+// and call each other one way only:
+//
+//	core ← exporter ← replica ← elector ← refresher (+ scheduler) ← reporter ← Broker
+//
+// replica: the cache every replica serves from (pub/sub, reconcile, pause
+// guard, issued tokens); elector: the lease (election, epoch, lost lease);
+// refresher: the leader's work (fetch, fenced save, intents, quota, the one
+// refresh path of the scheduler and of reports); reporter: reports of a
+// rejected token on any replica; exporter: per-credential metrics.
+//
+// Its methods are safe for concurrent use; Run may be called once.
 type Broker struct {
+	*core
+	ex      *exporter
+	rep     *replica
+	el      *elector
+	lead    *refresher
+	rpt     *reporter
+	running atomic.Bool
+	// reloadMu serialises reload commits.
+	reloadMu sync.Mutex
+}
+
+// core is what every room shares: the start-up configuration (the parts a
+// reload cannot change), the store, the clock, logger and metrics, the
+// current catalog, Redis's health and the tunables tests shorten. Its few
+// methods only read these.
+type core struct {
 	cfg   *config.Config
 	store *store // every Redis access
-	wx    WeChat
 	log   *zap.Logger
 	m     *metrics.Metrics
 	now   func() time.Time
 	id    string
 
-	apps   map[string]map[string]*appEntry // namespace → appid → entry; read-only after New
-	items  []*item                         // every (namespace, appid, kind), in config order
-	index  tokenIndex                      // access token value → item, for AppByToken
-	issued issuedIndex                     // every access token handed out, until its expiry (gateway)
-
-	term     atomic.Pointer[term]
-	leaderID atomic.Pointer[string] // last leader seen in Redis
-	epoch    atomic.Int64           // last epoch seen
-	maxEpoch atomic.Int64           // highest epoch seen (epoch.go)
+	cat      atomic.Pointer[catalog] // the configured credentials; a reload swaps it
 	redisErr atomic.Pointer[redisState]
-	loss     lossWatch  // when Redis may have lost a leader's lock (lostlease.go)
-	pause    pauseGuard // pauses of this process, for the read path (pause.go)
-	running  atomic.Bool
+	loss     lossWatch // when Redis may have lost a leader's lock (lostlease.go)
 	// lastReload is when a cluster slot map reload was last logged (unix ns).
 	lastReload atomic.Int64
-
-	waitMu  sync.Mutex
-	waiters map[string][]chan string // invalidation outcomes by ns\tappid\tfailed
 
 	// Tunables; tests shorten them.
 	overlap        time.Duration // assumed classic overlap after an unknown outcome
@@ -173,15 +180,12 @@ func New(opts Options) (*Broker, error) {
 	if now == nil {
 		now = time.Now
 	}
-	b := &Broker{
+	c := &core{
 		cfg:            cfg,
-		wx:             opts.WeChat,
 		log:            opts.Logger,
 		m:              opts.Metrics,
 		now:            now,
 		id:             id,
-		apps:           map[string]map[string]*appEntry{},
-		waiters:        map[string][]chan string{},
 		overlap:        overlapDefault,
 		backoffMin:     time.Second,
 		backoffMax:     5 * time.Minute,
@@ -190,39 +194,27 @@ func New(opts Options) (*Broker, error) {
 		pollEvery:      250 * time.Millisecond,
 		verdictReuse:   verdictReuseDefault,
 	}
-	b.index.m = map[string]*item{}
-	b.loss.base = time.Now()
-	b.pause.init(cfg.Leader.LockTTL)
-	for _, nsName := range cfg.NamespaceNames() {
-		ns := cfg.Namespaces[nsName]
-		if ns == nil {
-			continue
-		}
-		b.apps[nsName] = map[string]*appEntry{}
-		for _, a := range ns.Apps {
-			if a == nil {
-				continue
-			}
-			e := &appEntry{ns: nsName, app: a, tickets: map[string]*item{}}
-			e.token = newItem(e, KindAccessToken, "")
-			b.items = append(b.items, e.token)
-			for _, typ := range a.Tickets {
-				kind, ok := ticketKind(typ)
-				if !ok {
-					return nil, fmt.Errorf("broker: namespace %q appid %q: unknown ticket type %q (want jsapi or wx_card)", nsName, a.AppID, typ)
-				}
-				if _, dup := e.tickets[typ]; dup {
-					continue
-				}
-				it := newItem(e, kind, typ)
-				e.tickets[typ] = it
-				b.items = append(b.items, it)
-			}
-			b.apps[nsName][a.AppID] = e
-		}
+	c.loss.base = time.Now()
+	cat, err := newCatalog(cfg, nil)
+	if err != nil {
+		return nil, err
 	}
-	b.store = newStore(opts.Redis, cfg.Redis.KeyPrefix, configuredNamespaces(cfg), b.setRedis)
-	b.seedMetrics(now())
+	c.cat.Store(cat)
+	c.store = newStore(opts.Redis, cfg.Redis.KeyPrefix, cat.namespaces, c.setRedis)
+	b := &Broker{core: c, ex: &exporter{core: c}}
+	b.rep = newReplica(c, b.ex)
+	b.el = &elector{core: c, rep: b.rep}
+	b.lead = &refresher{core: c, wx: opts.WeChat, rep: b.rep, ex: b.ex, el: b.el}
+	work := &leaderWork{r: b.lead, fix: &restorer{core: c, rep: b.rep, r: b.lead}, ex: b.ex, el: b.el}
+	b.el.work = work
+	b.rpt = &reporter{core: c, rep: b.rep, lead: b.lead, el: b.el, waiters: map[string][]chan string{}}
+	b.rep.handle = map[channel]func(string){
+		chanInval:     b.lead.handleInvalRequest,
+		chanInvalDone: b.rpt.handleInvalDone,
+		chanResume:    b.handleResume,
+	}
+	b.rep.reconciled = work.repairIfLeading
+	b.ex.seedMetrics(now(), cat.items)
 	return b, nil
 }
 
@@ -237,15 +229,8 @@ func configuredNamespaces(cfg *config.Config) []string {
 	return out
 }
 
-func ticketKind(typ string) (string, bool) {
-	switch typ {
-	case "jsapi":
-		return KindJSAPITicket, true
-	case "wx_card":
-		return KindWxCardTicket, true
-	}
-	return "", false
-}
+// catalog is the current set of configured credentials.
+func (b *core) catalog() *catalog { return b.cat.Load() }
 
 // Run supervises the cache subscriber and periodic reconcile, leader election
 // and (while leader) the refresh scheduler. It blocks until ctx is done, then
@@ -255,24 +240,23 @@ func (b *Broker) Run(ctx context.Context) error {
 	if !b.running.CompareAndSwap(false, true) {
 		return errors.New("broker: Run called twice")
 	}
-	b.log.Info("broker starting", zap.String("instance_id", b.id), zap.Int("items", len(b.items)))
-	if err := b.reconcile(ctx); err != nil && ctx.Err() == nil {
+	b.log.Info("broker starting", zap.String("instance_id", b.id), zap.Int("items", len(b.catalog().items)))
+	if err := b.rep.reconcile(ctx); err != nil && ctx.Err() == nil {
 		b.log.Warn("initial load from redis failed; serving nothing until redis answers", zap.Error(err))
 	}
 	var wg sync.WaitGroup
-	wg.Go(func() { b.heartbeat(ctx) })
-	wg.Go(func() { b.subscribe(ctx) })
-	wg.Go(func() { b.reconcileLoop(ctx) })
-	wg.Go(func() { b.elect(ctx) })
+	wg.Go(func() { b.rep.heartbeat(ctx) })
+	wg.Go(func() { b.rep.subscribe(ctx) })
+	wg.Go(func() { b.rep.reconcileLoop(ctx) })
+	wg.Go(func() { b.el.elect(ctx) })
 	wg.Go(func() { b.dayMetricsLoop(ctx) })
 	wg.Wait()
 	b.log.Info("broker stopped", zap.String("instance_id", b.id))
 	return nil
 }
 
-func (b *Broker) entry(ns, appid string) (*appEntry, bool) {
-	e, ok := b.apps[ns][appid]
-	return e, ok
+func (b *core) entry(ns, appid string) (*appEntry, bool) {
+	return b.catalog().entry(ns, appid)
 }
 
 // AccessToken returns the current access token of appid in namespace ns from
@@ -284,7 +268,7 @@ func (b *Broker) AccessToken(ns, appid string) (Token, error) {
 	if !ok {
 		return Token{}, ErrUnknownApp
 	}
-	if err := b.afterPause(); err != nil {
+	if err := b.rep.afterPause(); err != nil {
 		return Token{}, err
 	}
 	r := e.token.cur.Load()
@@ -307,7 +291,7 @@ func (b *Broker) Ticket(ns, appid, typ string) (Ticket, error) {
 	if !ok {
 		return Ticket{}, ErrUnknownTicket
 	}
-	if err := b.afterPause(); err != nil {
+	if err := b.rep.afterPause(); err != nil {
 		return Ticket{}, err
 	}
 	r := it.cur.Load()
@@ -321,8 +305,8 @@ func (b *Broker) Ticket(ns, appid, typ string) (Ticket, error) {
 // the current token, or the previous one within WeChat's overlap after it was
 // replaced. It is a cache lookup.
 func (b *Broker) AppByToken(accessToken string) (ns, appid string, ok bool) {
-	it := b.index.lookup(accessToken)
-	if it == nil {
+	it := b.rep.index.lookup(accessToken)
+	if it == nil || !b.catalog().has(it) {
 		return "", "", false
 	}
 	now := b.now()
@@ -341,20 +325,18 @@ func (b *Broker) AppByToken(accessToken string) (ns, appid string, ok bool) {
 }
 
 // IsLeader reports whether this replica holds the leader lock right now.
-func (b *Broker) IsLeader() bool {
-	t := b.term.Load()
-	return t != nil && t.ctx.Err() == nil
-}
+func (b *Broker) IsLeader() bool { return b.el.current() != nil }
 
 // Ready returns nil when this replica can serve valid tokens: at least one
 // configured app has a servable access token in the cache (standbys included, and
 // also while Redis is down). With no apps configured it is always ready.
 func (b *Broker) Ready() error {
-	if len(b.items) == 0 {
+	items := b.catalog().items
+	if len(items) == 0 {
 		return nil
 	}
 	now := b.now()
-	for _, it := range b.items {
+	for _, it := range items {
 		if it.kind != KindAccessToken {
 			continue
 		}
@@ -369,7 +351,7 @@ func (b *Broker) Ready() error {
 }
 
 // setRedis records the outcome of the last Redis operation for Ready and Status.
-func (b *Broker) setRedis(err error) {
+func (b *core) setRedis(err error) {
 	if err != nil && (errors.Is(err, context.Canceled) || errors.Is(err, redis.Nil)) {
 		return
 	}

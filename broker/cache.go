@@ -7,10 +7,39 @@ import (
 	"github.com/wxbroker/wxbroker/config"
 )
 
-// appEntry is one configured app: its access token and its tickets.
+// replica is the cache every replica serves from: the records applied to
+// the catalog's items (kept current by pub/sub and a periodic reconcile,
+// and reloaded after a pause of the process), the index of access tokens
+// for AppByToken and of every token handed out (gateway). Its reads never
+// touch Redis.
+type replica struct {
+	*core
+	ex     *exporter
+	index  tokenIndex  // access token value → item, for AppByToken
+	issued issuedIndex // every access token handed out, until its expiry (gateway)
+	pause  pauseGuard  // pauses of this process, for the read path (pause.go)
+	// handle serves the messages of the channels other than records
+	// (forwarded reports, their outcomes, resume requests); set by New.
+	handle map[channel]func(payload string)
+	// reconciled is told what a periodic reconcile read from Redis (the
+	// leader repairs what Redis lost); set by New.
+	reconciled func(stored map[string]map[string]string)
+}
+
+func newReplica(c *core, ex *exporter) *replica {
+	r := &replica{core: c, ex: ex}
+	r.index.m = map[string]*item{}
+	r.pause.init(c.cfg.Leader.LockTTL)
+	return r
+}
+
+// appEntry is one configured app of one catalog: its configuration, its
+// access token and its tickets. Immutable; a reload builds a new entry that
+// shares the items.
 type appEntry struct {
 	ns      string
-	app     *config.App
+	appid   string
+	app     *config.App // secret and token mode as configured now
 	token   *item
 	tickets map[string]*item // ticket type ("jsapi", "wx_card") → item
 }
@@ -19,7 +48,8 @@ type appEntry struct {
 // replica's cache holds it. Reads load cur atomically; updates go through
 // apply, which keeps them ordered by the Redis write revision.
 type item struct {
-	app   *appEntry
+	// app is the item's entry in the current catalog (catalog.adopt).
+	app   atomic.Pointer[appEntry]
 	ns    string
 	appid string
 	kind  string // KindAccessToken, KindJSAPITicket, KindWxCardTicket
@@ -38,15 +68,44 @@ type item struct {
 }
 
 func newItem(e *appEntry, kind, typ string) *item {
-	return &item{
-		app:     e,
+	it := &item{
 		ns:      e.ns,
-		appid:   e.app.AppID,
+		appid:   e.appid,
 		kind:    kind,
 		typ:     typ,
-		field:   e.app.AppID + "/" + kind,
+		field:   e.appid + "/" + kind,
 		changed: make(chan struct{}),
 	}
+	it.app.Store(e)
+	return it
+}
+
+// config is the item's app as configured now (a reload may change it).
+func (it *item) config() *config.App { return it.app.Load().app }
+
+// spec is the item's Kind: the access token's follows the app's token_mode.
+func (it *item) spec() Kind {
+	if it.kind == KindAccessToken {
+		return tokenKind(it.config().TokenMode)
+	}
+	k, _ := ticketKind(it.typ)
+	return k
+}
+
+// needed is the item whose value this one is fetched with, nil for none.
+func (it *item) needed() *item {
+	if it.spec().Needs() == "" {
+		return nil
+	}
+	return it.app.Load().token
+}
+
+// dependents are the items fetched with this one's value.
+func (it *item) dependents() map[string]*item {
+	if it.kind != KindAccessToken {
+		return nil
+	}
+	return it.app.Load().tickets
 }
 
 // changes returns a channel closed at the next applied update.
@@ -58,7 +117,7 @@ func (it *item) changes() <-chan struct{} {
 
 // apply installs r if it is newer (by revision) than the cached record and
 // reports whether it did.
-func (b *Broker) apply(it *item, r *record) bool {
+func (b *replica) apply(it *item, r *record) bool {
 	it.mu.Lock()
 	defer it.mu.Unlock()
 	old := it.cur.Load()
@@ -81,7 +140,7 @@ func (b *Broker) apply(it *item, r *record) bool {
 	close(it.changed)
 	it.changed = make(chan struct{})
 	b.m.TokenExpiry.WithLabelValues(it.ns, it.appid, it.kind).Set(float64(r.ExpiresAt.UnixMilli()) / 1e3)
-	b.exportDeadline(it, r)
+	b.ex.exportDeadline(it, r)
 	if !r.FetchedAt.IsZero() {
 		b.m.TokenLastRefreshSuccess.WithLabelValues(it.ns, it.appid, it.kind).Set(float64(r.FetchedAt.UnixMilli()) / 1e3)
 	}

@@ -38,15 +38,15 @@ func TestReadsNeverTouchRedis(t *testing.T) {
 	b := idleBroker(t, cfg, rdb)
 	f := leadership(t, b, rdb, "a")
 	now := time.Now()
-	e := b.apps[testNS][appID(1)]
+	e := b.catalog().apps[testNS][appID(1)]
 	ctx := context.Background()
-	if _, err := b.writeRecord(ctx, f, e.token, "tok-1", now.Add(time.Hour), now, "", false, 0); err != nil {
+	if _, err := testWrite(ctx, b, f, e.token, "tok-1", now.Add(time.Hour), now, "", false, 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.writeRecord(ctx, f, e.tickets["jsapi"], "ticket-1", now.Add(time.Hour), now, shortHash("tok-1"), false, 0); err != nil {
+	if _, err := testWrite(ctx, b, f, e.tickets["jsapi"], "ticket-1", now.Add(time.Hour), now, shortHash("tok-1"), false, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.reconcile(ctx); err != nil {
+	if err := b.rep.reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
 	h := &countingHook{}

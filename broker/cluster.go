@@ -22,12 +22,10 @@ var _ stateReloader = (*redis.ClusterClient)(nil)
 // reloadClusterState asks a Redis Cluster client to reload its slot map (it
 // does so in the background, coalescing requests); other clients ignore it.
 // It is called on every Redis error and when a term is lost.
-func (b *Broker) reloadClusterState(reason string) {
-	r, ok := b.store.rdb.(stateReloader)
-	if !ok {
+func (b *core) reloadClusterState(reason string) {
+	if !b.store.reloadClusterState() {
 		return
 	}
-	r.ReloadState(context.Background())
 	now := time.Now().UnixNano()
 	if last := b.lastReload.Load(); now-last < int64(time.Second) || !b.lastReload.CompareAndSwap(last, now) {
 		return

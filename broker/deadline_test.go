@@ -76,8 +76,8 @@ func TestRetriesFitRemainingLife(t *testing.T) {
 			})
 			leader(t, 5*time.Second, n)
 			first := token(t, n, app.AppID)
-			tm := n.b.term.Load()
-			it := n.b.apps[testNS][app.AppID].token
+			tm := n.b.el.term.Load()
+			it := n.b.catalog().apps[testNS][app.AppID].token
 			settle(t, n, clock)
 			e.sim.Fail(wechat.APIToken, 2, wechattest.Fault{Errcode: tc.code})
 			clock.Set(first.ExpiresAt.Add(-left))
@@ -111,10 +111,10 @@ func TestRefreshDueBeforeServingStops(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never used: no Redis call here
 	t.Cleanup(func() { _ = rdb.Close() })
 	b := idleBroker(t, cfg, rdb)
-	it := b.items[0]
+	it := b.catalog().items[0]
 	now := time.Now()
 	it.cur.Store(&record{Rev: 1, Gen: 1, Value: "tok", FetchedAt: now, ExpiresAt: now.Add(3 * time.Second)})
-	s := newScheduler(b, &term{})
+	s := newScheduler(b.lead, &term{})
 	due := s.dueFor(s.tasks[it], now)
 	if latest := now.Add(3*time.Second - minServeLife - cfg.WeChat.Timeout); due.After(latest) {
 		t.Errorf("refresh of a 3 s token due %s before expiry; want at least %s", now.Add(3*time.Second).Sub(due), minServeLife+cfg.WeChat.Timeout)

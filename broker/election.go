@@ -18,6 +18,35 @@ var (
 	errShutdown     = errors.New("broker: shutting down")
 )
 
+// elector is the lease: it campaigns for the leader lock, takes a fencing
+// epoch, renews the lock, ends the term when the lease runs out, and runs
+// the leader's work (termWork) for as long as the term lasts.
+type elector struct {
+	*core
+	rep      *replica
+	work     termWork
+	term     atomic.Pointer[term]
+	leaderID atomic.Pointer[string] // last leader seen in Redis
+	epoch    atomic.Int64           // last epoch seen
+	maxEpoch atomic.Int64           // highest epoch seen (epoch.go)
+}
+
+// termWork is the leader's work, as the elector runs it.
+type termWork interface {
+	begin(t *term) // a term was won: set up its work (before it is current)
+	run(t *term)   // do the work until t.ctx ends
+	end()          // the term is over: forget what only a leader knows
+}
+
+// current is the live term, nil when this replica does not lead.
+func (b *elector) current() *term {
+	t := b.term.Load()
+	if t == nil || t.ctx.Err() != nil {
+		return nil
+	}
+	return t
+}
+
 // term is one leadership: from obtaining the lock to losing or releasing it.
 // Its ctx is the one leader context: cancelling it stops the scheduler and
 // every refresh in flight.
@@ -52,7 +81,7 @@ func (l *lease) remaining() time.Duration {
 
 // leaseValidity is lock_ttl minus a safety margin for clock drift and the
 // time between Redis applying the TTL and us reading the answer.
-func (b *Broker) leaseValidity() time.Duration {
+func (b *elector) leaseValidity() time.Duration {
 	ttl := b.cfg.Leader.LockTTL
 	return ttl - min(ttl/10, time.Second)
 }
@@ -60,7 +89,7 @@ func (b *Broker) leaseValidity() time.Duration {
 // elect runs the election loop until ctx ends: try to obtain the lock, lead
 // while it holds, and otherwise try again every renew_interval (or as soon as
 // the current holder's lock expires).
-func (b *Broker) elect(ctx context.Context) {
+func (b *elector) elect(ctx context.Context) {
 	for ctx.Err() == nil {
 		t, wait, err := b.campaign(ctx)
 		if err != nil && ctx.Err() == nil {
@@ -82,7 +111,7 @@ func (b *Broker) elect(ctx context.Context) {
 
 // campaign tries once to become leader. It returns the new term, or how long
 // to wait before the next attempt.
-func (b *Broker) campaign(ctx context.Context) (*term, time.Duration, error) {
+func (b *elector) campaign(ctx context.Context) (*term, time.Duration, error) {
 	renew := b.cfg.Leader.RenewInterval
 	wait := renew + time.Duration(rand.Int64N(int64(renew/10)+1))
 	cctx, cancel := context.WithTimeout(ctx, max(renew, time.Second))
@@ -106,7 +135,7 @@ func (b *Broker) campaign(ctx context.Context) (*term, time.Duration, error) {
 	release := func() {
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		defer rcancel()
-		_ = lock.Release(rctx)
+		_ = b.store.releaseLock(rctx, lock)
 	}
 	// Redis lost its data when the epoch key is gone (or, below, when INCR
 	// does not go past the highest epoch known): a previous leader may still
@@ -141,7 +170,7 @@ func (b *Broker) campaign(ctx context.Context) (*term, time.Duration, error) {
 	b.store.waitReplica(cctx)
 	// The new leader starts from what Redis holds, not from a cache that may
 	// lag behind the previous leader's last writes.
-	if err := b.reconcile(cctx); err != nil {
+	if err := b.rep.reconcile(cctx); err != nil {
 		release()
 		return nil, wait, err
 	}
@@ -152,13 +181,13 @@ func (b *Broker) campaign(ctx context.Context) (*term, time.Duration, error) {
 		lease: lease{base: sent},
 	}
 	t.lease.extend(sent, b.leaseValidity())
-	t.sched = newScheduler(b, t)
+	b.work.begin(t)
 	return t, wait, nil
 }
 
 // lead runs one term: renewal, the lease watchdog and the scheduler, until
 // the term's context ends; then it releases the lock.
-func (b *Broker) lead(ctx context.Context, t *term) {
+func (b *elector) lead(ctx context.Context, t *term) {
 	id := b.id
 	b.leaderID.Store(&id)
 	b.epoch.Store(t.epoch)
@@ -173,7 +202,7 @@ func (b *Broker) lead(ctx context.Context, t *term) {
 	var wg sync.WaitGroup
 	wg.Go(func() { b.renew(t) })
 	wg.Go(func() { b.watchdog(t) })
-	wg.Go(func() { t.sched.run() })
+	wg.Go(func() { b.work.run(t) })
 	<-t.ctx.Done()
 	if ctx.Err() == nil && !errors.Is(context.Cause(t.ctx), errShutdown) {
 		// The lock may live on a master that failed over: route the
@@ -183,10 +212,10 @@ func (b *Broker) lead(ctx context.Context, t *term) {
 	b.term.CompareAndSwap(t, nil)
 	b.m.Leader.Set(0)
 	wg.Wait()
-	b.resetLeaderMetrics()
+	b.work.end()
 
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-	err := t.lock.Release(rctx)
+	err := b.store.releaseLock(rctx, t.lock)
 	cancel()
 	b.m.LeaderTransitions.Inc()
 	cause := context.Cause(t.ctx)
@@ -198,7 +227,7 @@ func (b *Broker) lead(ctx context.Context, t *term) {
 }
 
 // renew extends the lock every renew_interval; a failed renewal ends the term.
-func (b *Broker) renew(t *term) {
+func (b *elector) renew(t *term) {
 	tk := time.NewTicker(b.cfg.Leader.RenewInterval)
 	defer tk.Stop()
 	for {
@@ -214,9 +243,8 @@ func (b *Broker) renew(t *term) {
 			return
 		}
 		rctx, cancel := context.WithTimeout(t.ctx, rem)
-		err := t.lock.Refresh(rctx, b.cfg.Leader.LockTTL, &redislock.Options{
-			RetryStrategy: redislock.LimitRetry(redislock.LinearBackoff(b.cfg.Leader.RenewInterval/10), 3),
-		})
+		err := b.store.renewLock(rctx, t.lock, b.cfg.Leader.LockTTL,
+			redislock.LimitRetry(redislock.LinearBackoff(b.cfg.Leader.RenewInterval/10), 3))
 		cancel()
 		if err != nil {
 			if t.ctx.Err() == nil {
@@ -231,7 +259,7 @@ func (b *Broker) renew(t *term) {
 
 // watchdog ends the term when the local lease deadline passes, even while a
 // renewal is stuck in a Redis call that does not honour its context.
-func (b *Broker) watchdog(t *term) {
+func (b *elector) watchdog(t *term) {
 	timer := time.NewTimer(t.lease.remaining())
 	defer timer.Stop()
 	for {
@@ -250,7 +278,7 @@ func (b *Broker) watchdog(t *term) {
 }
 
 // observeLeader records who holds the lock and the current epoch, for Status.
-func (b *Broker) observeLeader(ctx context.Context) {
+func (b *elector) observeLeader(ctx context.Context) {
 	id, epoch, err := b.store.readLeader(ctx)
 	if err != nil {
 		b.loss.held() // the holder may be a leader

@@ -98,7 +98,7 @@ func TestPausedLeaderIsFenced(t *testing.T) {
 	fetched := *a.wx.last.Load() // the token the stalled leader holds, not yet written
 	rdb := e.redis.Client(t)
 	stored := func() string {
-		raw, err := rdb.HGet(context.Background(), a.b.store.keys.tok(testNS), a.b.items[0].field).Result()
+		raw, err := rdb.HGet(context.Background(), a.b.store.keys.tok(testNS), a.b.catalog().items[0].field).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -194,7 +194,7 @@ func TestLeaseDeadline(t *testing.T) {
 	t.Cleanup(h.unblock) // runs before the node stops (cleanups run last first)
 	leader(t, 5*time.Second, n)
 	cur := token(t, n, app.AppID)
-	tm := n.b.term.Load()
+	tm := n.b.el.term.Load()
 
 	h.on.Store(true)
 	select {
@@ -235,7 +235,7 @@ func TestFailedRenewalEndsTermAtOnce(t *testing.T) {
 	n := e.start("a", func(n *node, _ *redis.Options) { n.hook = part })
 	leader(t, 5*time.Second, n)
 	token(t, n, app.AppID)
-	tm := n.b.term.Load()
+	tm := n.b.el.term.Load()
 	part.on.Store(true)
 	// The next renewal (within renew_interval) fails; the lease would last
 	// 3.6 s more.

@@ -15,26 +15,10 @@ import (
 // standing by), and a new leader moves the epoch past that, atomically with
 // its INCR and with a check that the lock is still its own.
 
-// takeEpochLua hands a new leader its epoch. KEYS[1] lock, KEYS[2] epoch;
-// ARGV[1] lock value, ARGV[2] highest epoch the leader knows. Returns
-// {epoch, 1 when moved past the known one, else 0}, or {-1, 0} when the lock
-// is not the caller's.
-const takeEpochLua = `
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1, 0} end
-local e = redis.call('INCR', KEYS[2])
-local known = tonumber(ARGV[2])
-if e <= known then
-  e = known + 1
-  redis.call('SET', KEYS[2], string.format('%d', e))
-  return {e, 1}
-end
-return {e, 0}
-`
-
 // takeEpoch increments the epoch for a term whose lock value is lockValue,
 // moving it past the highest epoch this replica knows; moved reports that it
 // had to (Redis lost its data).
-func (b *Broker) takeEpoch(ctx context.Context, lockValue string) (epoch int64, moved bool, err error) {
+func (b *elector) takeEpoch(ctx context.Context, lockValue string) (epoch int64, moved bool, err error) {
 	known := b.maxEpoch.Load()
 	epoch, moved, err = b.store.takeEpoch(ctx, lockValue, known)
 	if err != nil {
@@ -50,7 +34,7 @@ func (b *Broker) takeEpoch(ctx context.Context, lockValue string) (epoch int64, 
 
 // noteEpoch records an epoch seen, keeping the highest; it reports the
 // highest known afterwards.
-func (b *Broker) noteEpoch(e int64) int64 {
+func (b *elector) noteEpoch(e int64) int64 {
 	for {
 		cur := b.maxEpoch.Load()
 		if e <= cur {

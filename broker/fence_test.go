@@ -71,24 +71,24 @@ func TestFencedWrites(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := t.Context()
 			b := idleBroker(t, testConfig(t, classicApp(1)), rdb)
-			it := b.items[0]
+			it := b.catalog().items[0]
 			a := leadership(t, b, rdb, "a")
-			rec, err := b.writeRecord(ctx, a, it, "tok-a", now.Add(time.Hour), now, "", false, 0)
+			rec, err := testWrite(ctx, b, a, it, "tok-a", now.Add(time.Hour), now, "", false, 0)
 			if err != nil || rec.Gen != 1 {
 				t.Fatalf("first write = %+v, %v; want generation 1", rec, err)
 			}
 			next := tc.change(t, b, a)
 
-			if _, err := b.writeRecord(ctx, a, it, "tok-stale", now.Add(time.Hour), now, "", false, rec.Gen); !errors.Is(err, errFenced) {
+			if _, err := testWrite(ctx, b, a, it, "tok-stale", now.Add(time.Hour), now, "", false, rec.Gen); !errors.Is(err, errFenced) {
 				t.Errorf("stale writeRecord = %v; want errFenced", err)
 			}
-			if _, err := b.preCall(ctx, a, it, "token", callPlain); !errors.Is(err, errFenced) {
+			if _, err := b.lead.preCall(ctx, a, it, "token", callPlain); !errors.Is(err, errFenced) {
 				t.Errorf("stale preCall = %v; want errFenced", err)
 			}
-			if err := b.writeStatus(ctx, a, it, &refreshStatus{}); !errors.Is(err, errFenced) {
+			if err := b.lead.writeStatus(ctx, a, it, &refreshStatus{}); !errors.Is(err, errFenced) {
 				t.Errorf("stale writeStatus = %v; want errFenced", err)
 			}
-			if err := b.reconcile(ctx); err != nil {
+			if err := b.rep.reconcile(ctx); err != nil {
 				t.Fatal(err)
 			}
 			if got := it.cur.Load(); got.Value != "tok-a" {
@@ -97,7 +97,7 @@ func TestFencedWrites(t *testing.T) {
 			if next.lockValue == "" {
 				return
 			}
-			rec2, err := b.writeRecord(ctx, next, it, "tok-b", now.Add(time.Hour), now, "", false, rec.Gen)
+			rec2, err := testWrite(ctx, b, next, it, "tok-b", now.Add(time.Hour), now, "", false, rec.Gen)
 			if err != nil || rec2.Gen != 2 || rec2.Rev <= rec.Rev {
 				t.Errorf("new leader's write = %+v, %v; want generation 2 and a higher revision than %d", rec2, err, rec.Rev)
 			}
@@ -113,17 +113,17 @@ func TestRecordRoundTrip(t *testing.T) {
 	f := leadership(t, b, rdb, "a")
 	exp := time.UnixMilli(time.Now().Add(time.Hour).UnixMilli())
 	at := time.UnixMilli(time.Now().UnixMilli())
-	tk := b.apps[testNS][appID(1)].tickets["jsapi"]
-	w, err := b.writeRecord(ctx, f, tk, "ticket-1", exp, at, "abc", false, 0)
+	tk := b.catalog().apps[testNS][appID(1)].tickets["jsapi"]
+	w, err := testWrite(ctx, b, f, tk, "ticket-1", exp, at, "abc", false, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	same, err := b.writeRecord(ctx, f, tk, "ticket-1", exp.Add(-time.Minute), at, "abc", true, w.Gen)
+	same, err := testWrite(ctx, b, f, tk, "ticket-1", exp.Add(-time.Minute), at, "abc", true, w.Gen)
 	if err != nil || same.Gen != w.Gen {
 		t.Fatalf("rewrite of the same value = %+v, %v; want generation %d kept", same, err, w.Gen)
 	}
 	other := idleBroker(t, b.cfg, rdb)
-	if err := other.reconcile(ctx); err != nil {
+	if err := other.rep.reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
 	got, err := other.Ticket(testNS, appID(1), "jsapi")
@@ -151,7 +151,7 @@ func TestFencedRejectionStepsDown(t *testing.T) {
 	n := e.start("a")
 	leader(t, 5*time.Second, n)
 	cur := token(t, n, app.AppID)
-	tm := n.b.term.Load()
+	tm := n.b.el.term.Load()
 	newer, err := e.redis.Client(t).Incr(context.Background(), n.b.store.keys.epoch()).Result()
 	if err != nil {
 		t.Fatal(err)
@@ -172,7 +172,7 @@ func TestFencedRejectionStepsDown(t *testing.T) {
 		t.Errorf("wxbroker_fenced_writes_rejected_total = %v; want at least 1", v)
 	}
 	waitFor(t, 5*time.Second, "leadership under a newer epoch", func() bool {
-		nt := n.b.term.Load()
+		nt := n.b.el.term.Load()
 		return nt != nil && nt != tm && nt.epoch > newer
 	})
 	// The report was handed on to the next term, which refreshed once.

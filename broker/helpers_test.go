@@ -310,11 +310,11 @@ func withClock(clock *clocktest.Clock) nodeOpt {
 func settle(t *testing.T, n *node, clock *clocktest.Clock) {
 	t.Helper()
 	waitFor(t, 30*time.Second, "the scheduler to settle", func() bool {
-		tm := n.b.term.Load()
+		tm := n.b.el.term.Load()
 		if tm == nil {
 			return false
 		}
-		for _, it := range n.b.items {
+		for _, it := range n.b.catalog().items {
 			if due := tm.sched.scheduledAt(it); due.IsZero() || !due.After(clock.Now()) {
 				return false
 			}
@@ -327,4 +327,12 @@ func settle(t *testing.T, n *node, clock *clocktest.Clock) {
 // access token.
 func refreshErrors(n *node, appid string) float64 {
 	return testutil.ToFloat64(n.m.TokenRefresh.WithLabelValues(testNS, appid, KindAccessToken, metrics.ResultError))
+}
+
+// testWrite writes a record for it under fence f the way the leader's save
+// does (same keeps the generation, gen is the one the leader knows; settles
+// also removes the app's credential-call intent), without the cache.
+func testWrite(ctx context.Context, b *Broker, f fence, it *item, value string, exp, at time.Time, src string, same bool, gen int64, settles ...bool) (*record, error) {
+	r := &record{Value: value, ExpiresAt: exp, FetchedAt: at, Src: src}
+	return b.store.writeRecord(ctx, f, writeOf(it, r, same, gen, len(settles) > 0 && settles[0], b.now()))
 }

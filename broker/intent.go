@@ -10,7 +10,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/wxbroker/wxbroker/config"
 	"github.com/wxbroker/wxbroker/wechat"
 )
 
@@ -30,13 +29,17 @@ import (
 // supersedes reports whether a credential call in mode may invalidate it's
 // current token at WeChat.
 func supersedes(it *item, mode string) bool {
-	if it.kind != KindAccessToken {
+	return kindSupersedes(it.spec(), mode)
+}
+
+// kindSupersedes reports whether a call of kind k in mode may invalidate the
+// stored value at WeChat: an exclusive kind's forced call always, and its
+// plain call when every call mints a new value (not rotating).
+func kindSupersedes(k Kind, mode string) bool {
+	if !k.Exclusive() {
 		return false
 	}
-	if it.app.app.TokenMode == config.ModeClassic {
-		return mode == callPlain || mode == callForced
-	}
-	return mode == callForced
+	return mode == callForced || (mode == callPlain && !k.Rotating())
 }
 
 // intent is a recorded credential call.
@@ -63,15 +66,6 @@ func parseIntent(s string) (intent, error) {
 	return intent{epoch: e, start: time.UnixMilli(ms), mode: f[2]}, nil
 }
 
-// clearIntentLua removes an intent this leader recorded, after a call that
-// certainly minted nothing. KEYS[3] intent hash; ARGV[3] field, ARGV[4] the
-// epoch prefix of the value.
-const clearIntentLua = fenceLua + `
-local v = redis.call('HGET', KEYS[3], ARGV[3])
-if v and string.sub(v, 1, string.len(ARGV[4])) == ARGV[4] then redis.call('HDEL', KEYS[3], ARGV[3]) end
-return {1, 0, 0}
-`
-
 // notMinted reports whether a failed credential call certainly minted
 // nothing: WeChat answered with an errcode, or the request was never sent.
 func notMinted(err error) bool {
@@ -85,7 +79,7 @@ func notMinted(err error) bool {
 
 // clearIntent drops the intent of a call of this term that failed without
 // minting a token, so a successor does not refresh for nothing.
-func (b *Broker) clearIntent(t *term, it *item) {
+func (b *refresher) clearIntent(t *term, it *item) {
 	ctx, cancel := context.WithTimeout(t.ctx, b.cfg.WeChat.Timeout)
 	defer cancel()
 	if err := b.store.clearIntent(ctx, t.fence, it.ns, it.appid); err != nil {
@@ -98,7 +92,7 @@ func (b *Broker) clearIntent(t *term, it *item) {
 // after that call began) and refreshed at once. The intent stays until a new
 // token is stored, so the next leader does the same should this one die too,
 // and a force marker of the dead leader does not block reports meanwhile.
-func (b *Broker) settleIntents(t *term) {
+func (b *refresher) settleIntents(t *term) {
 	ctx, cancel := context.WithTimeout(t.ctx, b.cfg.WeChat.Timeout)
 	defer cancel()
 	stored, err := b.store.intents(ctx)
@@ -129,9 +123,9 @@ func (b *Broker) settleIntents(t *term) {
 
 // settleIntent shortens it's stored token after an unsettled call of an
 // earlier term and marks it for a refresh at once.
-func (b *Broker) settleIntent(t *term, it *item, in intent) {
-	k := t.sched.tasks[it]
-	if !k.acquire(t.ctx) {
+func (b *refresher) settleIntent(t *term, it *item, in intent) {
+	k := t.sched.task(it)
+	if k == nil || !k.acquire(t.ctx) {
 		return
 	}
 	defer k.release()
@@ -146,7 +140,7 @@ func (b *Broker) settleIntent(t *term, it *item, in intent) {
 	}
 	b.log.Warn("a previous leader's credential call left no outcome; treating the stored token as superseded and refreshing at once",
 		append(fields, zapTok(cur.Value), zap.Time("assumed_expiry", limit))...)
-	if _, err := b.save(t, it, cur.Value, limit, cur.FetchedAt, cur.Src); err != nil && !errors.Is(err, errFenced) {
+	if _, err := b.save(t, it, &record{Value: cur.Value, ExpiresAt: limit, FetchedAt: cur.FetchedAt, Src: cur.Src}, false); err != nil && !errors.Is(err, errFenced) {
 		b.log.Warn("cannot shorten the stored token's expiry", append(itemFields(it), zapErr(err))...)
 	}
 }

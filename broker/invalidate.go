@@ -5,14 +5,27 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/wxbroker/wxbroker/config"
 	"github.com/wxbroker/wxbroker/metrics"
-	"github.com/wxbroker/wxbroker/wechat"
 )
+
+// reporter takes reports of a rejected token on any replica: on the leader
+// it runs the conditional refresh, elsewhere it forwards the report to the
+// leader through Redis and waits for the new token. Reports of one token on
+// one replica share one forward.
+type reporter struct {
+	*core
+	rep     *replica
+	lead    *refresher
+	el      *elector
+	waitMu  sync.Mutex
+	waiters map[string][]chan string // invalidation outcomes by ns\tappid\tfailed
+}
 
 // Outcomes the leader publishes on {p}:inval:done for forwarded reports.
 const (
@@ -106,7 +119,7 @@ func (b *Broker) ReportFailure(ctx context.Context, ns, appid string, r Report) 
 		source = metrics.SourceClient
 	}
 	it := e.token
-	tok, accepted, err := b.conditionalRefresh(ctx, it, newClaim(r, time.Now()))
+	tok, accepted, err := b.rpt.conditionalRefresh(ctx, it, newClaim(r, time.Now()))
 	if accepted {
 		b.m.FalseReports.WithLabelValues(ns, appid, source).Inc()
 	} else {
@@ -156,34 +169,34 @@ func (c *claim) verify() bool { return c.proof != Proven }
 // token to use next. accepted reports that WeChat still accepted the
 // token: tok is then the current token, the reported one unless it was
 // replaced meanwhile.
-func (b *Broker) conditionalRefresh(ctx context.Context, it *item, c *claim) (tok Token, accepted bool, err error) {
+func (b *reporter) conditionalRefresh(ctx context.Context, it *item, c *claim) (tok Token, accepted bool, err error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, b.invalidateWait())
+		ctx, cancel = context.WithTimeout(ctx, invalidateWait(b.cfg))
 		defer cancel()
 	}
 	failed := c.failed
-	if c.verify() && b.stillAccepted(it, failed, c.since) {
-		tok, err = b.current(it)
+	if c.verify() && stillAccepted(it, failed, c.since, b.verdictReuse) {
+		tok, err = b.rep.current(it)
 		return tok, true, err
 	}
 	if cur := it.cur.Load(); cur != nil && cur.Value != failed {
 		// A stale report, or one about a token newer than this replica has
 		// seen: catch up with Redis once and answer with the current token.
 		if p := it.prev.Load(); p == nil || p.Value != failed {
-			_ = b.refreshItem(ctx, it)
+			_ = b.rep.refreshItem(ctx, it)
 		}
-		tok, err = b.currentExcept(it, failed)
+		tok, err = b.rep.currentExcept(it, failed)
 		return tok, false, err
 	}
-	if t := b.term.Load(); t != nil && t.ctx.Err() == nil {
-		_, err := b.refreshIfCurrent(ctx, t, it, c)
+	if t := b.el.term.Load(); t != nil && t.ctx.Err() == nil {
+		_, err := b.lead.refreshIfCurrent(ctx, t, it, c)
 		switch {
 		case err == nil:
-			tok, err = b.currentExcept(it, failed)
+			tok, err = b.rep.currentExcept(it, failed)
 			return tok, false, err
 		case errors.Is(err, errStillAccepted):
-			tok, err = b.current(it)
+			tok, err = b.rep.current(it)
 			return tok, true, err
 		case errors.Is(err, ErrForceLimited), errors.Is(err, ErrNotConfirmed), errors.Is(err, errRefused):
 			return Token{}, false, err
@@ -197,12 +210,12 @@ func (b *Broker) conditionalRefresh(ctx context.Context, it *item, c *claim) (to
 
 // invalidateWait bounds a follower's wait when the caller set no deadline:
 // a normal and a forced call, and a leader takeover.
-func (b *Broker) invalidateWait() time.Duration {
-	return 2*b.cfg.WeChat.Timeout + b.cfg.Leader.LockTTL
+func invalidateWait(cfg *config.Config) time.Duration {
+	return 2*cfg.WeChat.Timeout + cfg.Leader.LockTTL
 }
 
 // current returns the cached token unless it is (nearly) expired.
-func (b *Broker) current(it *item) (Token, error) {
+func (b *replica) current(it *item) (Token, error) {
 	cur := it.cur.Load()
 	if !servable(cur, b.now()) {
 		return Token{}, ErrNoToken
@@ -212,7 +225,7 @@ func (b *Broker) current(it *item) (Token, error) {
 
 // currentExcept returns the cached token unless it is failed or (nearly)
 // expired.
-func (b *Broker) currentExcept(it *item, failed string) (Token, error) {
+func (b *replica) currentExcept(it *item, failed string) (Token, error) {
 	cur := it.cur.Load()
 	if !servable(cur, b.now()) || cur.Value == failed {
 		return Token{}, ErrNoToken
@@ -222,18 +235,23 @@ func (b *Broker) currentExcept(it *item, failed string) (Token, error) {
 
 // refreshIfCurrent is the conditional refresh on the leader, the one path
 // for a token WeChat rejected: invalidation reports (conditionalRefresh,
-// handleInvalRequest) and fetchTicket's 40001 call it. It refreshes only if
-// c's token is still the current token, one refresh at a time per app, so
+// handleInvalRequest) and fetch's retry of a dependent kind call it. It
+// refreshes only if c's token is still the current token, one refresh at a
+// time per credential (the scheduler's task lock), through the same fetch,
+// write path and bookkeeping (conclude) as a scheduled refresh, so
 // that concurrent reports of it queue here and find it replaced (or
 // answered by the verdict) when their turn comes. Unless the report is
 // proven, it first checks the token with WeChat (errStillAccepted when
 // WeChat accepts it; a verdict reached after the report was made answers
 // without a new check). c is charged just before the check or the fetch.
-// Classic mode counts the fetch against the force budget; stable mode first
-// makes a normal-mode call and forces only if WeChat hands back the failed
-// token.
-func (b *Broker) refreshIfCurrent(ctx context.Context, t *term, it *item, c *claim) (*record, error) {
-	k := t.sched.tasks[it]
+// A kind whose plain call mints a new value is forced at once (counted
+// against the force budget); a rotating kind (stable token) first makes a
+// plain call and forces only if WeChat hands back the failed value.
+func (b *refresher) refreshIfCurrent(ctx context.Context, t *term, it *item, c *claim) (*record, error) {
+	k := t.sched.task(it)
+	if k == nil {
+		return nil, ErrUnknownApp // removed by a reload meanwhile
+	}
 	if !k.acquire(ctx) {
 		return nil, fmt.Errorf("wait for the refresh in progress: %w", context.Cause(ctx))
 	}
@@ -243,7 +261,7 @@ func (b *Broker) refreshIfCurrent(ctx context.Context, t *term, it *item, c *cla
 	if cur == nil || cur.Value != failed {
 		return cur, nil // already replaced: nothing to do
 	}
-	if c.verify() && b.stillAccepted(it, failed, c.since) {
+	if c.verify() && stillAccepted(it, failed, c.since, b.verdictReuse) {
 		return nil, errStillAccepted
 	}
 	if err := c.pay(); err != nil {
@@ -259,40 +277,35 @@ func (b *Broker) refreshIfCurrent(ctx context.Context, t *term, it *item, c *cla
 	began := time.Now()
 	var rec *record
 	var err error
-	if it.app.app.TokenMode == config.ModeClassic {
-		rec, err = b.fetchToken(t, it, callForced)
+	if !it.spec().Rotating() {
+		rec, err = b.fetch(t, it, callForced)
 	} else {
 		// If no forced refresh is allowed, a normal-mode call only helps
 		// inside the rotation window; don't spend quota otherwise.
 		pctx, cancel := context.WithTimeout(ctx, b.cfg.WeChat.Timeout)
-		_, err = b.preCall(pctx, t.fence, it, wechat.APIStableToken, callForceCheck)
+		_, err = b.preCall(pctx, t.fence, it, it.spec().API(), callForceCheck)
 		cancel()
 		if err != nil && (!errors.Is(err, ErrForceLimited) || cur.ExpiresAt.Sub(now) > b.cfg.Refresh.StableRotationWindow) {
 			b.rejected(t, it, err)
 			return nil, err
 		}
-		rec, err = b.fetchToken(t, it, callPlain)
+		rec, err = b.fetch(t, it, callPlain)
 		if err == nil && rec.Value == failed {
-			rec, err = b.fetchToken(t, it, callForced)
+			rec, err = b.fetch(t, it, callForced)
 			if err == nil && rec.Value == failed {
 				err = fmt.Errorf("%w: wechat returned the failed token to a forced refresh", ErrForceLimited)
 			}
 		}
 	}
-	if err != nil {
-		var we *writeError
-		if errors.As(err, &we) {
-			k.pending = we.rec
-		}
-		if !errors.Is(err, ErrForceLimited) && !errors.Is(err, errLeaseShort) && t.ctx.Err() == nil {
-			b.m.TokenRefresh.WithLabelValues(it.ns, it.appid, it.kind, metrics.ResultError).Inc()
-			b.log.Warn("conditional refresh failed", append(itemFields(it), zapErr(err))...)
-		}
-		return nil, err
+	if t.ctx.Err() != nil {
+		return rec, err // the next leader takes over from Redis
 	}
-	b.m.TokenRefresh.WithLabelValues(it.ns, it.appid, it.kind, metrics.ResultSuccess).Inc()
-	b.m.TokenRefreshDuration.WithLabelValues(it.ns, it.kind).Observe(time.Since(began).Seconds())
-	b.recordStatus(t, it, &refreshStatus{LastRefresh: rec.FetchedAt})
+	if o := b.conclude(t, k, began, rec, err); o.err != nil {
+		if !errors.Is(o.err, ErrForceLimited) && !errors.Is(o.err, errLeaseShort) {
+			b.log.Warn("conditional refresh failed", append(itemFields(it), zapErr(o.err))...)
+		}
+		return nil, o.err
+	}
 	return rec, nil
 }
 
@@ -300,7 +313,7 @@ func (b *Broker) refreshIfCurrent(ctx context.Context, t *term, it *item, c *cla
 // token that failed before its expiry: this broker did not replace it, so
 // someone outside fetched a token for this AppID. The caller holds k's lock
 // and has checked that failed is it's current record cur.
-func (b *Broker) detectExternalInvalidation(k *task, cur *record, failed string, now time.Time) bool {
+func (b *refresher) detectExternalInvalidation(k *task, cur *record, failed string, now time.Time) bool {
 	if !now.Before(cur.ExpiresAt) || k.external == failed {
 		return false
 	}
@@ -315,7 +328,7 @@ func (b *Broker) detectExternalInvalidation(k *task, cur *record, failed string,
 // followInvalidate hands a report to the leader through Redis and waits until
 // this replica's cache holds a token other than c's, or the leader answers
 // that WeChat still accepts it (accepted).
-func (b *Broker) followInvalidate(ctx context.Context, it *item, c *claim) (Token, bool, error) {
+func (b *reporter) followInvalidate(ctx context.Context, it *item, c *claim) (Token, bool, error) {
 	failed := c.failed
 	payload := invalPayload(it, failed, c.proof)
 	done, first, err := b.addWaiter(payload, c)
@@ -334,7 +347,7 @@ func (b *Broker) followInvalidate(ctx context.Context, it *item, c *claim) (Toke
 	polls := 0
 	for {
 		changed := it.changes()
-		if tok, err := b.currentExcept(it, failed); err == nil {
+		if tok, err := b.rep.currentExcept(it, failed); err == nil {
 			return tok, false, nil
 		}
 		select {
@@ -346,25 +359,25 @@ func (b *Broker) followInvalidate(ctx context.Context, it *item, c *claim) (Toke
 			case outcomeUnconfirmed:
 				return Token{}, false, ErrNotConfirmed
 			case outcomeAccepted:
-				tok, err := b.current(it)
+				tok, err := b.rep.current(it)
 				return tok, true, err
 			case outcomeError:
-				_ = b.refreshItem(ctx, it)
-				if tok, err := b.currentExcept(it, failed); err == nil {
+				_ = b.rep.refreshItem(ctx, it)
+				if tok, err := b.rep.currentExcept(it, failed); err == nil {
 					return tok, false, nil
 				}
 				return Token{}, false, fmt.Errorf("%w: the leader's refresh failed", ErrNoToken)
 			default:
-				_ = b.refreshItem(ctx, it)
+				_ = b.rep.refreshItem(ctx, it)
 			}
 		case <-tk.C:
-			if c.verify() && b.stillAccepted(it, failed, c.since) {
+			if c.verify() && stillAccepted(it, failed, c.since, b.verdictReuse) {
 				// Another waiter's outcome, published before this one
 				// registered, answered for this report too.
-				tok, err := b.current(it)
+				tok, err := b.rep.current(it)
 				return tok, true, err
 			}
-			_ = b.refreshItem(ctx, it)
+			_ = b.rep.refreshItem(ctx, it)
 			if polls++; polls%4 == 0 {
 				b.forward(ctx, payload) // the leader may have changed meanwhile
 			}
@@ -407,14 +420,14 @@ func proofOf(flag string) Proof {
 }
 
 // forward publishes a report (invalPayload) to the leader.
-func (b *Broker) forward(ctx context.Context, payload string) {
-	_ = b.store.publish(ctx, b.store.keys.inval(), payload)
+func (b *reporter) forward(ctx context.Context, payload string) {
+	_ = b.store.publish(ctx, chanInval, payload)
 }
 
 // addWaiter registers a waiter for the outcome of key and reports whether
 // it is the only one: the first waiter forwards the report, and is the one
 // charged for it (c.pay); a refused charge registers nothing.
-func (b *Broker) addWaiter(key string, c *claim) (chan string, bool, error) {
+func (b *reporter) addWaiter(key string, c *claim) (chan string, bool, error) {
 	ch := make(chan string, 1)
 	b.waitMu.Lock()
 	defer b.waitMu.Unlock()
@@ -428,7 +441,7 @@ func (b *Broker) addWaiter(key string, c *claim) (chan string, bool, error) {
 	return ch, first, nil
 }
 
-func (b *Broker) removeWaiter(key string, ch chan string) {
+func (b *reporter) removeWaiter(key string, ch chan string) {
 	b.waitMu.Lock()
 	defer b.waitMu.Unlock()
 	list := b.waiters[key]
@@ -448,8 +461,8 @@ func (b *Broker) removeWaiter(key string, ch chan string) {
 // handleInvalRequest serves a report forwarded by a follower, if this replica
 // leads, and publishes the outcome. Reports of a token already in progress
 // here are dropped: their outcome is published when that one ends.
-func (b *Broker) handleInvalRequest(payload string) {
-	t := b.term.Load()
+func (b *refresher) handleInvalRequest(payload string) {
+	t := b.el.term.Load()
 	if t == nil || t.ctx.Err() != nil {
 		return
 	}
@@ -463,7 +476,7 @@ func (b *Broker) handleInvalRequest(payload string) {
 	// The follower charged the report when it forwarded it.
 	c := &claim{failed: failed, proof: proofOf(flag), since: time.Now()}
 	t.sched.goForwarded(payload, func() {
-		ctx, cancel := context.WithTimeout(t.ctx, b.invalidateWait())
+		ctx, cancel := context.WithTimeout(t.ctx, invalidateWait(b.cfg))
 		defer cancel()
 		_, err := b.refreshIfCurrent(ctx, t, e.token, c)
 		res := outcomeOK
@@ -479,12 +492,12 @@ func (b *Broker) handleInvalRequest(payload string) {
 		}
 		pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.WeChat.Timeout)
 		defer pcancel()
-		_ = b.store.publish(pctx, b.store.keys.invalDone(), payload+"\t"+res)
+		_ = b.store.publish(pctx, chanInvalDone, payload+"\t"+res)
 	})
 }
 
 // handleInvalDone wakes the waiters of a forwarded report.
-func (b *Broker) handleInvalDone(payload string) {
+func (b *reporter) handleInvalDone(payload string) {
 	i := strings.LastIndexByte(payload, '\t')
 	if i < 0 {
 		return

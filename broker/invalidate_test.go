@@ -249,9 +249,9 @@ func TestTicketFollowsToken(t *testing.T) {
 	// getticket answers 40001: the broker refreshes the token and retries.
 	tok := token(t, n, app.AppID)
 	e.sim.Fail(wechat.APIGetTicket, 1, wechattest.Fault{Errcode: 40001})
-	tm := n.b.term.Load()
-	if _, err := n.b.fetchTicket(tm, n.b.apps[testNS][app.AppID].tickets["jsapi"]); err != nil {
-		t.Fatalf("fetchTicket after 40001: %v", err)
+	tm := n.b.el.term.Load()
+	if _, err := n.b.lead.fetch(tm, n.b.catalog().apps[testNS][app.AppID].tickets["jsapi"], callPlain); err != nil {
+		t.Fatalf("fetch of a ticket after 40001: %v", err)
 	}
 	waitFor(t, 5*time.Second, "a token refresh after getticket's 40001", func() bool {
 		now, _ := n.b.AccessToken(testNS, app.AppID)

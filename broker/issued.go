@@ -100,10 +100,15 @@ func (x *issuedIndex) markUnknown(tok string) {
 // or expired token, and an error wrapping ErrTokenLookup when Redis could not
 // be asked. It is safe for concurrent use.
 func (b *Broker) IssuedTokenApp(ctx context.Context, tok string) (ns, appid string, ok bool, err error) {
+	return b.rep.issuedApp(ctx, tok)
+}
+
+// issuedApp is IssuedTokenApp.
+func (b *replica) issuedApp(ctx context.Context, tok string) (ns, appid string, ok bool, err error) {
 	now := b.now()
 	e, known, unknown := b.issued.lookup(tok)
 	if known {
-		if now.Before(e.exp) {
+		if now.Before(e.exp) && b.catalog().has(e.it) {
 			return e.it.ns, e.it.appid, true, nil
 		}
 		return "", "", false, nil
@@ -118,14 +123,14 @@ func (b *Broker) IssuedTokenApp(ctx context.Context, tok string) (ns, appid stri
 		return "", "", false, err
 	}
 	e, found := v.(issuedEntry)
-	if !found || e.it == nil || !now.Before(e.exp) {
+	if !found || e.it == nil || !now.Before(e.exp) || !b.catalog().has(e.it) {
 		return "", "", false, nil
 	}
 	return e.it.ns, e.it.appid, true, nil
 }
 
 // lookupIssued asks Redis about a token this replica does not know.
-func (b *Broker) lookupIssued(ctx context.Context, tok string) (issuedEntry, error) {
+func (b *replica) lookupIssued(ctx context.Context, tok string) (issuedEntry, error) {
 	// Concurrent lookups share this one: the first caller going away must
 	// not fail the others.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.WeChat.Timeout)

@@ -64,7 +64,7 @@ func (w *lossWatch) previousLeaseEnd(sent time.Time, ttl time.Duration) time.Tim
 
 // epochLost reports whether the epoch key is missing (a failed read counts as
 // not missing: takeEpoch decides then).
-func (b *Broker) epochLost(ctx context.Context) bool {
+func (b *elector) epochLost(ctx context.Context) bool {
 	missing, err := b.store.epochMissing(ctx)
 	return err == nil && missing
 }
@@ -72,7 +72,7 @@ func (b *Broker) epochLost(ctx context.Context) bool {
 // waitOutLostLease holds lock, renewing it every renew_interval, until any
 // lease granted before Redis lost its data must have ended. It returns when
 // the last renewal (or the obtain) was sent, to start the new lease from.
-func (b *Broker) waitOutLostLease(ctx context.Context, lock *redislock.Lock, sent time.Time) (time.Time, error) {
+func (b *elector) waitOutLostLease(ctx context.Context, lock *redislock.Lock, sent time.Time) (time.Time, error) {
 	until := b.loss.previousLeaseEnd(sent, b.cfg.Leader.LockTTL)
 	b.log.Warn("obtained the leader lock after redis lost its data; waiting for any previous leader's lease to end before leading",
 		zap.Duration("wait", time.Until(until)), zap.String("instance_id", b.id))
@@ -91,7 +91,7 @@ func (b *Broker) waitOutLostLease(ctx context.Context, lock *redislock.Lock, sen
 		}
 		s := time.Now()
 		rctx, cancel := context.WithTimeout(ctx, renew)
-		err := lock.Refresh(rctx, b.cfg.Leader.LockTTL, nil)
+		err := b.store.renewLock(rctx, lock, b.cfg.Leader.LockTTL, nil)
 		cancel()
 		b.setRedis(err)
 		if err != nil {

@@ -23,10 +23,10 @@ func TestNoSplitBrainAfterRedisLosesData(t *testing.T) {
 	old := leader(t, 10*time.Second, nodes...)
 	for _, n := range nodes {
 		token(t, n, app.AppID)
-		waitFor(t, 5*time.Second, "every replica to know the epoch", func() bool { return n.b.maxEpoch.Load() >= 1 })
+		waitFor(t, 5*time.Second, "every replica to know the epoch", func() bool { return n.b.el.maxEpoch.Load() >= 1 })
 	}
 
-	oldEpoch := old.b.term.Load().epoch
+	oldEpoch := old.b.el.term.Load().epoch
 	killed := time.Now()
 	e.redis.Kill()
 	e.redis.Start() // same port, empty
@@ -41,7 +41,7 @@ func TestNoSplitBrainAfterRedisLosesData(t *testing.T) {
 			if n.b.IsLeader() {
 				leaders++
 			}
-			if tm := n.b.term.Load(); tm != nil && tm.ctx.Err() == nil && tm.epoch > oldEpoch {
+			if tm := n.b.el.term.Load(); tm != nil && tm.ctx.Err() == nil && tm.epoch > oldEpoch {
 				first = time.Now()
 			}
 		}
@@ -52,7 +52,7 @@ func TestNoSplitBrainAfterRedisLosesData(t *testing.T) {
 	}
 	// The old leader's last renewal was sent before the kill, so its lease
 	// lasts at most leaseValidity after it.
-	if got, min := first.Sub(killed), nodes[0].b.leaseValidity(); got < min {
+	if got, min := first.Sub(killed), nodes[0].b.el.leaseValidity(); got < min {
 		t.Errorf("a new term began %s after Redis lost the lock; want at least the old lease (%s)", got, min)
 	}
 	t.Logf("new term %s after the kill", first.Sub(killed))

@@ -4,9 +4,15 @@ import (
 	"context"
 	"time"
 
-	"github.com/wxbroker/wxbroker/config"
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/wxbroker/wxbroker/metrics"
 )
+
+// exporter keeps the per-credential metrics: it seeds the series alerts
+// read, exports when each record is due, and clears what only a leader or a
+// removed app had.
+type exporter struct{ *core }
 
 // The alerts page on the first event, so every per-app series they use
 // exists from start-up (a counter first seen at 1 has no increase), and
@@ -17,17 +23,40 @@ import (
 // increase, exports the forced-refresh cap, and gives every item a refresh
 // deadline of start plus the time a leader needs to fetch a first token, so
 // an app that never gets one shows as late.
-func (b *Broker) seedMetrics(start time.Time) {
+func (b *exporter) seedMetrics(start time.Time, items []*item) {
 	b.m.ForcedRefreshLimit.Set(float64(b.cfg.Refresh.ForceDailyCap))
 	first := start.Add(b.cfg.Leader.LockTTL + b.cfg.WeChat.Timeout)
-	for _, it := range b.items {
+	for _, it := range items {
 		b.m.TokenRefresh.WithLabelValues(it.ns, it.appid, it.kind, metrics.ResultSuccess)
 		b.m.TokenRefresh.WithLabelValues(it.ns, it.appid, it.kind, metrics.ResultError)
 		b.m.RefreshDue.WithLabelValues(it.ns, it.appid, it.kind).Set(unixSeconds(first))
 		if it.kind == KindAccessToken {
 			b.m.ExternalInvalidation.WithLabelValues(it.ns, it.appid)
+			for _, src := range []string{metrics.SourceClient, metrics.SourceCompat, metrics.SourceLogin, metrics.SourceProxy} {
+				b.m.InvalidCredential.WithLabelValues(it.ns, it.appid, src)
+			}
 			b.m.ForcedRefreshUsed.WithLabelValues(it.ns, it.appid).Set(0)
 		}
+	}
+}
+
+// dropMetrics deletes every per-credential series of it (its app was
+// removed by a reload): a removed app must not page as late or stopped.
+func (b *exporter) dropMetrics(it *item) {
+	match := map[string]string{"wx_namespace": it.ns, "appid": it.appid, "kind": it.kind}
+	for _, v := range []interface {
+		DeletePartialMatch(prometheus.Labels) int
+	}{b.m.TokenRefresh, b.m.TokenExpiry, b.m.TokenLastRefreshSuccess, b.m.RefreshDue, b.m.RefreshStopped} {
+		v.DeletePartialMatch(match)
+	}
+	if it.kind != KindAccessToken {
+		return
+	}
+	app := map[string]string{"wx_namespace": it.ns, "appid": it.appid}
+	for _, v := range []interface {
+		DeletePartialMatch(prometheus.Labels) int
+	}{b.m.ExternalInvalidation, b.m.ForcedRefreshUsed, b.m.WeChatQuotaUsed, b.m.WeChatErrors, b.m.InvalidCredential, b.m.FalseReports} {
+		v.DeletePartialMatch(app)
 	}
 }
 
@@ -35,7 +64,7 @@ func (b *Broker) seedMetrics(start time.Time) {
 // record just applied to it's cache. Every replica computes it from the
 // record alone, so the value agrees across replicas and still moves into the
 // past when there is no leader at all.
-func (b *Broker) exportDeadline(it *item, r *record) {
+func (b *exporter) exportDeadline(it *item, r *record) {
 	b.m.RefreshDue.WithLabelValues(it.ns, it.appid, it.kind).Set(unixSeconds(b.refreshDeadline(it, r)))
 }
 
@@ -45,45 +74,38 @@ func (b *Broker) exportDeadline(it *item, r *record) {
 // rotation window left plus the jitter (WeChat mints the successor only in
 // the window). Tickets: half of before_expiry left, the longest a ticket
 // waits for its token's refresh to bring a new one.
-func (b *Broker) refreshDeadline(it *item, r *record) time.Time {
+func (b *exporter) refreshDeadline(it *item, r *record) time.Time {
 	life := r.ExpiresAt.Sub(r.FetchedAt)
 	if life <= 0 {
 		return r.ExpiresAt
 	}
-	before, _ := b.cfg.Refresh.Lead(life)
-	if it.kind != KindAccessToken {
-		return r.ExpiresAt.Add(-before / 2)
-	}
-	if lead, jitter, ok := b.cfg.Refresh.StableLead(life); ok && it.app.app.TokenMode != config.ModeClassic {
-		return r.ExpiresAt.Add(-lead + jitter)
-	}
-	return r.ExpiresAt.Add(-before)
+	return it.spec().Deadline(b.cfg.Refresh, r.ExpiresAt, life)
 }
 
 // markStopped exports that retries of it stopped after errcode code.
-func (b *Broker) markStopped(it *item, code int) {
+func (b *exporter) markStopped(it *item, code int) {
 	b.clearStopped(it)
 	b.m.RefreshStopped.WithLabelValues(it.ns, it.appid, it.kind, metrics.ErrcodeLabel(code)).Set(1)
 }
 
 // clearStopped removes it's retries-stopped series (a refresh succeeded).
-func (b *Broker) clearStopped(it *item) {
+func (b *exporter) clearStopped(it *item) {
 	b.m.RefreshStopped.DeletePartialMatch(map[string]string{"wx_namespace": it.ns, "appid": it.appid, "kind": it.kind})
 }
 
 // resetLeaderMetrics clears what only a leader knows: today's call counts
 // and the retries-stopped states. Called when a term ends; the next leader
 // loads the day's counts from Redis.
-func (b *Broker) resetLeaderMetrics() {
+func (b *exporter) resetLeaderMetrics() {
 	b.m.RefreshStopped.Reset()
 	b.resetDayMetrics()
 }
 
 // resetDayMetrics sets the per-day counts to zero (a new UTC+8 day, or no
 // longer the leader).
-func (b *Broker) resetDayMetrics() {
+func (b *exporter) resetDayMetrics() {
 	b.m.WeChatQuotaUsed.Reset()
-	for _, it := range b.items {
+	for _, it := range b.catalog().items {
 		if it.kind == KindAccessToken {
 			b.m.ForcedRefreshUsed.WithLabelValues(it.ns, it.appid).Set(0)
 		}
@@ -108,9 +130,9 @@ func (b *Broker) dayMetricsLoop(ctx context.Context) {
 			continue
 		}
 		today = d
-		b.resetDayMetrics()
-		if t := b.term.Load(); t != nil && t.ctx.Err() == nil {
-			b.loadQuotaGauges(t.ctx)
+		b.ex.resetDayMetrics()
+		if t := b.el.term.Load(); t != nil && t.ctx.Err() == nil {
+			b.ex.loadQuotaGauges(t.ctx)
 		}
 	}
 }

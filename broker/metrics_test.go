@@ -184,16 +184,16 @@ func TestRefreshDeadlineBoundsTheSchedule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newScheduler(b, nil)
+	s := newScheduler(b.lead, nil)
 	now := b.now()
 	life := 2 * time.Hour
-	for _, it := range b.items {
+	for _, it := range b.catalog().items {
 		rec := &record{Value: "v-" + it.field, ExpiresAt: now.Add(life), FetchedAt: now, Rev: 1}
 		if it.kind != KindAccessToken {
-			rec.Src = shortHash(it.app.token.cur.Load().Value)
+			rec.Src = shortHash(it.app.Load().token.cur.Load().Value)
 		}
 		it.cur.Store(rec)
-		deadline := b.refreshDeadline(it, rec)
+		deadline := b.ex.refreshDeadline(it, rec)
 		for _, j := range []float64{0, 0.5, 0.999999} {
 			k := s.tasks[it]
 			k.basedOn, k.jitter = rec.Rev, j
@@ -205,7 +205,7 @@ func TestRefreshDeadlineBoundsTheSchedule(t *testing.T) {
 		if !deadline.Before(rec.ExpiresAt) {
 			t.Errorf("%s %s: deadline %s not before the expiry", it.appid, it.kind, deadline.Sub(now))
 		}
-		if it.kind == KindAccessToken && it.app.app.TokenMode == config.ModeStable {
+		if it.kind == KindAccessToken && it.config().TokenMode == config.ModeStable {
 			// The deadline leaves more than half of the rotation window, so
 			// WxbrokerRefreshLate (deadline + 30 s, evaluated every 15 s)
 			// pages with more than half of it left.

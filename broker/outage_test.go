@@ -55,7 +55,7 @@ func TestRedisOutage(t *testing.T) {
 	l := leader(t, 2*cfg.Leader.LockTTL+time.Second, nodes...)
 	rdb := e.redis.Client(t)
 	waitFor(t, 3*time.Second, "the token restored to Redis", func() bool {
-		n, err := rdb.HExists(context.Background(), l.b.store.keys.tok(testNS), l.b.items[0].field).Result()
+		n, err := rdb.HExists(context.Background(), l.b.store.keys.tok(testNS), l.b.catalog().items[0].field).Result()
 		return err == nil && n
 	})
 	if got := e.sim.Calls(wechat.APIToken, app.AppID); got != calls {

@@ -56,7 +56,7 @@ func (g *pauseGuard) init(lockTTL time.Duration) {
 func (g *pauseGuard) since() int64 { return int64(time.Since(g.base)) + 1 }
 
 // heartbeat stamps the clock until ctx ends and notes the gaps it sees.
-func (b *Broker) heartbeat(ctx context.Context) {
+func (b *replica) heartbeat(ctx context.Context) {
 	g := &b.pause
 	g.beat.Store(g.since())
 	defer g.beat.Store(0)
@@ -99,7 +99,7 @@ func (g *pauseGuard) suspect() bool {
 // afterPause is called by every read before it serves from the cache. After
 // a pause it reloads from Redis first (one reload for all concurrent reads)
 // and returns ErrNoToken when that fails.
-func (b *Broker) afterPause() error {
+func (b *replica) afterPause() error {
 	g := &b.pause
 	if !g.suspect() {
 		return nil
@@ -129,7 +129,7 @@ func (b *Broker) afterPause() error {
 
 // resyncAfterPause reloads every record and, if the reload began after the
 // last pause was noticed, marks that pause covered. It closes done at the end.
-func (b *Broker) resyncAfterPause(done chan struct{}) {
+func (b *replica) resyncAfterPause(done chan struct{}) {
 	g := &b.pause
 	defer func() {
 		g.mu.Lock()

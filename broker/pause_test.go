@@ -14,7 +14,7 @@ import (
 
 // pauseFor makes n's heartbeat look as if the process had been stopped for d.
 func pauseFor(n *node, d time.Duration) {
-	n.b.pause.beat.Store(n.b.pause.since() - int64(d))
+	n.b.rep.pause.beat.Store(n.b.rep.pause.since() - int64(d))
 }
 
 // TestReadAfterPauseReloadsFromRedis: a replica resumed after a pause must
@@ -31,15 +31,15 @@ func TestReadAfterPauseReloadsFromRedis(t *testing.T) {
 	leader(t, 5*time.Second, l)
 	n := e.start("paused", slow)
 	old := token(t, n, app.AppID)
-	waitFor(t, 5*time.Second, "the heartbeat to run", func() bool { return n.b.pause.beat.Load() != 0 })
+	waitFor(t, 5*time.Second, "the heartbeat to run", func() bool { return n.b.rep.pause.beat.Load() != 0 })
 
 	// A newer record reaches Redis while the replica is "stopped": written
 	// without a pub/sub message, as one the replica has not read yet.
-	cur := n.b.items[0].cur.Load()
+	cur := n.b.catalog().items[0].cur.Load()
 	rec := fmt.Sprintf("%d\t%d\t%s", cur.Rev+1000, cur.Gen+1,
 		recordTail("replaced-while-paused", cur.ExpiresAt, time.Now(), "test"))
 	rdb := e.redis.Client(t)
-	if err := rdb.HSet(context.Background(), n.b.store.keys.tok(testNS), n.b.items[0].field, rec).Err(); err != nil {
+	if err := rdb.HSet(context.Background(), n.b.store.keys.tok(testNS), n.b.catalog().items[0].field, rec).Err(); err != nil {
 		t.Fatalf("HSET: %v", err)
 	}
 	if got, _ := n.b.AccessToken(testNS, app.AppID); got.AccessToken != old.AccessToken {

@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"go.uber.org/zap"
 )
@@ -11,13 +10,13 @@ import (
 // reconcile loads every stored record from Redis into the cache (one HGETALL
 // per namespace, pipelined). Missing records leave the cache alone: a token
 // Redis lost stays served until it expires.
-func (b *Broker) reconcile(ctx context.Context) error {
+func (b *replica) reconcile(ctx context.Context) error {
 	_, err := b.reconcileLoad(ctx)
 	return err
 }
 
 // reconcileLoad is reconcile that also returns what Redis held.
-func (b *Broker) reconcileLoad(ctx context.Context) (map[string]map[string]string, error) {
+func (b *replica) reconcileLoad(ctx context.Context) (map[string]map[string]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.Leader.LockTTL)
 	defer cancel()
 	stored, err := b.load(ctx)
@@ -33,7 +32,7 @@ func (b *Broker) reconcileLoad(ctx context.Context) (map[string]map[string]strin
 }
 
 // refreshItem reads one item's record from Redis and applies it.
-func (b *Broker) refreshItem(ctx context.Context, it *item) error {
+func (b *replica) refreshItem(ctx context.Context, it *item) error {
 	raw, ok, err := b.store.record(ctx, it.ns, it.field)
 	if !ok && err == nil {
 		return nil
@@ -46,7 +45,7 @@ func (b *Broker) refreshItem(ctx context.Context, it *item) error {
 }
 
 // applyRaw applies a stored record named by namespace and hash field.
-func (b *Broker) applyRaw(ns, field, raw string) {
+func (b *replica) applyRaw(ns, field, raw string) {
 	it := b.itemByField(ns, field)
 	if it == nil {
 		return // an app no longer configured
@@ -59,32 +58,26 @@ func (b *Broker) applyRaw(ns, field, raw string) {
 	b.apply(it, r)
 }
 
-func (b *Broker) itemByField(ns, field string) *item {
-	appid, kind, ok := strings.Cut(field, "/")
-	if !ok {
-		return nil
-	}
-	e, ok := b.entry(ns, appid)
-	if !ok {
-		return nil
-	}
-	if kind == KindAccessToken {
-		return e.token
-	}
-	for _, it := range e.tickets {
-		if it.kind == kind {
-			return it
-		}
-	}
-	return nil
+func (b *core) itemByField(ns, field string) *item {
+	return b.catalog().byField(ns, field)
+}
+
+// restorer writes back, on the leader, what Redis lost: a valid cached
+// record that Redis no longer holds, or holds in an older version (a Redis
+// restarted without persistence, a Sentinel failover to a replica that
+// missed the last writes). It writes through the refresher's one write path.
+type restorer struct {
+	*core
+	rep *replica
+	r   *refresher
 }
 
 // reseed runs when a term begins: it reads every record from Redis and
 // repairs those older than the cache (see repair).
-func (b *Broker) reseed(t *term) {
+func (b *restorer) reseed(t *term) {
 	ctx, cancel := context.WithTimeout(t.ctx, b.cfg.WeChat.Timeout)
 	defer cancel()
-	stored, err := b.load(ctx)
+	stored, err := b.rep.load(ctx)
 	if err != nil {
 		return
 	}
@@ -93,7 +86,7 @@ func (b *Broker) reseed(t *term) {
 
 // load reads every namespace's records from Redis (one HGETALL each,
 // pipelined): namespace → field → raw record.
-func (b *Broker) load(ctx context.Context) (map[string]map[string]string, error) {
+func (b *replica) load(ctx context.Context) (map[string]map[string]string, error) {
 	stored, err := b.store.records(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load tokens: %w", err)
@@ -121,8 +114,8 @@ func olderInRedis(cached, stored *record) bool {
 // fetched again just because Redis forgot it, and no replica that starts
 // later loads a token the leader already replaced. stored is what Redis held
 // (load); each item is checked again under its task lock before the write.
-func (b *Broker) repair(t *term, stored map[string]map[string]string) {
-	for _, it := range b.items {
+func (b *restorer) repair(t *term, stored map[string]map[string]string) {
+	for _, it := range b.catalog().items {
 		if t.ctx.Err() != nil {
 			return
 		}
@@ -130,7 +123,10 @@ func (b *Broker) repair(t *term, stored map[string]map[string]string) {
 		if cur == nil || !b.now().Before(cur.ExpiresAt) || !olderInRedis(cur, storedRecord(stored, it)) {
 			continue
 		}
-		k := t.sched.tasks[it]
+		k := t.sched.task(it)
+		if k == nil {
+			continue // removed by a reload meanwhile
+		}
 		if !k.acquire(t.ctx) {
 			return
 		}
@@ -146,7 +142,7 @@ func (b *Broker) repair(t *term, stored map[string]map[string]string) {
 // repairItem rewrites it's cached record if Redis still holds an older one
 // (read again: the leader may have written since the snapshot). The caller
 // holds it's task lock.
-func (b *Broker) repairItem(t *term, it *item) error {
+func (b *restorer) repairItem(t *term, it *item) error {
 	ctx, cancel := context.WithTimeout(t.ctx, b.cfg.WeChat.Timeout)
 	raw, ok, err := b.store.record(ctx, it.ns, it.field)
 	cancel()
@@ -161,7 +157,7 @@ func (b *Broker) repairItem(t *term, it *item) error {
 	if cur == nil || !b.now().Before(cur.ExpiresAt) || !olderInRedis(cur, old) {
 		return nil
 	}
-	if _, err := b.save(t, it, cur.Value, cur.ExpiresAt, cur.FetchedAt, cur.Src); err != nil {
+	if _, err := b.r.save(t, it, cur, false); err != nil {
 		return err
 	}
 	fields := append(itemFields(it), zapTok(cur.Value), zap.Int64("generation", cur.Gen))

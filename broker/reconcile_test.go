@@ -20,10 +20,10 @@ func TestReconcileRepairsMissedEvent(t *testing.T) {
 	b := e.start("b")
 	token(t, a, app.AppID)
 	token(t, b, app.AppID)
-	r := a.b.apps[testNS][app.AppID].token.cur.Load()
+	r := a.b.catalog().apps[testNS][app.AppID].token.cur.Load()
 	now := time.Now()
 	raw := fmt.Sprintf("%d\t%d\t%s", r.Rev+1000, r.Gen+1, recordTail("missed-event-token", now.Add(time.Hour), now, ""))
-	if err := e.redis.Client(t).HSet(context.Background(), a.b.store.keys.tok(testNS), a.b.items[0].field, raw).Err(); err != nil {
+	if err := e.redis.Client(t).HSet(context.Background(), a.b.store.keys.tok(testNS), a.b.catalog().items[0].field, raw).Err(); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 3*time.Second, "the follower to reconcile (every 500ms)", func() bool {

@@ -8,7 +8,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/wxbroker/wxbroker/config"
 	"github.com/wxbroker/wxbroker/metrics"
 	"github.com/wxbroker/wxbroker/wechat"
 )
@@ -17,6 +16,49 @@ var (
 	errLeaseShort    = errors.New("broker: leader lease too short for a credential call")
 	errNoAccessToken = errors.New("broker: no valid access token to fetch a ticket with")
 )
+
+// refresher is the leader's work: every credential call (under the lease,
+// counted against the quota and the force budget, its intent recorded),
+// every fenced write, and the two refreshes that use them — the scheduled
+// one (refresh) and the conditional one of a report (refreshIfCurrent),
+// which share the fetch and the write path.
+type refresher struct {
+	*core
+	wx  WeChat
+	rep *replica
+	ex  *exporter
+	el  *elector
+}
+
+// leaderWork is what the elector runs for each term: the restorer's
+// repair of Redis, then the scheduler over the refresher.
+type leaderWork struct {
+	r   *refresher
+	fix *restorer
+	ex  *exporter
+	el  *elector
+}
+
+// begin gives a new term its scheduler.
+func (w *leaderWork) begin(t *term) { t.sched = newScheduler(w.r, t) }
+
+// run repairs what Redis lost, then runs the term's scheduler until the
+// term ends.
+func (w *leaderWork) run(t *term) {
+	w.fix.reseed(t)
+	t.sched.run()
+}
+
+// end clears what only a leader knows.
+func (w *leaderWork) end() { w.ex.resetLeaderMetrics() }
+
+// repairIfLeading repairs, on the leader, what Redis lost (stored is what a
+// reconcile read).
+func (w *leaderWork) repairIfLeading(stored map[string]map[string]string) {
+	if t := w.el.current(); t != nil {
+		w.fix.repair(t, stored)
+	}
+}
 
 // writeError is a credential WeChat handed out that could not be stored
 // (Redis failed, not the fence): the scheduler retries the write, not the call.
@@ -31,7 +73,7 @@ func (e *writeError) Unwrap() error { return e.err }
 // credentialCall makes one call to a credential endpoint under term t: only
 // while the lease outlasts the call's timeout, after counting it (fenced)
 // against the quota and, when forced, the force budget.
-func (b *Broker) credentialCall(t *term, it *item, api, mode string, call func(context.Context) error) error {
+func (b *refresher) credentialCall(t *term, it *item, api, mode string, call func(context.Context) error) error {
 	timeout := b.cfg.WeChat.Timeout
 	if err := t.ctx.Err(); err != nil {
 		return context.Cause(t.ctx)
@@ -66,41 +108,56 @@ func (b *Broker) credentialCall(t *term, it *item, api, mode string, call func(c
 	return err
 }
 
-// fetchToken fetches it's access token (mode callPlain, or callForced for a
-// forced refresh) and stores it.
-func (b *Broker) fetchToken(t *term, it *item, mode string) (*record, error) {
-	a := it.app.app
-	classic := a.TokenMode == config.ModeClassic
-	api := wechat.APIStableToken
-	if classic {
-		api = wechat.APIToken
-	}
-	start := b.now()
-	var tok wechat.Token
-	err := b.credentialCall(t, it, api, mode, func(ctx context.Context) error {
-		var err error
-		if classic {
-			tok, err = b.wx.Token(ctx, a.AppID, a.Secret.Reveal())
-		} else {
-			tok, err = b.wx.StableToken(ctx, a.AppID, a.Secret.Reveal(), mode == callForced)
+// fetch makes one credential call for it (mode callPlain, or callForced
+// for a forced refresh) through its kind and stores the answer. A kind that
+// needs another credential is fetched with that one's current value; when
+// WeChat rejects that value, it is refreshed conditionally and the call
+// made once more.
+func (b *refresher) fetch(t *term, it *item, mode string) (*record, error) {
+	k := it.spec()
+	for attempt := 0; ; attempt++ {
+		a := it.config() // read at every call: a reload may have changed the secret
+		req := FetchRequest{AppID: a.AppID, Secret: a.Secret.Reveal(), Forced: mode == callForced}
+		src := ""
+		dep := it.needed()
+		if dep != nil {
+			cur := dep.cur.Load()
+			if cur == nil || !b.now().Before(cur.ExpiresAt) {
+				return nil, errNoAccessToken
+			}
+			req.Needed, src = cur.Value, shortHash(cur.Value)
 		}
-		return err
-	})
-	if err != nil {
-		if supersedes(it, mode) && wechat.OutcomeUnknown(err) {
-			b.assumeSuperseded(t, it, start)
+		start := b.now()
+		var got Fetched
+		err := b.credentialCall(t, it, k.API(), mode, func(ctx context.Context) error {
+			var err error
+			got, err = k.Fetch(ctx, b.wx, req)
+			return err
+		})
+		var ae *wechat.APIError
+		if dep != nil && attempt == 0 && errors.As(err, &ae) && ae.InvalidCredential() {
+			b.m.InvalidCredential.WithLabelValues(it.ns, it.appid, metrics.SourceBroker).Inc()
+			if _, err := b.refreshIfCurrent(t.ctx, t, dep, &claim{failed: req.Needed, since: time.Now()}); err != nil {
+				return nil, fmt.Errorf("refresh the %s %s rejected: %w", dep.kind, k.API(), err)
+			}
+			continue
 		}
-		return nil, err
+		if err != nil {
+			if supersedes(it, mode) && wechat.OutcomeUnknown(err) {
+				b.assumeSuperseded(t, it, start)
+			}
+			return nil, err
+		}
+		if !validValue(got.Value) || got.ExpiresIn <= 0 {
+			return nil, fmt.Errorf("%s answered an unusable %s (expires_in %s)", k.API(), k.Name(), got.ExpiresIn)
+		}
+		return b.save(t, it, &record{Value: got.Value, ExpiresAt: start.Add(got.ExpiresIn), FetchedAt: start, Src: src}, k.Exclusive())
 	}
-	if !validValue(tok.AccessToken) || tok.ExpiresIn <= 0 {
-		return nil, fmt.Errorf("%s answered an unusable token (expires_in %s)", api, tok.ExpiresIn)
-	}
-	return b.saveFetched(t, it, tok.AccessToken, start.Add(tok.ExpiresIn), start, "", true)
 }
 
 // assumeSuperseded handles a classic fetch whose outcome is unknown: WeChat
 // may have minted a new token, which kills the stored one after the overlap.
-func (b *Broker) assumeSuperseded(t *term, it *item, start time.Time) {
+func (b *refresher) assumeSuperseded(t *term, it *item, start time.Time) {
 	cur := it.cur.Load()
 	limit := start.Add(b.overlap)
 	if cur == nil || !cur.ExpiresAt.After(limit) {
@@ -108,41 +165,8 @@ func (b *Broker) assumeSuperseded(t *term, it *item, start time.Time) {
 	}
 	b.log.Warn("token fetch outcome unknown; assuming the stored token ends after the overlap",
 		append(itemFields(it), zapTok(cur.Value), zap.Time("assumed_expiry", limit))...)
-	if _, err := b.save(t, it, cur.Value, limit, cur.FetchedAt, cur.Src); err != nil && !errors.Is(err, errFenced) {
+	if _, err := b.save(t, it, &record{Value: cur.Value, ExpiresAt: limit, FetchedAt: cur.FetchedAt, Src: cur.Src}, false); err != nil && !errors.Is(err, errFenced) {
 		b.log.Warn("cannot shorten the stored token's expiry", append(itemFields(it), zapErr(err))...)
-	}
-}
-
-// fetchTicket fetches a ticket with the current access token and stores it.
-// A token WeChat rejects is refreshed conditionally and the call retried once.
-func (b *Broker) fetchTicket(t *term, it *item) (*record, error) {
-	for attempt := 0; ; attempt++ {
-		tok := it.app.token.cur.Load()
-		if tok == nil || !b.now().Before(tok.ExpiresAt) {
-			return nil, errNoAccessToken
-		}
-		start := b.now()
-		var tk wechat.Ticket
-		err := b.credentialCall(t, it, wechat.APIGetTicket, callPlain, func(ctx context.Context) error {
-			var err error
-			tk, err = b.wx.Ticket(ctx, tok.Value, it.typ)
-			return err
-		})
-		var ae *wechat.APIError
-		if errors.As(err, &ae) && ae.InvalidCredential() && attempt == 0 {
-			b.m.InvalidCredential.WithLabelValues(it.ns, it.appid, metrics.SourceBroker).Inc()
-			if _, err := b.refreshIfCurrent(t.ctx, t, it.app.token, &claim{failed: tok.Value, since: time.Now()}); err != nil {
-				return nil, fmt.Errorf("refresh the access token getticket rejected: %w", err)
-			}
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if !validValue(tk.Ticket) || tk.ExpiresIn <= 0 {
-			return nil, fmt.Errorf("getticket answered an unusable ticket (expires_in %s)", tk.ExpiresIn)
-		}
-		return b.save(t, it, tk.Ticket, start.Add(tk.ExpiresIn), start, shortHash(tok.Value))
 	}
 }
 
@@ -163,7 +187,7 @@ type outcome struct {
 // refresh runs one scheduled refresh of k (a pending write, else a fetch),
 // records its metrics and, unless a retry follows, its status, and returns
 // the outcome. The caller holds k's lock.
-func (b *Broker) refresh(t *term, k *task) outcome {
+func (b *refresher) refresh(t *term, k *task) outcome {
 	it := k.it
 	began := time.Now()
 	var rec *record
@@ -171,19 +195,27 @@ func (b *Broker) refresh(t *term, k *task) outcome {
 	if p := k.pending; p != nil {
 		k.pending = nil
 		if b.now().Before(p.ExpiresAt) {
-			rec, err = b.saveFetched(t, it, p.Value, p.ExpiresAt, p.FetchedAt, p.Src, true)
+			rec, err = b.save(t, it, p, it.spec().Exclusive())
 		}
 	}
 	if rec == nil && err == nil {
-		if it.kind == KindAccessToken {
-			rec, err = b.fetchToken(t, it, callPlain)
-		} else {
-			rec, err = b.fetchTicket(t, it)
-		}
+		rec, err = b.fetch(t, it, callPlain)
 	}
 	if t.ctx.Err() != nil {
 		return outcome{termOver: true}
 	}
+	return b.conclude(t, k, began, rec, err)
+}
+
+// conclude is the bookkeeping of every refresh attempt, scheduled (refresh)
+// or conditional (refreshIfCurrent): a credential Redis failed to store is
+// kept for the scheduler to write again (k.pending), the attempt is counted
+// and timed, its status recorded, and retries stop after an error retrying
+// cannot fix. A lease too short, a missing needed credential or a spent
+// force budget are no attempt: they are passed on uncounted. The caller
+// holds k's lock; the term is live.
+func (b *refresher) conclude(t *term, k *task, began time.Time, rec *record, err error) outcome {
+	it := k.it
 	now := b.now()
 	var we *writeError
 	if errors.As(err, &we) {
@@ -194,9 +226,9 @@ func (b *Broker) refresh(t *term, k *task) outcome {
 		b.m.TokenRefresh.WithLabelValues(it.ns, it.appid, it.kind, metrics.ResultSuccess).Inc()
 		b.m.TokenRefreshDuration.WithLabelValues(it.ns, it.kind).Observe(time.Since(began).Seconds())
 		b.recordStatus(t, it, &refreshStatus{LastRefresh: rec.FetchedAt})
-		b.clearStopped(it)
+		b.ex.clearStopped(it)
 		return outcome{rec: rec}
-	case errors.Is(err, errLeaseShort), errors.Is(err, errNoAccessToken):
+	case errors.Is(err, errLeaseShort), errors.Is(err, errNoAccessToken), errors.Is(err, ErrForceLimited):
 		return outcome{err: err}
 	}
 
@@ -213,7 +245,7 @@ func (b *Broker) refresh(t *term, k *task) outcome {
 			append(itemFields(it), zap.String("api", ae.API), zap.Int("errcode", ae.Code), zap.String("rid", ae.RID),
 				zap.String("hint", h.Title), zap.String("fix", h.FixEN), zap.String("fix_zh", h.FixZH), zapErr(err))...)
 		b.recordStatus(t, it, &refreshStatus{LastError: errorInfo(err, now), RetriesStopped: true, NextAttempt: until})
-		b.markStopped(it, ae.Code)
+		b.ex.markStopped(it, ae.Code)
 		return outcome{err: err, stopUntil: until}
 	}
 	o := outcome{err: err}
@@ -225,7 +257,7 @@ func (b *Broker) refresh(t *term, k *task) outcome {
 
 // recordStatus keeps the last refresh outcome (locally and in Redis). The
 // last successful refresh time survives later errors.
-func (b *Broker) recordStatus(t *term, it *item, st *refreshStatus) {
+func (b *refresher) recordStatus(t *term, it *item, st *refreshStatus) {
 	if st.LastRefresh.IsZero() {
 		if prev := it.status.Load(); prev != nil {
 			st.LastRefresh = prev.LastRefresh

@@ -268,8 +268,8 @@ func TestRefreshConcurrencyBound(t *testing.T) {
 	w.cond = sync.NewCond(&w.mu)
 	n := e.start("a", func(n *node, _ *redis.Options) {
 		n.setup = func(b *Broker) {
-			w.WeChat = b.wx
-			b.wx = w
+			w.WeChat = b.lead.wx
+			b.lead.wx = w
 		}
 	})
 	leader(t, 5*time.Second, n)

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-
-	"github.com/wxbroker/wxbroker/config"
 )
 
 // task is the leader's schedule for one item during one term.
@@ -31,6 +29,13 @@ type task struct {
 	failures int
 	pending  *record // fetched but not yet stored (Redis failed after WeChat answered)
 	external string  // last token reported as invalidated outside the broker
+	// stopped: retries stopped after an error retrying cannot fix (or the
+	// daily quota); a reload with a new secret, or the resume route, makes
+	// it due at once.
+	stopped atomic.Bool
+	// removed: the item left the catalog (a reload); the task is not
+	// queued again.
+	removed bool // guarded by scheduler.mu
 	// superseded: a previous leader's call may have killed the stored token
 	// (intent.go); refresh at once, whatever the record's schedule says.
 	// Atomic: the term's first schedule reads it while a report may already
@@ -52,36 +57,112 @@ func (k *task) release() { <-k.lock }
 // scheduler refreshes every item before it expires, with jitter, at most
 // refresh.concurrency at a time. It runs only on the leader, for one term.
 type scheduler struct {
-	b     *Broker
+	b     *refresher
 	t     *term
-	tasks map[*item]*task
+	cat   *catalog // the catalog the tasks follow (run's goroutine only)
 	sem   chan struct{}
 	kickc chan struct{}
 	wg    sync.WaitGroup
 
 	mu       sync.Mutex
+	tasks    map[*item]*task
 	h        taskHeap
 	inflight map[string]bool // forwarded reports being handled
 	closed   bool            // run has returned; start nothing new
 }
 
-func newScheduler(b *Broker, t *term) *scheduler {
+func newScheduler(b *refresher, t *term) *scheduler {
 	n := b.cfg.Refresh.Concurrency
 	if n <= 0 {
 		n = 1
 	}
+	cat := b.catalog()
 	s := &scheduler{
-		b: b, t: t,
-		tasks: make(map[*item]*task, len(b.items)),
+		b: b, t: t, cat: cat,
+		tasks: make(map[*item]*task, len(cat.items)),
 		sem:   make(chan struct{}, n),
 		kickc: make(chan struct{}, 1),
 
 		inflight: map[string]bool{},
 	}
-	for _, it := range b.items {
-		s.tasks[it] = &task{it: it, idx: -1, lock: make(chan struct{}, 1), basedOn: -1}
+	for _, it := range cat.items {
+		s.tasks[it] = newTask(it)
 	}
 	return s
+}
+
+func newTask(it *item) *task {
+	return &task{it: it, idx: -1, lock: make(chan struct{}, 1), basedOn: -1}
+}
+
+// task returns it's task, nil when it is not scheduled (its app left the
+// catalog).
+func (s *scheduler) task(it *item) *task {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tasks[it]
+}
+
+// follow brings the tasks in line with catalog c (a reload): a task for
+// every new credential, due as its record says (at once when there is none);
+// none for a credential no longer configured; and a credential whose retries
+// stopped runs again at once when its app's secret changed. The other
+// tasks keep their schedule.
+func (s *scheduler) follow(c *catalog) {
+	prev := s.cat
+	s.cat = c
+	want := make(map[*item]bool, len(c.items))
+	for _, it := range c.items {
+		want[it] = true
+	}
+	var added []*task
+	s.mu.Lock()
+	for it, k := range s.tasks {
+		if want[it] {
+			continue
+		}
+		if k.idx >= 0 {
+			heap.Remove(&s.h, k.idx)
+		}
+		k.removed = true
+		delete(s.tasks, it)
+	}
+	for _, it := range c.items {
+		if _, ok := s.tasks[it]; !ok {
+			k := newTask(it)
+			s.tasks[it] = k
+			added = append(added, k)
+		}
+	}
+	s.mu.Unlock()
+	now := s.b.now()
+	for _, k := range added {
+		due := s.dueFor(k, now)
+		s.mu.Lock()
+		if !k.removed && !k.running && k.idx < 0 {
+			k.due = due
+			heap.Push(&s.h, k)
+		}
+		s.mu.Unlock()
+	}
+	for _, it := range c.items {
+		old, ok := prev.entry(it.ns, it.appid)
+		if ok && old.app.Secret != it.config().Secret {
+			s.resume(it)
+		}
+	}
+	s.wake()
+}
+
+// resume makes it due at once if its retries stopped, and reports whether
+// they had.
+func (s *scheduler) resume(it *item) bool {
+	k := s.task(it)
+	if k == nil || !k.stopped.Load() {
+		return false
+	}
+	s.kick(it)
+	return true
 }
 
 // run schedules every item from the cache (loaded from Redis when the term
@@ -93,17 +174,21 @@ func (s *scheduler) run() {
 		s.mu.Unlock()
 		s.wg.Wait()
 	}()
-	s.b.reseed(s.t)
 	s.b.settleIntents(s.t)
-	s.b.loadQuotaGauges(s.t.ctx)
+	s.b.ex.loadQuotaGauges(s.t.ctx)
 	now := s.b.now()
-	dues := make([]time.Time, len(s.b.items))
-	for i, it := range s.b.items {
-		dues[i] = s.dueFor(s.tasks[it], now)
+	items := s.cat.items
+	ks := make([]*task, len(items))
+	dues := make([]time.Time, len(items))
+	for i, it := range items {
+		ks[i] = s.task(it)
+		dues[i] = s.dueFor(ks[i], now)
 	}
 	s.mu.Lock()
-	for i, it := range s.b.items {
-		k := s.tasks[it]
+	for i, k := range ks {
+		if k.removed || k.idx >= 0 || k.running {
+			continue
+		}
 		k.due = dues[i]
 		heap.Push(&s.h, k)
 	}
@@ -117,6 +202,9 @@ func (s *scheduler) run() {
 			return
 		case <-timer.C:
 		case <-s.kickc:
+		}
+		if c := s.b.catalog(); c != s.cat {
+			s.follow(c)
 		}
 		now := s.b.now()
 		var ready []*task
@@ -182,6 +270,7 @@ func (s *scheduler) next(k *task, o outcome, now time.Time) (time.Time, bool) {
 	case o.termOver:
 		return time.Time{}, false
 	case o.err == nil:
+		k.stopped.Store(false)
 		next := s.dueFor(k, now)
 		if next.After(now) {
 			k.failures = 0
@@ -190,16 +279,17 @@ func (s *scheduler) next(k *task, o outcome, now time.Time) (time.Time, bool) {
 		// Still due right after a refresh: WeChat returned a token without
 		// the expected lifetime (a stable token's successor not minted yet).
 		k.failures++
-		return now.Add(b.retryWait(it, k.failures, 0, now)), true
+		return now.Add(s.retryWait(it, k.failures, 0, now)), true
 	case errors.Is(o.err, errLeaseShort):
 		return now.Add(b.cfg.Leader.RenewInterval / 4), true
 	case errors.Is(o.err, errNoAccessToken):
 		return now.Add(far), true // a new access token makes its tickets due (stored)
 	case !o.stopUntil.IsZero():
+		k.stopped.Store(true)
 		return o.stopUntil, true
 	}
 	k.failures++
-	wait := b.retryWait(it, k.failures, o.retryAfter, now)
+	wait := s.retryWait(it, k.failures, o.retryAfter, now)
 	fields := append(itemFields(it), zapErr(o.err), zap.Int("failures", k.failures), zap.Duration("retry_in", wait))
 	if cur := it.cur.Load(); cur != nil && now.Before(cur.ExpiresAt) {
 		fields = append(fields, zap.Duration("cached_valid_for", cur.ExpiresAt.Sub(now)))
@@ -216,11 +306,11 @@ func (s *scheduler) stored(it *item, fetched, newValue bool) {
 	if it.kind != KindAccessToken {
 		return
 	}
-	if fetched {
-		s.tasks[it].superseded.Store(false)
+	if k := s.task(it); fetched && k != nil {
+		k.superseded.Store(false)
 	}
 	if newValue {
-		for _, tk := range it.app.tickets {
+		for _, tk := range it.dependents() {
 			s.kick(tk)
 		}
 	}
@@ -231,6 +321,10 @@ func (s *scheduler) stored(it *item, fetched, newValue bool) {
 func (s *scheduler) requeue(k *task, due time.Time) {
 	s.mu.Lock()
 	k.running = false
+	if k.removed {
+		s.mu.Unlock()
+		return
+	}
 	if k.again {
 		k.again = false
 		due = s.b.now()
@@ -243,9 +337,10 @@ func (s *scheduler) requeue(k *task, due time.Time) {
 
 // kick makes it due now (a new access token needs new tickets).
 func (s *scheduler) kick(it *item) {
-	k := s.tasks[it]
 	s.mu.Lock()
+	k := s.tasks[it]
 	switch {
+	case k == nil:
 	case k.running:
 		k.again = true
 	case k.idx >= 0:
@@ -265,10 +360,10 @@ func (s *scheduler) wake() {
 
 // scheduledAt is when the item's task is due, or the zero time when it is running.
 func (s *scheduler) scheduledAt(it *item) time.Time {
-	k := s.tasks[it]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if k.idx < 0 {
+	k := s.tasks[it]
+	if k == nil || k.idx < 0 {
 		return time.Time{}
 	}
 	return k.due
@@ -276,10 +371,10 @@ func (s *scheduler) scheduledAt(it *item) time.Time {
 
 // refreshing reports whether a worker holds the item's task right now.
 func (s *scheduler) refreshing(it *item) bool {
-	k := s.tasks[it]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return k.running
+	k := s.tasks[it]
+	return k != nil && k.running
 }
 
 // far is "not scheduled": an item waiting for something else (a ticket
@@ -293,12 +388,15 @@ func (s *scheduler) dueFor(k *task, now time.Time) time.Time {
 	if k.superseded.Load() {
 		return now
 	}
-	if rec == nil || !now.Before(rec.ExpiresAt) {
-		if k.it.kind != KindAccessToken {
-			if tok := k.it.app.token.cur.Load(); tok == nil || !now.Before(tok.ExpiresAt) {
-				return now.Add(far) // the access token's refresh kicks its tickets
-			}
+	dep := k.it.needed()
+	var depRec *record
+	if dep != nil {
+		depRec = dep.cur.Load()
+		if depRec == nil || !now.Before(depRec.ExpiresAt) {
+			return now.Add(far) // the needed credential's refresh kicks this one (stored)
 		}
+	}
+	if rec == nil || !now.Before(rec.ExpiresAt) {
 		return now
 	}
 	if rec.Rev != k.basedOn {
@@ -310,43 +408,30 @@ func (s *scheduler) dueFor(k *task, now time.Time) time.Time {
 	if life <= 0 {
 		return now
 	}
-	before, jitter := r.Lead(life)
 	// However short the lifetime, the refresh is due early enough that one
 	// call ends before the record stops being served (minServeLife).
 	latest := rec.ExpiresAt.Add(-minServeLife - s.b.cfg.WeChat.Timeout)
-	if k.it.kind == KindAccessToken {
-		if lead, j, ok := r.StableLead(life); ok && k.it.app.app.TokenMode != config.ModeClassic {
-			// WeChat hands out the successor of a stable token only within
-			// its rotation window: call when 80% of it is left, jitter later
-			// (but not before the window opens).
-			due := rec.ExpiresAt.Add(-lead).Add(time.Duration(k.jitter * float64(j)))
-			if due.After(latest) {
-				due = laterOf(latest, rec.ExpiresAt.Add(-r.StableRotationWindow))
-			}
-			return due
-		}
-		due := rec.ExpiresAt.Add(-before).Add(-time.Duration(k.jitter * float64(jitter)))
-		return earlierOf(due, latest)
+	due := k.it.spec().Due(r, rec.ExpiresAt, life, k.jitter, latest)
+	if dep == nil {
+		return due
 	}
-	// A ticket follows its access token: a new token brings a new ticket.
-	tok := k.it.app.token.cur.Load()
-	if tok == nil || !now.Before(tok.ExpiresAt) {
-		return now.Add(far)
-	}
-	if rec.Src != shortHash(tok.Value) {
+	// A dependent credential follows the one it is fetched with: a new
+	// value there brings a new one here.
+	if rec.Src != shortHash(depRec.Value) {
 		return now
 	}
-	due := earlierOf(rec.ExpiresAt.Add(-before).Add(-time.Duration(k.jitter*float64(jitter))), latest)
-	// When the token is being refreshed right now, or is replaced before
-	// this ticket needs refreshing anyway, the chained fetch (a stored token
-	// kicks its tickets) makes this one unnecessary: wait for it, but no
-	// longer than fallback. Without the first check, a ticket falling due
-	// while its token's call is in flight is fetched twice.
+	// When the needed credential is being refreshed right now, or is
+	// replaced before this one needs refreshing anyway, the chained fetch
+	// (a stored value kicks its dependents) makes this one unnecessary: wait
+	// for it, but no longer than fallback. Without the first check, a
+	// ticket falling due while its token's call is in flight is fetched
+	// twice.
+	before, _ := r.Lead(life)
 	fallback := earlierOf(rec.ExpiresAt.Add(-before/2), latest)
-	if s.refreshing(k.it.app.token) {
+	if s.refreshing(dep) {
 		return fallback
 	}
-	if tokDue := s.scheduledAt(k.it.app.token); !tokDue.IsZero() && due.Before(tokDue) && tokDue.Before(fallback) {
+	if depDue := s.scheduledAt(dep); !depDue.IsZero() && due.Before(depDue) && depDue.Before(fallback) {
 		return fallback
 	}
 	return due
@@ -354,7 +439,8 @@ func (s *scheduler) dueFor(k *task, now time.Time) time.Time {
 
 // backoff is the wait after the n-th consecutive failure: exponential from
 // backoffMin to backoffMax, ±20% jitter, at least least.
-func (b *Broker) backoff(n int, least time.Duration) time.Duration {
+func (s *scheduler) backoff(n int, least time.Duration) time.Duration {
+	b := s.b
 	d := b.backoffMin
 	for i := 1; i < n && d < b.backoffMax; i++ {
 		d *= 2
@@ -394,8 +480,9 @@ const retryAttempts = 4
 // the credential expires. least (60 s after 45011) holds unless waiting that
 // long would outlive room: then the one retry comes at room (past room it
 // is not waited for). With nothing valid cached it is the plain backoff.
-func (b *Broker) retryWait(it *item, n int, least time.Duration, now time.Time) time.Duration {
-	d := b.backoff(n, 0)
+func (s *scheduler) retryWait(it *item, n int, least time.Duration, now time.Time) time.Duration {
+	b := s.b
+	d := s.backoff(n, 0)
 	cur := it.cur.Load()
 	if cur == nil || !now.Before(cur.ExpiresAt) {
 		return max(d, least)

@@ -35,11 +35,11 @@ func TestInjectedClockLifetimes(t *testing.T) {
 		token(t, n, id)
 	}
 	settled := func() bool {
-		t := n.b.term.Load()
+		t := n.b.el.term.Load()
 		if t == nil {
 			return false
 		}
-		for _, it := range n.b.items {
+		for _, it := range n.b.catalog().items {
 			if due := t.sched.scheduledAt(it); due.IsZero() || !due.After(clock.Now()) {
 				return false
 			}
@@ -86,7 +86,7 @@ func TestDayAndBackoff(t *testing.T) {
 			t.Errorf("nextDay(%v) = %v; want %v", tc.in, got, tc.nextDay)
 		}
 	}
-	b := &Broker{backoffMin: time.Second, backoffMax: time.Minute}
+	b := &scheduler{b: &refresher{core: &core{backoffMin: time.Second, backoffMax: time.Minute}}}
 	for n, want := range map[int]time.Duration{1: time.Second, 3: 4 * time.Second, 20: time.Minute} {
 		if got := b.backoff(n, 0); got < want*8/10 || got > want*12/10 {
 			t.Errorf("backoff(%d) = %s; want %s ±20%%", n, got, want)
@@ -113,8 +113,8 @@ func TestTicketWaitsForItsTokenInFlight(t *testing.T) {
 	})
 	leader(t, 5*time.Second, n)
 	token(t, n, app.AppID)
-	tm := n.b.term.Load()
-	ticket := n.b.apps[testNS][app.AppID].tickets["jsapi"]
+	tm := n.b.el.term.Load()
+	ticket := n.b.catalog().apps[testNS][app.AppID].tickets["jsapi"]
 	queued := func() bool { // the ticket waits for a later time
 		due := tm.sched.scheduledAt(ticket)
 		return !due.IsZero() && due.After(clock.Now())
@@ -173,7 +173,7 @@ func TestRefreshSchedule(t *testing.T) {
 	e := newEnv(t, wechattest.Options{Now: clock.Now}, cfg)
 	n := e.start("a", withClock(clock))
 	leader(t, 5*time.Second, n)
-	tm := n.b.term.Load()
+	tm := n.b.el.term.Load()
 	now := clock.Now()
 	dues := map[time.Time]bool{}
 	for _, a := range apps {
@@ -181,7 +181,7 @@ func TestRefreshSchedule(t *testing.T) {
 		if tok.ExpiresAt.Sub(now) != 7200*time.Second {
 			t.Fatalf("token of %s expires at %v; want 7200 s after the frozen clock", a.AppID, tok.ExpiresAt)
 		}
-		it := n.b.apps[testNS][a.AppID].token
+		it := n.b.catalog().apps[testNS][a.AppID].token
 		var due time.Time
 		waitFor(t, 5*time.Second, "the next refresh of "+a.AppID+" scheduled", func() bool {
 			due = tm.sched.scheduledAt(it)
@@ -227,8 +227,8 @@ func TestRetryBackoff(t *testing.T) {
 			n := e.start("a", withClock(clock))
 			leader(t, 5*time.Second, n)
 			first := token(t, n, app.AppID)
-			tm := n.b.term.Load()
-			it := n.b.apps[testNS][app.AppID].token
+			tm := n.b.el.term.Load()
+			it := n.b.catalog().apps[testNS][app.AppID].token
 			settle(t, n, clock)
 			e.sim.Fail(wechat.APIToken, 2, wechattest.Fault{Errcode: tc.code})
 			// Past the refresh time, with room for 60 s waits before expiry.
@@ -269,7 +269,7 @@ func TestRetryWaitKeepsTheServeFloor(t *testing.T) {
 	now := time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
 	for _, timeout := range []time.Duration{500 * time.Millisecond, 1500 * time.Millisecond, 2 * time.Second, 5 * time.Second} {
 		cfg := &config.Config{WeChat: config.WeChat{Timeout: timeout}}
-		b := &Broker{cfg: cfg, backoffMin: time.Second, backoffMax: time.Minute}
+		b := &scheduler{b: &refresher{core: &core{cfg: cfg, backoffMin: time.Second, backoffMax: time.Minute}}}
 		it := &item{}
 		for left := 100 * time.Millisecond; left <= 2*time.Minute; left += 10 * time.Millisecond {
 			it.cur.Store(&record{ExpiresAt: now.Add(left)})
@@ -291,7 +291,7 @@ func TestRetryWaitKeepsTheServeFloor(t *testing.T) {
 	// The reported case: a stable token in its rotation window, two failed
 	// calls (-1, then HTTP 502), wechat.timeout 2 s: the third attempt came
 	// 2 s after the second with 2.59 s of life left and landed past the floor.
-	b := &Broker{cfg: &config.Config{WeChat: config.WeChat{Timeout: 2 * time.Second}}, backoffMin: time.Second, backoffMax: time.Minute}
+	b := &scheduler{b: &refresher{core: &core{cfg: &config.Config{WeChat: config.WeChat{Timeout: 2 * time.Second}}, backoffMin: time.Second, backoffMax: time.Minute}}}
 	it := &item{}
 	it.cur.Store(&record{ExpiresAt: now.Add(4590 * time.Millisecond)})
 	if got, want := b.retryWait(it, 2, 0, now), 1590*time.Millisecond; got > want {
@@ -314,8 +314,8 @@ func TestRetriesLandBeforeTheServeFloor(t *testing.T) {
 	})
 	leader(t, 5*time.Second, n)
 	first := token(t, n, app.AppID)
-	tm := n.b.term.Load()
-	it := n.b.apps[testNS][app.AppID].token
+	tm := n.b.el.term.Load()
+	it := n.b.catalog().apps[testNS][app.AppID].token
 	settle(t, n, clock)
 	e.sim.Fail(wechat.APIToken, 1, wechattest.Fault{Errcode: -1})
 	e.sim.Fail(wechat.APIToken, 1, wechattest.Fault{Status: 502})

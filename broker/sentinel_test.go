@@ -108,7 +108,7 @@ func TestSentinelFailoverLosingLastWrite(t *testing.T) {
 		old, err = a.AccessToken(testNS, app.AppID)
 		return err == nil && a.IsLeader()
 	})
-	field := a.items[0].field
+	field := a.catalog().items[0].field
 	waitFor(t, 5*time.Second, "the replica to hold the token", func() bool {
 		raw, err := rep.HGet(context.Background(), a.store.keys.tok(testNS), field).Result()
 		r, perr := parseRecord(raw)

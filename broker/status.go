@@ -5,8 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/wxbroker/wxbroker/config"
 )
 
@@ -97,15 +95,16 @@ func (b *Broker) Status(ctx context.Context) Status {
 	if b.IsLeader() {
 		st.Role = RoleLeader
 	}
-	if id := b.leaderID.Load(); id != nil {
+	if id := b.el.leaderID.Load(); id != nil {
 		st.LeaderID = *id
 	}
-	st.Epoch = b.epoch.Load()
-	snap, err := b.store.gather(ctx, b.cfg, b.now())
+	st.Epoch = b.el.epoch.Load()
+	cat := b.catalog()
+	snap, err := b.store.gather(ctx, cat.cfg, b.now())
 	b.setRedis(err)
 	if err == nil {
 		st.LeaderID, st.Epoch = snap.leader, snap.epoch
-		b.noteEpoch(snap.epoch)
+		b.el.noteEpoch(snap.epoch)
 	}
 	st.Redis = RedisStatus{OK: true}
 	if rs := b.redisErr.Load(); rs != nil && rs.err != nil {
@@ -115,15 +114,12 @@ func (b *Broker) Status(ctx context.Context) Status {
 		st.Role = RoleStandby
 	}
 	now := b.now()
-	for _, ns := range b.cfg.NamespaceNames() {
-		if b.cfg.Namespaces[ns] == nil {
-			continue
-		}
-		for _, a := range b.cfg.Namespaces[ns].Apps {
+	for _, ns := range cat.namespaces {
+		for _, a := range cat.cfg.Namespaces[ns].Apps {
 			if a == nil {
 				continue
 			}
-			e, ok := b.entry(ns, a.AppID)
+			e, ok := cat.entry(ns, a.AppID)
 			if !ok {
 				continue
 			}
@@ -184,7 +180,7 @@ func appStatus(ns string, a *config.App, snap *snapshot) AppStatus {
 
 // Inspect reads the shared state from Redis without running a broker (for
 // `wxbroker doctor`). It fails only when Redis cannot be read.
-func Inspect(ctx context.Context, rdb redis.UniversalClient, cfg *config.Config) (Status, error) {
+func Inspect(ctx context.Context, rdb RedisClient, cfg *config.Config) (Status, error) {
 	if rdb == nil || cfg == nil {
 		return Status{}, errors.New("broker: Inspect needs a Redis client and a config")
 	}
@@ -206,12 +202,12 @@ func Inspect(ctx context.Context, rdb redis.UniversalClient, cfg *config.Config)
 			field := a.AppID + "/" + KindAccessToken
 			as.AccessToken = credentialStatus(KindAccessToken, snap.records[ns][field], snap.status[ns][field], now)
 			for _, typ := range a.Tickets {
-				kind, ok := ticketKind(typ)
+				k, ok := ticketKind(typ)
 				if !ok {
 					continue
 				}
-				f := a.AppID + "/" + kind
-				as.Tickets = append(as.Tickets, credentialStatus(kind, snap.records[ns][f], snap.status[ns][f], now))
+				f := a.AppID + "/" + k.Name()
+				as.Tickets = append(as.Tickets, credentialStatus(k.Name(), snap.records[ns][f], snap.status[ns][f], now))
 			}
 			st.Apps = append(st.Apps, as)
 		}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/bsm/redislock"
@@ -17,9 +18,11 @@ import (
 	"github.com/wxbroker/wxbroker/config"
 )
 
-// redisClient is every Redis command the broker sends, and nothing more
-// (bsm/redislock's RedisClient is the model). Any go-redis client satisfies
-// it: *redis.Client (single node, Sentinel) and *redis.ClusterClient.
+// RedisClient is every Redis command the broker sends, and nothing more
+// (bsm/redislock's RedisClient is the model): New and Inspect take it. Any
+// go-redis client satisfies it: *redis.Client (single node, Sentinel),
+// *redis.ClusterClient and redis.UniversalClient. Implementations must be
+// safe for concurrent use.
 //
 // Commands, by what they are for:
 //   - EVALSHA / EVAL (redis.Scripter): the leader lock (redislock), the
@@ -35,7 +38,7 @@ import (
 // Cluster: every key and channel name starts with the hash tag {prefix}
 // (see keys), so all of them live in one slot and every script's keys are
 // on one node, as EVAL requires under Cluster.
-type redisClient interface {
+type RedisClient interface {
 	redis.Scripter
 	Get(ctx context.Context, key string) *redis.StringCmd
 	HGet(ctx context.Context, key, field string) *redis.StringCmd
@@ -47,10 +50,10 @@ type redisClient interface {
 }
 
 var (
-	_ redisClient           = (*redis.Client)(nil)
-	_ redisClient           = (*redis.ClusterClient)(nil)
-	_ redisClient           = redis.UniversalClient(nil)
-	_ redislock.RedisClient = redisClient(nil)
+	_ RedisClient           = (*redis.Client)(nil)
+	_ RedisClient           = (*redis.ClusterClient)(nil)
+	_ RedisClient           = redis.UniversalClient(nil)
+	_ redislock.RedisClient = RedisClient(nil)
 )
 
 // store is the broker's shared state in Redis: key names, the record codec,
@@ -58,20 +61,27 @@ var (
 // knows nothing of terms, schedules or the cache; the Broker decides what to
 // write, the store how it is laid out and fenced.
 type store struct {
-	rdb        redisClient
+	rdb        RedisClient
 	keys       keys
 	scripts    scripts
-	namespaces []string // configured namespaces, in config order
+	namespaces atomic.Pointer[[]string] // configured namespaces, in config order (a reload changes them)
 	// observe is told every command's outcome (Broker.setRedis); nil: none.
 	observe func(error)
 }
 
-func newStore(rdb redisClient, prefix string, namespaces []string, observe func(error)) *store {
+func newStore(rdb RedisClient, prefix string, namespaces []string, observe func(error)) *store {
 	if observe == nil {
 		observe = func(error) {}
 	}
-	return &store{rdb: rdb, keys: newKeys(prefix), scripts: newScripts(), namespaces: namespaces, observe: observe}
+	s := &store{rdb: rdb, keys: newKeys(prefix), scripts: newScripts(), observe: observe}
+	s.setNamespaces(namespaces)
+	return s
 }
+
+// setNamespaces replaces the namespaces whole-state reads cover.
+func (s *store) setNamespaces(ns []string) { s.namespaces.Store(&ns) }
+
+func (s *store) nsList() []string { return *s.namespaces.Load() }
 
 // runFenced runs a fenced script and returns its three numbers.
 func (s *store) runFenced(ctx context.Context, sc *redis.Script, f fence, keys []string, args ...any) ([3]int64, error) {
@@ -202,8 +212,9 @@ func (s *store) records(ctx context.Context) (map[string]map[string]string, erro
 
 func (s *store) hashes(ctx context.Context, key func(ns string) string) (map[string]map[string]string, error) {
 	pipe := s.rdb.Pipeline()
-	cmds := make(map[string]*redis.MapStringStringCmd, len(s.namespaces))
-	for _, ns := range s.namespaces {
+	nss := s.nsList()
+	cmds := make(map[string]*redis.MapStringStringCmd, len(nss))
+	for _, ns := range nss {
 		cmds[ns] = pipe.HGetAll(ctx, key(ns))
 	}
 	_, err := pipe.Exec(ctx)
@@ -264,6 +275,21 @@ func (s *store) obtainLock(ctx context.Context, id string, ttl time.Duration) (*
 		&redislock.Options{Metadata: "|" + id, RetryStrategy: redislock.NoRetry()})
 }
 
+// renewLock extends lock to ttl; retries (nil: none) bounds its attempts.
+// It fails with redislock.ErrNotObtained once the lock is no longer ours.
+func (s *store) renewLock(ctx context.Context, lock *redislock.Lock, ttl time.Duration, retries redislock.RetryStrategy) error {
+	var opts *redislock.Options
+	if retries != nil {
+		opts = &redislock.Options{RetryStrategy: retries}
+	}
+	return lock.Refresh(ctx, ttl, opts)
+}
+
+// releaseLock releases lock if it is still ours.
+func (s *store) releaseLock(ctx context.Context, lock *redislock.Lock) error {
+	return lock.Release(ctx)
+}
+
 // lockTTL is how long the current lock holder's lock has left (<= 0: none).
 func (s *store) lockTTL(ctx context.Context) (time.Duration, error) {
 	return s.rdb.PTTL(ctx, s.keys.lock()).Result()
@@ -294,16 +320,68 @@ func leaderFromLock(v string) string {
 	return id
 }
 
-// publish sends payload on channel (one of keys.inval, keys.invalDone).
-func (s *store) publish(ctx context.Context, channel, payload string) error {
-	err := s.rdb.Publish(ctx, channel, payload).Err()
+// channel names a pub/sub channel of the broker.
+type channel int
+
+// The broker's channels.
+const (
+	chanNone      channel = iota
+	chanEvents            // records the leader wrote
+	chanInval             // reports forwarded to the leader
+	chanInvalDone         // the leader's outcome of a forwarded report
+	chanResume            // resume requests for the leader
+)
+
+// channel is the Redis name of c.
+func (k keys) channel(c channel) string {
+	switch c {
+	case chanEvents:
+		return k.events()
+	case chanInval:
+		return k.inval()
+	case chanInvalDone:
+		return k.invalDone()
+	case chanResume:
+		return k.resume()
+	}
+	return ""
+}
+
+// channelOf is the channel a message arrived on (chanNone: not the broker's).
+func (k keys) channelOf(name string) channel {
+	for _, c := range []channel{chanEvents, chanInval, chanInvalDone, chanResume} {
+		if k.channel(c) == name {
+			return c
+		}
+	}
+	return chanNone
+}
+
+// channelOf is the channel a received message names (chanNone: none of
+// the broker's).
+func (s *store) channelOf(name string) channel { return s.keys.channelOf(name) }
+
+// publish sends payload on channel c.
+func (s *store) publish(ctx context.Context, c channel, payload string) error {
+	err := s.rdb.Publish(ctx, s.keys.channel(c), payload).Err()
 	s.observe(err)
 	return err
 }
 
-// subscribe subscribes to the events and invalidation channels.
+// reloadClusterState asks a Redis Cluster client to reload its slot map
+// (in the background, coalescing requests) and reports whether the client
+// is one; other clients ignore it.
+func (s *store) reloadClusterState() bool {
+	r, ok := s.rdb.(stateReloader)
+	if ok {
+		r.ReloadState(context.Background())
+	}
+	return ok
+}
+
+// subscribe subscribes to the events, invalidation and resume channels.
 func (s *store) subscribe(ctx context.Context) *redis.PubSub {
-	return s.rdb.Subscribe(ctx, s.keys.events(), s.keys.inval(), s.keys.invalDone())
+	return s.rdb.Subscribe(ctx, s.keys.events(), s.keys.inval(), s.keys.invalDone(), s.keys.resume())
 }
 
 // lookupIssued reads the issued-token entry of tok in every namespace (one
@@ -311,8 +389,9 @@ func (s *store) subscribe(ctx context.Context) *redis.PubSub {
 // when no namespace knows it; err is set only when none answered it.
 func (s *store) lookupIssued(ctx context.Context, tok string) (ns, field string, exp time.Time, found bool, err error) {
 	pipe := s.rdb.Pipeline()
-	cmds := make([]*redis.StringCmd, 0, len(s.namespaces))
-	for _, ns := range s.namespaces {
+	nss := s.nsList()
+	cmds := make([]*redis.StringCmd, 0, len(nss))
+	for _, ns := range nss {
 		cmds = append(cmds, pipe.Get(ctx, s.keys.issued(ns, tok)))
 	}
 	_, _ = pipe.Exec(ctx) // each command's own error is looked at below
@@ -359,6 +438,7 @@ func (k keys) rev() string       { return k.p + ":rev" }
 func (k keys) events() string    { return k.p + ":events" }
 func (k keys) inval() string     { return k.p + ":inval" }
 func (k keys) invalDone() string { return k.p + ":inval:done" }
+func (k keys) resume() string    { return k.p + ":resume" }
 
 func (k keys) tok(ns string) string    { return k.p + ":ns:" + ns + ":tok" }
 func (k keys) status(ns string) string { return k.p + ":ns:" + ns + ":st" }

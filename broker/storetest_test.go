@@ -355,7 +355,7 @@ func runStoreSuite(t *testing.T, newStore func(t *testing.T) *store) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := s.publish(ctx, s.keys.inval(), "report"); err != nil {
+		if err := s.publish(ctx, chanInval, "report"); err != nil {
 			t.Fatalf("publish: %v", err)
 		}
 		want := map[string]string{

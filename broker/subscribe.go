@@ -14,7 +14,7 @@ import (
 // the invalidation channels, until ctx ends. go-redis reconnects and
 // resubscribes by itself; every (re)subscription triggers a reconcile so
 // nothing published during an outage is missed.
-func (b *Broker) subscribe(ctx context.Context) {
+func (b *replica) subscribe(ctx context.Context) {
 	ps := b.store.subscribe(ctx)
 	defer ps.Close()
 	// ReceiveTimeout does not always notice a cancelled ctx while it waits on
@@ -47,7 +47,7 @@ func (b *Broker) subscribe(ctx context.Context) {
 		wait = minWait
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			if m.Kind == "subscribe" && m.Channel == b.store.keys.events() {
+			if m.Kind == "subscribe" && b.store.channelOf(m.Channel) == chanEvents {
 				b.setRedis(nil)
 				_ = b.reconcile(ctx)
 			}
@@ -58,24 +58,24 @@ func (b *Broker) subscribe(ctx context.Context) {
 }
 
 // dispatch handles one pub/sub message.
-func (b *Broker) dispatch(m *redis.Message) {
-	switch m.Channel {
-	case b.store.keys.events():
+func (b *replica) dispatch(m *redis.Message) {
+	switch b.store.channelOf(m.Channel) {
+	case chanEvents:
 		ns, rest, ok := strings.Cut(m.Payload, "\t")
 		field, raw, ok2 := strings.Cut(rest, "\t")
 		if ok && ok2 {
 			b.applyRaw(ns, field, raw)
 		}
-	case b.store.keys.inval():
-		b.handleInvalRequest(m.Payload)
-	case b.store.keys.invalDone():
-		b.handleInvalDone(m.Payload)
+	case chanInval, chanInvalDone, chanResume:
+		if h := b.handle[b.store.channelOf(m.Channel)]; h != nil {
+			h(m.Payload)
+		}
 	}
 }
 
 // reconcileLoop reloads every record from Redis periodically: pub/sub is
 // fire-and-forget, this bounds how long a missed message matters.
-func (b *Broker) reconcileLoop(ctx context.Context) {
+func (b *replica) reconcileLoop(ctx context.Context) {
 	tk := time.NewTicker(b.reconcileEvery)
 	defer tk.Stop()
 	for {
@@ -93,8 +93,8 @@ func (b *Broker) reconcileLoop(ctx context.Context) {
 		}
 		// The leader also repairs what Redis lost while it kept the lock
 		// (a Sentinel failover to a replica that missed its last writes).
-		if t := b.term.Load(); t != nil && t.ctx.Err() == nil {
-			b.repair(t, stored)
+		if b.reconciled != nil {
+			b.reconciled(stored)
 		}
 	}
 }

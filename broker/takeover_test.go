@@ -132,25 +132,25 @@ func TestDeadLeaderForceMarker(t *testing.T) {
 	cfg.Refresh.ForceMinInterval = time.Hour
 	b := idleBroker(t, cfg, rdb)
 	ctx := t.Context()
-	it := b.items[0]
+	it := b.catalog().items[0]
 	now := time.Now()
 
 	dead := leadership(t, b, rdb, "a")
-	if _, err := b.preCall(ctx, dead, it, wechat.APIToken, callForced); err != nil {
+	if _, err := b.lead.preCall(ctx, dead, it, wechat.APIToken, callForced); err != nil {
 		t.Fatalf("first forced preCall: %v", err)
 	}
 	next := leadership(t, b, rdb, "b")
-	if _, err := b.preCall(ctx, next, it, wechat.APIToken, callForced); err != nil {
+	if _, err := b.lead.preCall(ctx, next, it, wechat.APIToken, callForced); err != nil {
 		t.Fatalf("forced preCall after a leader died during its forced call = %v; want allowed", err)
 	}
-	if _, err := b.writeRecordSettling(ctx, next, it, "tok-b", now.Add(time.Hour), now, "", false, 0, true); err != nil {
+	if _, err := testWrite(ctx, b, next, it, "tok-b", now.Add(time.Hour), now, "", false, 0, true); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.preCall(ctx, next, it, wechat.APIToken, callForced); !errors.Is(err, ErrForceLimited) {
+	if _, err := b.lead.preCall(ctx, next, it, wechat.APIToken, callForced); !errors.Is(err, ErrForceLimited) {
 		t.Errorf("forced preCall within the leader's own force_min_interval = %v; want ErrForceLimited", err)
 	}
 	third := leadership(t, b, rdb, "c")
-	if _, err := b.preCall(ctx, third, it, wechat.APIToken, callForceCheck); !errors.Is(err, ErrForceLimited) {
+	if _, err := b.lead.preCall(ctx, third, it, wechat.APIToken, callForceCheck); !errors.Is(err, ErrForceLimited) {
 		t.Errorf("force check after a previous leader's forced call was stored = %v; want ErrForceLimited", err)
 	}
 }
@@ -202,7 +202,7 @@ func TestOlderRecordRewritten(t *testing.T) {
 			l := leader(t, 5*time.Second, nodes...)
 			old := token(t, l, app.AppID)
 			rdb := e.redis.Client(t)
-			it := l.b.items[0]
+			it := l.b.catalog().items[0]
 			oldRaw := storedRaw(t, rdb, l.b, it)
 			oldRec, err := parseRecord(oldRaw)
 			if err != nil {
@@ -269,19 +269,19 @@ func TestEpochNeverGoesBackwards(t *testing.T) {
 	b := e.start("b")
 	a.stop()
 	leader(t, cfg.Leader.LockTTL+5*time.Second, b)
-	prev := b.b.term.Load()
+	prev := b.b.el.term.Load()
 	if prev == nil || prev.epoch < 2 {
 		t.Fatalf("second term's epoch = %v; want at least 2", prev)
 	}
 	c := e.start("c")
-	waitFor(t, 5*time.Second, "the standby to see the epoch", func() bool { return c.b.maxEpoch.Load() == prev.epoch })
+	waitFor(t, 5*time.Second, "the standby to see the epoch", func() bool { return c.b.el.maxEpoch.Load() == prev.epoch })
 	// Redis restarts empty and b goes away meanwhile: c, which only stood
 	// by, leads.
 	e.redis.Stop()
 	b.stop()
 	e.redis.Start()
 	leader(t, 2*cfg.Leader.LockTTL+5*time.Second, c)
-	tm := c.b.term.Load()
+	tm := c.b.el.term.Load()
 	if tm == nil || tm.epoch <= prev.epoch {
 		t.Fatalf("epoch after the Redis restart = %v; want above %d", tm, prev.epoch)
 	}

@@ -34,7 +34,7 @@ const verdictReuseDefault = time.Second
 // report is trusted: the force budget still bounds what it costs),
 // ErrNotConfirmed when confirm is set and WeChat cannot tell, or ctx's
 // error.
-func (b *Broker) verifyReport(ctx context.Context, k *task, failed string, confirm bool) error {
+func (b *refresher) verifyReport(ctx context.Context, k *task, failed string, confirm bool) error {
 	it := k.it
 	cctx, cancel := context.WithTimeout(ctx, b.cfg.WeChat.Timeout)
 	_, err := b.wx.APIDomainIP(cctx, failed)
@@ -77,7 +77,7 @@ type verdict struct {
 // stillAccepted reports whether a verdict on failed answers a report of it
 // made at since: one reached after the report was made, or at most
 // verdictReuse before.
-func (b *Broker) stillAccepted(it *item, failed string, since time.Time) bool {
+func stillAccepted(it *item, failed string, since time.Time, reuse time.Duration) bool {
 	v := it.verdict.Load()
-	return v != nil && v.token == failed && !v.at.Before(since.Add(-b.verdictReuse))
+	return v != nil && v.token == failed && !v.at.Before(since.Add(-reuse))
 }

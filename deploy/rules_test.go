@@ -150,6 +150,9 @@ func TestAlertRules(t *testing.T) {
 				if sum == "" {
 					t.Error("no summary")
 				}
+				if r.Annotations["description"] == "" {
+					t.Error("no description (kube-prometheus convention: summary in one line, description with what it means)")
+				}
 				if strings.Contains(sum, "{{ $value }}") {
 					t.Errorf("summary %q prints $value raw; use humanize, humanizeDuration, humanizePercentage or printf", sum)
 				}
@@ -164,7 +167,11 @@ func TestAlertRules(t *testing.T) {
 		}
 	}
 	for _, want := range []string{
-		"WxbrokerInvalidCredentialRate", "WxbrokerRefreshFailing", "WxbrokerRefreshLate", "WxbrokerTokenNearExpiry",
+		"WxbrokerInvalidCredentialFastBurn", "WxbrokerInvalidCredentialSlowBurn",
+		"WxbrokerNamespaceInvalidCredentialFastBurn", "WxbrokerNamespaceInvalidCredentialSlowBurn",
+		"WxbrokerGatewayRetryFailing", "WxbrokerGatewayUnavailable", "WxbrokerGatewayUnreachable", "WxbrokerGatewaySlow",
+		"WxbrokerRedisUnreachable", "WxbrokerRedisSlow", "WxbrokerTLSCertificateExpiry", "WxbrokerConfigReloadFailed",
+		"WxbrokerRefreshFailing", "WxbrokerRefreshLate", "WxbrokerTokenNearExpiry",
 		"WxbrokerNoLeader", "WxbrokerSplitLeader", "WxbrokerLeaderFlapping", "WxbrokerDown", "WxbrokerQuotaHigh",
 		"WxbrokerForcedRefreshBudgetLow", "WxbrokerConfigError", "WxbrokerExternalInvalidation", "WxbrokerAppUnavailable",
 	} {

@@ -33,6 +33,7 @@ type Gateway struct {
 	Requests *prometheus.CounterVec   // wx_namespace, appid, api, result, errcode
 	Duration *prometheus.HistogramVec // api
 	Retries  *prometheus.CounterVec   // wx_namespace, appid, result
+	Timeout  prometheus.Gauge         // gateway.timeout, set when the gateway is enabled
 }
 
 func newGateway(f promauto.Factory) Gateway {
@@ -50,5 +51,9 @@ func newGateway(f promauto.Factory) Gateway {
 			Name: "wxbroker_gateway_retries_total",
 			Help: "Gateway requests that met 40001/42001/40014 with the injected token, by what the one retry did.",
 		}, []string{"wx_namespace", "appid", "result"}),
+		Timeout: f.NewGauge(prometheus.GaugeOpts{
+			Name: "wxbroker_gateway_timeout_seconds",
+			Help: "gateway.timeout: the longest a gateway request, its retry included, may take (0 while the gateway is off).",
+		}),
 	}
 }

@@ -5,6 +5,7 @@ package metrics
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -66,6 +67,10 @@ type Metrics struct {
 
 	Gateway      Gateway                // the WeChat API gateway (gateway.go)
 	FalseReports *prometheus.CounterVec // wx_namespace, appid, source
+
+	Reload        Reload               // configuration reloads (reload.go)
+	Redis         Redis                // this replica's Redis round trips (store.go)
+	TLSCertExpiry *prometheus.GaugeVec // no labels; absent without tls (SetTLSCertificate)
 }
 
 // New registers every collector on reg and returns them. It panics, as
@@ -74,6 +79,12 @@ func New(reg prometheus.Registerer) *Metrics {
 	f := promauto.With(reg)
 	m := &Metrics{
 		Gateway: newGateway(f),
+		Reload:  newReload(f, time.Now()),
+		Redis:   newRedis(f),
+		TLSCertExpiry: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wxbroker_tls_certificate_expiry_timestamp_seconds",
+			Help: "Unix time at which the certificate of tls.cert_file expires (its NotAfter); absent without TLS.",
+		}, nil),
 		Leader: f.NewGauge(prometheus.GaugeOpts{
 			Name: "wxbroker_leader", Help: "1 while this replica is the leader, 0 otherwise.",
 		}),

@@ -71,11 +71,15 @@ type Options struct {
 	Gatherer prometheus.Gatherer
 	// Now is the clock for expires_in and JS-SDK timestamps; nil: time.Now.
 	Now func() time.Time
+	// Admin serves POST /v1/admin/reload and the resume route; nil: they
+	// answer 404.
+	Admin Admin
 }
 
 // API is the internal HTTP API. Its handler is safe for concurrent use.
 type API struct {
 	tokens   TokenSource
+	adm      Admin // nil: no admin routes
 	cfg      *config.Config
 	log      *zap.Logger
 	audit    auditor
@@ -83,18 +87,20 @@ type API struct {
 	m        *metrics.Metrics
 	gatherer prometheus.Gatherer
 	now      func() time.Time
-	keys     *keyring
-	handouts *handouts         // compat routes: last token per caller and app
-	nsOfApp  map[string]string // appid → the one namespace configuring it
-	apps     map[appKey]*appInfo
-	nsKnown  map[string]bool // configured namespaces
-	routes   map[string]bool
-	observed sync.Map // routeCode → prometheus.Observer
-	echo     *echo.Echo
-	gw       *gateway     // nil when gateway.enabled is false
-	handler  http.Handler // echo, behind the gateway's dispatch when enabled
-	stopOnce sync.Once
-	stopErr  error
+	// realClock: Options.Now was nil, so now is time.Now and a token read
+	// may use its one clock read for both its audit line and expires_in.
+	realClock bool
+	view      atomic.Pointer[view] // clients and apps; Reload swaps it
+	handouts  *handouts            // compat routes: last token per caller and app
+	routes    map[string]bool
+	// observers holds, per route template (and "unmatched"), the
+	// wxbroker_http_request_duration_seconds children by status code.
+	observers map[string]*routeObservers
+	echo      *echo.Echo
+	gw        *gateway     // nil when gateway.enabled is false
+	handler   http.Handler // echo, behind the gateway's dispatch when enabled
+	stopOnce  sync.Once
+	stopErr   error
 	// lastNotReady is the last /readyz failure logged (readyz.go).
 	lastNotReady atomic.Pointer[string]
 }
@@ -119,27 +125,28 @@ func New(opts Options) (*API, error) {
 	case opts.Metrics == nil:
 		return nil, errors.New("api: Options.Metrics is required")
 	}
-	keys, err := newKeyring(opts.Config)
+	v, err := newView(opts.Config, opts.Metrics, nil)
 	if err != nil {
 		return nil, err
 	}
 	a := &API{
 		tokens:   opts.Tokens,
+		adm:      opts.Admin,
 		cfg:      opts.Config,
 		log:      opts.Logger,
 		audit:    auditor{zap: opts.AuditLogger},
 		m:        opts.Metrics,
 		gatherer: opts.Gatherer,
 		now:      opts.Now,
-		keys:     keys,
 		handouts: newHandouts(maxHandouts),
-		nsOfApp:  map[string]string{},
-		apps:     map[appKey]*appInfo{},
-		nsKnown:  map[string]bool{},
 		routes:   map[string]bool{},
+		observers: map[string]*routeObservers{
+			routeUnmatched: {},
+		},
 	}
+	a.view.Store(v)
 	if a.now == nil {
-		a.now = time.Now
+		a.now, a.realClock = time.Now, true
 	}
 	if a.audit.zap == nil {
 		w := opts.AuditWriter
@@ -148,20 +155,6 @@ func New(opts Options) (*API, error) {
 		}
 		a.audit.log = newAuditLog(w, opts.Config.Log.Format)
 		a.stop = a.audit.log.stop
-	}
-	for _, ns := range opts.Config.NamespaceNames() {
-		a.nsKnown[ns] = true
-	}
-	// The ok and unavailable series of every app exist from start-up, so the
-	// first 503 of an app shows as an increase (WxbrokerAppUnavailable).
-	for _, ref := range opts.Config.Apps() {
-		a.nsOfApp[ref.App.AppID] = ref.Namespace
-		a.apps[appKey{ref.Namespace, ref.App.AppID}] = &appInfo{
-			ns: ref.Namespace, appid: ref.App.AppID,
-			ok:          opts.Metrics.TokenRequests.WithLabelValues(ref.Namespace, ref.App.AppID, metrics.RequestOK),
-			unavailable: opts.Metrics.TokenRequests.WithLabelValues(ref.Namespace, ref.App.AppID, codeUnavailable),
-			reports:     newReportLimiter(config.DefaultInvalidatePerMinute),
-		}
 	}
 	a.echo = a.newEcho()
 	a.handler = a.echo
@@ -248,6 +241,7 @@ func (a *API) newEcho() *echo.Echo {
 	add := func(method, path string, h echo.HandlerFunc) {
 		e.Add(method, path, h)
 		a.routes[path] = true
+		a.observers[path] = &routeObservers{}
 	}
 	const app = "/v1/namespaces/:ns/apps/:appid"
 	add(http.MethodGet, app+"/access_token", a.getAccessToken)
@@ -255,6 +249,8 @@ func (a *API) newEcho() *echo.Echo {
 	add(http.MethodGet, app+"/tickets/:type", a.getTicket)
 	add(http.MethodPost, app+"/jssdk/signature", a.jssdkSignature)
 	add(http.MethodGet, "/v1/status", a.status)
+	add(http.MethodPost, "/v1/admin/reload", a.adminReload)
+	add(http.MethodPost, "/v1/admin/namespaces/:ns/apps/:appid/resume", a.adminResume)
 	add(http.MethodGet, "/cgi-bin/token", a.cgiToken)
 	add(http.MethodPost, "/cgi-bin/stable_token", a.cgiStableToken)
 	add(http.MethodGet, "/cgi-bin/stable_token", a.cgiStableToken)
@@ -290,21 +286,40 @@ func (a *API) observe(c echo.Context, start time.Time, err error) {
 		code = classify(err).status
 	}
 	route := c.Path()
-	if !a.routes[route] {
-		route = "unmatched"
+	ro := a.observers[route]
+	if ro == nil {
+		route, ro = routeUnmatched, a.observers[routeUnmatched]
 	}
-	key := routeCode{route, code}
-	o, ok := a.observed.Load(key)
-	if !ok {
-		o, _ = a.observed.LoadOrStore(key, a.m.HTTPRequestDuration.WithLabelValues("internal", route, strconv.Itoa(code)))
-	}
-	o.(prometheus.Observer).Observe(time.Since(start).Seconds())
+	ro.observer(a.m, route, code).Observe(time.Since(start).Seconds())
 }
 
-// routeCode keys the cache of histogram children.
-type routeCode struct {
-	route string
-	code  int
+// routeUnmatched is the route label of requests that matched no route.
+const routeUnmatched = "unmatched"
+
+// routeObservers caches one route's histogram children: the one for 200
+// apart, so that a successful read looks it up without hashing; the others
+// by status code.
+type routeObservers struct {
+	ok     atomic.Pointer[prometheus.Observer]
+	byCode sync.Map // int → prometheus.Observer
+}
+
+// observer returns the histogram child of route and code, creating it on
+// first use.
+func (ro *routeObservers) observer(m *metrics.Metrics, route string, code int) prometheus.Observer {
+	if code == http.StatusOK {
+		if o := ro.ok.Load(); o != nil {
+			return *o
+		}
+		o := m.HTTPRequestDuration.WithLabelValues("internal", route, "200")
+		ro.ok.Store(&o)
+		return o
+	}
+	if o, ok := ro.byCode.Load(code); ok {
+		return o.(prometheus.Observer)
+	}
+	o, _ := ro.byCode.LoadOrStore(code, m.HTTPRequestDuration.WithLabelValues("internal", route, strconv.Itoa(code)))
+	return o.(prometheus.Observer)
 }
 
 // guard runs next, turning a panic into a 500 without internals (keeping
@@ -344,7 +359,7 @@ func (a *API) record(c echo.Context, event string, cl *client, ns, appid string,
 // count counts a credential request of ns/appid by result. Only configured
 // namespaces and apps become label values; the rest count as "unknown".
 func (a *API) count(ns, appid, result string) {
-	if ai := a.apps[appKey{ns, appid}]; ai != nil {
+	if ai := a.view.Load().apps[appKey{ns, appid}]; ai != nil {
 		switch result {
 		case metrics.RequestOK:
 			ai.ok.Inc()
@@ -355,7 +370,7 @@ func (a *API) count(ns, appid, result string) {
 		}
 		return
 	}
-	if !a.nsKnown[ns] {
+	if !a.view.Load().nsKnown[ns] {
 		ns = unknownNamespace
 	}
 	a.m.TokenRequests.WithLabelValues(ns, unknownApp, result).Inc()

@@ -147,10 +147,35 @@ func (l *auditLog) stop() error {
 // and are bounded (appendBounded); event, client, result and ref do not.
 func (l *auditLog) line(now time.Time, event, client, ns, appid, result, ref, remote string) {
 	l.mu.Lock()
+	b := l.appendTime(l.waitSpace(), now)
+	b = l.appendFields(b, event, client, ns, appid, result)
+	l.finish(b, ref, remote)
+}
+
+// linePrefixed is line with the fields from event to result already encoded
+// by appendFields (fields): a token read memoizes them per client and app
+// (tokens.go), so that its line costs the time stamp and two short values.
+func (l *auditLog) linePrefixed(now time.Time, fields []byte, ref, remote string) {
+	l.mu.Lock()
+	b := l.appendTime(l.waitSpace(), now)
+	b = append(b, fields...)
+	l.finish(b, ref, remote)
+}
+
+// waitSpace waits until the buffer has room and returns it; the caller holds
+// mu.
+func (l *auditLog) waitSpace() []byte {
 	for !l.stopped && len(l.buf) >= auditBufferMax {
 		l.space.Wait()
 	}
-	b := l.appendTime(l.buf, now)
+	return l.buf
+}
+
+// appendFields appends the part of a line between its time stamp and the
+// value of token_sha256: level, logger, message, event, client, namespace,
+// appid, result and the token_sha256 key. It reads only l.console, which
+// never changes, so it may run without mu.
+func (l *auditLog) appendFields(b []byte, event, client, ns, appid, result string) []byte {
 	if l.console {
 		b = append(b, "\tINFO\taudit\t"+auditMessage+"\t{\"event\": "...)
 		b = appendString(b, event)
@@ -162,28 +187,32 @@ func (l *auditLog) line(now time.Time, event, client, ns, appid, result, ref, re
 		b = appendBounded(b, appid)
 		b = append(b, `, "result": `...)
 		b = appendString(b, result)
-		b = append(b, `, "token_sha256": `...)
-		b = appendString(b, ref)
-		b = append(b, `, "remote": `...)
-		b = appendBounded(b, remote)
-		b = append(b, "}\n"...)
-	} else {
-		b = append(b, `","logger":"audit","msg":"`+auditMessage+`","event":`...)
-		b = appendString(b, event)
-		b = append(b, `,"client":`...)
-		b = appendString(b, client)
-		b = append(b, `,"namespace":`...)
-		b = appendBounded(b, ns)
-		b = append(b, `,"appid":`...)
-		b = appendBounded(b, appid)
-		b = append(b, `,"result":`...)
-		b = appendString(b, result)
-		b = append(b, `,"token_sha256":`...)
-		b = appendString(b, ref)
-		b = append(b, `,"remote":`...)
-		b = appendBounded(b, remote)
-		b = append(b, "}\n"...)
+		return append(b, `, "token_sha256": `...)
 	}
+	b = append(b, `","logger":"audit","msg":"`+auditMessage+`","event":`...)
+	b = appendString(b, event)
+	b = append(b, `,"client":`...)
+	b = appendString(b, client)
+	b = append(b, `,"namespace":`...)
+	b = appendBounded(b, ns)
+	b = append(b, `,"appid":`...)
+	b = appendBounded(b, appid)
+	b = append(b, `,"result":`...)
+	b = appendString(b, result)
+	return append(b, `,"token_sha256":`...)
+}
+
+// finish appends the token reference and the remote address, ends the line,
+// hands a full buffer to the flusher and releases mu, which the caller holds.
+func (l *auditLog) finish(b []byte, ref, remote string) {
+	b = appendString(b, ref)
+	if l.console {
+		b = append(b, `, "remote": `...)
+	} else {
+		b = append(b, `,"remote":`...)
+	}
+	b = appendBounded(b, remote)
+	b = append(b, "}\n"...)
 	l.buf = b
 	switch {
 	case l.stopped:

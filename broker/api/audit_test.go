@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -167,5 +168,32 @@ func TestTokenReadMemo(t *testing.T) {
 				t.Errorf("read = %s; want %s", got, want)
 			}
 		}
+	}
+}
+
+// TestAuditReadLine checks that a token read's line, whose fields come from
+// the per-client memo (linePrefixed), is exactly the line the general
+// encoder writes, in both formats, for every client and app it was memoized
+// for.
+func TestAuditReadLine(t *testing.T) {
+	now := time.Date(2025, 3, 4, 5, 6, 7, 891_000_000, time.UTC)
+	for _, format := range []string{"json", "console"} {
+		t.Run(format, func(t *testing.T) {
+			var want, got bytes.Buffer
+			general, memo := newAuditLog(&want, format), newAuditLog(&got, format)
+			cl := &client{name: "order-service"}
+			for _, ai := range []*appInfo{{ns: "prod", appid: appA}, {ns: "staging", appid: `wx"<x>`}, {ns: "prod", appid: appA}} {
+				for range 2 {
+					general.line(now, eventAccessToken, cl.name, ai.ns, ai.appid, metrics.RequestOK, "abcd0123", "127.0.0.1:4242")
+					memo.linePrefixed(now, cl.auditFields(memo, ai), "abcd0123", "127.0.0.1:4242")
+				}
+			}
+			if err := errors.Join(general.stop(), memo.stop()); err != nil {
+				t.Fatal(err)
+			}
+			if got.String() != want.String() {
+				t.Errorf("memoized lines =\n%s\nwant\n%s", got.String(), want.String())
+			}
+		})
 	}
 }

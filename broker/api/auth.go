@@ -4,11 +4,15 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
+	"hash/maphash"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"golang.org/x/time/rate"
 
 	"github.com/wxbroker/wxbroker/config"
+	"github.com/wxbroker/wxbroker/metrics"
 )
 
 // client is a configured client with its compiled access (config.Access).
@@ -22,6 +26,22 @@ type client struct {
 	// (clients[].invalidate_per_minute). See invalidate_guard.go.
 	invalidate bool
 	reports    *rate.Limiter
+
+	// readFields memoizes, per *appInfo, the encoded fields of the audit
+	// line of a successful token read by this client (auditFields).
+	readFields sync.Map
+}
+
+// auditFields returns the fields of the audit line of a successful token read
+// of ai by c, as l.appendFields encodes them, encoding them on first use.
+// Racing readers may each encode them; they are equal.
+func (c *client) auditFields(l *auditLog, ai *appInfo) []byte {
+	if f, ok := c.readFields.Load(ai); ok {
+		return f.([]byte)
+	}
+	f := l.appendFields(nil, eventAccessToken, c.name, ai.ns, ai.appid, metrics.RequestOK)
+	c.readFields.Store(ai, f)
+	return f
 }
 
 // appKey names one app; a comparable struct so map lookups do not allocate.
@@ -40,15 +60,37 @@ func (c *client) allows(ns, appid string) bool { return c.access.Allows(ns, appi
 // subtle.ConstantTimeCompare keeps the one byte-wise comparison constant-time
 // as well. A linear constant-time scan over all clients would add cost per
 // client to every read for no security gain.
+//
+// SHA-256 of the key was the largest part of the API's own cost per token
+// read (docs/BENCHMARKS.md), so a key that has passed that check is
+// remembered: verified maps a keyed hash of it (hash/maphash, a seed random
+// per process, so its timing says nothing an attacker can use) to the key
+// and its client, and a later request with the same key is compared with
+// it in constant time (subtle.ConstantTimeCompare) instead of being hashed.
+// Only keys that matched a configured digest enter it, so it holds at most
+// one entry per client and cannot be grown by guessing; it belongs to this
+// keyring, so a keyring built anew (for a changed set of clients) starts
+// empty and a removed key is refused at once. It keeps the plaintext keys
+// of active clients in memory, as every request carrying one already does
+// for the request's life.
 type keyring struct {
 	byDigest map[[sha256.Size]byte]*client
+	seed     maphash.Seed
+	verified atomic.Pointer[map[uint64]verifiedKey] // copied on write
+	mu       sync.Mutex                             // serializes writers of verified
+}
+
+// verifiedKey is a key that matched its client's digest.
+type verifiedKey struct {
+	key    []byte
+	client *client
 }
 
 // newKeyring indexes the clients of cfg by key digest. It takes each
 // client's access as config compiled it (config.Client.Access) and parses
 // nothing itself.
 func newKeyring(cfg *config.Config) (*keyring, error) {
-	k := &keyring{byDigest: make(map[[sha256.Size]byte]*client, len(cfg.Clients))}
+	k := &keyring{byDigest: make(map[[sha256.Size]byte]*client, len(cfg.Clients)), seed: maphash.MakeSeed()}
 	for i := range cfg.Clients {
 		cc := &cfg.Clients[i]
 		acc, err := cc.Access(cfg)
@@ -76,12 +118,37 @@ func (k *keyring) lookup(key string) *client {
 	if key == "" {
 		return nil
 	}
+	h := maphash.String(k.seed, key)
+	if m := k.verified.Load(); m != nil {
+		if v, ok := (*m)[h]; ok && subtle.ConstantTimeCompare(v.key, []byte(key)) == 1 {
+			return v.client
+		}
+	}
 	d := sha256.Sum256([]byte(key))
 	c := k.byDigest[d]
 	if c == nil || subtle.ConstantTimeCompare(c.access.Digest[:], d[:]) != 1 {
 		return nil
 	}
+	k.remember(h, key, c)
 	return c
+}
+
+// remember adds a verified key to k.verified.
+func (k *keyring) remember(h uint64, key string, c *client) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	old := k.verified.Load()
+	m := make(map[uint64]verifiedKey, 1)
+	if old != nil {
+		m = make(map[uint64]verifiedKey, len(*old)+1)
+		for kh, v := range *old {
+			if v.client != c { // a client has one key: drop a stale entry
+				m[kh] = v
+			}
+		}
+	}
+	m[h] = verifiedKey{key: []byte(key), client: c}
+	k.verified.Store(&m)
 }
 
 // bearer extracts the token of an "Authorization: Bearer <token>" header; the

@@ -92,7 +92,7 @@ func (a *API) cgiTokenCheck(c echo.Context, grant, appid, key string) (*client, 
 	if key == "" {
 		return nil, ns, wxNoSecret
 	}
-	cl := a.keys.lookup(key)
+	cl := a.view.Load().keys.lookup(key)
 	if cl == nil {
 		return nil, ns, wxBadKey
 	}
@@ -100,7 +100,7 @@ func (a *API) cgiTokenCheck(c echo.Context, grant, appid, key string) (*client, 
 		ns = cl.onlyNS
 	}
 	if ns == "" {
-		ns = a.nsOfApp[appid]
+		ns = a.view.Load().nsOfApp[appid]
 	}
 	if !cl.allows(ns, appid) {
 		return cl, ns, wxForbidden

@@ -138,7 +138,6 @@ type gateway struct {
 	proxy     *httputil.ReverseProxy
 	sem       chan struct{}
 	retryMem  atomic.Int64                   // bytes left for re-send buffers
-	secrets   map[appKey]string              // AppSecrets, by app; never logged
 	durations map[string]prometheus.Observer // api label → histogram child
 
 	countersMu sync.RWMutex
@@ -171,14 +170,10 @@ func newGateway(a *API, cfg config.Gateway, bases []*url.URL) *gateway {
 		a:         a,
 		cfg:       cfg,
 		sem:       make(chan struct{}, cfg.MaxConcurrent),
-		secrets:   map[appKey]string{},
 		durations: map[string]prometheus.Observer{},
 		counters:  map[requestLabels]prometheus.Counter{},
 	}
 	g.retryMem.Store(cfg.RetryMemoryBytes)
-	for _, ref := range a.cfg.Apps() {
-		g.secrets[appKey{ref.Namespace, ref.App.AppID}] = ref.App.Secret.Reveal()
-	}
 	for _, p := range append(gatewayAPIs, apiOther) {
 		g.durations[p] = a.m.Gateway.Duration.WithLabelValues(p)
 	}
@@ -275,7 +270,7 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		c.token = tok.AccessToken
-		if ai := g.a.apps[appKey{c.ns, c.appid}]; ai != nil {
+		if ai := g.a.view.Load().apps[appKey{c.ns, c.appid}]; ai != nil {
 			ai.memoFor(tok)
 		}
 	}
@@ -330,7 +325,7 @@ func (g *gateway) admit(r *http.Request, p string, c *gwCall) *wxError {
 	c.query = q
 	secretKey := secretParams[p]
 	if key := bearer(r.Header.Get("Authorization")); key != "" {
-		cl := g.a.keys.lookup(key)
+		cl := g.a.view.Load().keys.lookup(key)
 		if cl == nil {
 			return gwBadKey
 		}
@@ -349,7 +344,7 @@ func (g *gateway) admit(r *http.Request, p string, c *gwCall) *wxError {
 		if key == "" {
 			return gwNoSecret
 		}
-		cl := g.a.keys.lookup(key)
+		cl := g.a.view.Load().keys.lookup(key)
 		if cl == nil {
 			return gwBadSecret
 		}
@@ -359,7 +354,7 @@ func (g *gateway) admit(r *http.Request, p string, c *gwCall) *wxError {
 			ns = cl.onlyNS
 		}
 		if ns == "" {
-			ns = g.a.nsOfApp[appid]
+			ns = g.a.view.Load().nsOfApp[appid]
 		}
 		if err := g.useApp(c, ns, appid); err != nil {
 			return err
@@ -390,7 +385,7 @@ func (g *gateway) admit(r *http.Request, p string, c *gwCall) *wxError {
 	switch {
 	case secretKey != "":
 		c.secretKey = secretKey
-		c.secret = g.secrets[appKey{c.ns, c.appid}]
+		c.secret = g.a.view.Load().secrets[appKey{c.ns, c.appid}]
 		if c.secret == "" {
 			return gwUnknownApp
 		}
@@ -416,7 +411,7 @@ func (g *gateway) reportFailure(ctx context.Context, c *gwCall) (broker.Token, s
 		}
 		r.Charge = chargeTo(c.cl.reports)
 	default:
-		ai := g.a.apps[appKey{c.ns, c.appid}]
+		ai := g.a.view.Load().apps[appKey{c.ns, c.appid}]
 		if ai == nil {
 			return broker.Token{}, metrics.RetryNoToken
 		}
@@ -445,7 +440,7 @@ func (g *gateway) useApp(c *gwCall, ns, appid string) *wxError {
 	if !c.cl.allows(ns, appid) {
 		return gwNotAllowed
 	}
-	if _, ok := g.a.apps[appKey{ns, appid}]; !ok {
+	if _, ok := g.a.view.Load().apps[appKey{ns, appid}]; !ok {
 		return gwUnknownApp
 	}
 	c.ns, c.appid = ns, appid
@@ -567,7 +562,7 @@ func (g *gateway) finish(r *http.Request, c *gwCall, start time.Time) {
 // tokenRef is the audit reference of tok, from the app's memo when tok is
 // its current token (no hashing per request).
 func (g *gateway) tokenRef(c *gwCall, tok string) string {
-	if ai := g.a.apps[appKey{c.ns, c.appid}]; ai != nil {
+	if ai := g.a.view.Load().apps[appKey{c.ns, c.appid}]; ai != nil {
 		if m := ai.memo.Load(); m != nil && m.token == tok {
 			return m.ref
 		}

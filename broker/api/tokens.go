@@ -40,7 +40,7 @@ func writeJSON(c echo.Context, status int, body []byte) error {
 
 // authenticate returns the client whose key the request carries.
 func (a *API) authenticate(c echo.Context) (*client, error) {
-	cl := a.keys.lookup(bearer(c.Request().Header.Get(echo.HeaderAuthorization)))
+	cl := a.view.Load().keys.lookup(bearer(c.Request().Header.Get(echo.HeaderAuthorization)))
 	if cl == nil {
 		return nil, errNoKey
 	}
@@ -74,7 +74,7 @@ func (a *API) getAccessToken(c echo.Context) error {
 		return err
 	}
 	tok, err := a.tokens.AccessToken(ns, appid)
-	ai := a.apps[appKey{ns, appid}]
+	ai := a.view.Load().apps[appKey{ns, appid}]
 	if err != nil || ai == nil {
 		a.record(c, eventAccessToken, cl, ns, appid, err, tok.AccessToken)
 		if err != nil {
@@ -87,11 +87,28 @@ func (a *API) getAccessToken(c echo.Context) error {
 	}
 	m := ai.memoFor(tok)
 	ai.ok.Inc()
-	a.auditRef(c, eventAccessToken, cl, ns, appid, metrics.RequestOK, m.ref)
+	// One clock read serves the audit line and expires_in, unless a clock
+	// was injected for expires_in (tests).
+	now := time.Now()
+	a.auditRead(c, now, cl, ai, m.ref)
+	if !a.realClock {
+		now = a.now()
+	}
 	buf := getBuf()
 	defer putBuf(buf)
-	*buf = m.appendJSON(*buf, a.now(), tok.Generation)
+	*buf = m.appendJSON(*buf, now, tok.Generation)
 	return writeJSON(c, http.StatusOK, *buf)
+}
+
+// auditRead writes the audit line of a successful token read of ai by cl.
+// With the default audit log, the line's fields up to the token reference
+// are encoded once per client and app and then copied (client.auditFields).
+func (a *API) auditRead(c echo.Context, now time.Time, cl *client, ai *appInfo, ref string) {
+	if a.audit.log == nil {
+		a.auditRef(c, eventAccessToken, cl, ai.ns, ai.appid, metrics.RequestOK, ref)
+		return
+	}
+	a.audit.log.linePrefixed(now, cl.auditFields(a.audit.log, ai), ref, c.Request().RemoteAddr)
 }
 
 // appInfo is what a token read needs about one configured app. Built by New;

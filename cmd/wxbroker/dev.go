@@ -10,9 +10,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -124,8 +127,12 @@ func dev(ctx context.Context, listen, public string, log *zap.Logger, stdout, st
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	defer func() { _ = rdb.Close() }()
 	var once sync.Once
+	// dev has no file to reload, but a SIGHUP must not end it either.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	return runSystem(ctx, system{
-		Config: cfg, Redis: rdb, Logger: log, AuditWriter: stderr, ReadyAll: true,
+		Config: cfg, Redis: rdb, Logger: log, AuditWriter: stderr, ReadyAll: true, Reloads: hup,
 		OnReady: func(internal, pub net.Addr) {
 			once.Do(func() { printDevBanner(stdout, cfg, internal, pub, sim.URL, mr.Addr(), key) })
 		},

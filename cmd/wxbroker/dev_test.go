@@ -7,12 +7,16 @@ import (
 	"io"
 	"mime/multipart"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/wxbroker/wxbroker/config"
@@ -216,5 +220,55 @@ func TestDevUploadAboveRetryBody(t *testing.T) {
 	voice := file[:wechattest.MediaLimit("voice")+1]
 	if r := post("voice", voice); r["errcode"] != float64(40010) {
 		t.Errorf("upload voice of %d bytes = %v; want errcode 40010 (WeChat's 2 MiB limit)", len(voice), r)
+	}
+}
+
+// TestDevSurvivesSIGHUP: dev has no configuration file to reload, and a
+// SIGHUP (a terminal closing, or an operator trying a reload) is logged and
+// ignored instead of ending the process, as it did before.
+func TestDevSurvivesSIGHUP(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, logs logtest.Buffer
+	log := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()), zapcore.AddSync(&logs), zap.DebugLevel))
+	done := make(chan error, 1)
+	go func() { done <- dev(ctx, "127.0.0.1:0", "", log, &stdout, io.Discard) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Error("dev did not stop within 15s")
+		}
+	})
+	var key, tokenURL string
+	waitFor(t, "the dev banner", 30*time.Second, func() bool {
+		for _, line := range strings.Split(stdout.String(), "\n") {
+			if m := curlToken.FindStringSubmatch(line); m != nil {
+				key, tokenURL = m[1], m[2]
+				return true
+			}
+		}
+		return false
+	})
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatalf("kill -HUP: %v", err)
+	}
+	waitFor(t, "dev to log the ignored SIGHUP", 10*time.Second, func() bool {
+		return strings.Contains(logs.String(), "SIGHUP ignored")
+	})
+	select {
+	case err := <-done:
+		t.Fatalf("dev stopped after SIGHUP: %v", err)
+	default:
+	}
+	req, _ := http.NewRequest(http.MethodGet, tokenURL, nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("token read after SIGHUP: %v", err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("token read after SIGHUP = %d; want 200", resp.StatusCode)
 	}
 }

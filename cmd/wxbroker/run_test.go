@@ -181,14 +181,28 @@ func TestSim(t *testing.T) {
 		}
 		return false
 	})
-	banner := stdout.String()
+	// The banner is written in several writes after the listening line:
+	// wait for all of it rather than reading whatever has arrived.
 	app := demoApps[0]
-	for _, want := range []string{app.AppID + ":" + app.Secret, "curl -s -X POST " + base + "/cgi-bin/stable_token",
-		"curl -s '" + base + "/cgi-bin/token?grant_type=client_credential", "access_token=ACCESS_TOKEN"} {
-		if !strings.Contains(banner, want) {
-			t.Errorf("banner lacks %q:\n%s", want, banner)
+	wants := []string{app.AppID + ":" + app.Secret, "curl -s -X POST " + base + "/cgi-bin/stable_token",
+		"curl -s '" + base + "/cgi-bin/token?grant_type=client_credential", "access_token=ACCESS_TOKEN"}
+	missing := func() []string {
+		var m []string
+		banner := stdout.String()
+		for _, want := range wants {
+			if !strings.Contains(banner, want) {
+				m = append(m, want)
+			}
 		}
+		return m
 	}
+	waitFor(t, "the whole banner", 10*time.Second, func() bool {
+		if m := missing(); len(m) > 0 {
+			t.Logf("banner lacks %q so far", m)
+			return false
+		}
+		return true
+	})
 
 	tokenURL := base + "/cgi-bin/token?grant_type=client_credential&appid=" + app.AppID + "&secret=" + url.QueryEscape(app.Secret)
 	first, _ := getJSON(t, tokenURL)["access_token"].(string)

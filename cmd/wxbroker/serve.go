@@ -8,6 +8,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -75,7 +78,17 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) int {
 		log.Warn("secret readable by other users", zap.String("key", p.Key), zap.String("file", p.Value),
 			zap.String("problem", p.Message), zap.String("fix", p.Fix))
 	}
-	err = runSystem(ctx, system{Config: cfg, Redis: rdb, Logger: log, AuditWriter: stderr})
+	// SIGHUP re-reads the file (reload.go); without this it would end the
+	// process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	err = runSystem(ctx, system{Config: cfg, Redis: rdb, Logger: log, AuditWriter: stderr,
+		ConfigPath: *path, Reloads: hup, AdjustConfig: func(c *config.Config) {
+			if *level != "" {
+				c.Log.Level = *level
+			}
+		}})
 	if err != nil {
 		log.Error("wxbroker stopped", zap.Error(err))
 		return exitFailure
@@ -129,6 +142,12 @@ type system struct {
 	// ReadyAll makes OnReady wait until every configured app has a valid
 	// access token, not just one (dev: each printed curl line must work).
 	ReadyAll bool
+	// ConfigPath is the file Config came from; "": it reloads nothing.
+	ConfigPath string
+	// Reloads delivers SIGHUP: each one reloads ConfigPath.
+	Reloads <-chan os.Signal
+	// AdjustConfig applies the command line's overrides to a reloaded file.
+	AdjustConfig func(cfg *config.Config)
 }
 
 // runSystem builds the broker, the internal API and, when configured, the
@@ -140,6 +159,10 @@ func runSystem(ctx context.Context, s system) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg)
+	s.Redis.AddHook(m.Redis.Hook())
+	if cfg.Gateway.Enabled {
+		m.Gateway.Timeout.Set(cfg.Gateway.Timeout.Seconds())
+	}
 
 	wc, err := wechat.New(wechat.Options{
 		BaseURL: cfg.WeChat.BaseURL, FallbackURLs: cfg.WeChat.FallbackURLs, Timeout: cfg.WeChat.Timeout,
@@ -153,12 +176,15 @@ func runSystem(ctx context.Context, s system) error {
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)
 	}
+	rl := &reloader{path: s.ConfigPath, adjust: s.AdjustConfig, log: log.Named("reload"), m: m.Reload, broker: b, cur: cfg}
 	a, err := api.New(api.Options{
 		Tokens: b, Config: cfg, Logger: log.Named("api"), Metrics: m, Gatherer: reg, AuditWriter: s.AuditWriter,
+		Admin: rl,
 	})
 	if err != nil {
 		return fmt.Errorf("internal api: %w", err)
 	}
+	rl.targets = []reloadTarget{b, a}
 	defer func() {
 		if err := a.Close(); err != nil {
 			log.Warn("flush audit log", zap.Error(err))
@@ -188,8 +214,17 @@ func runSystem(ctx context.Context, s system) error {
 		log.Info("listening", zap.String("listener", l.name), zap.Stringer("addr", l.ln.Addr()),
 			zap.Bool("tls", cfg.TLS.CertFile != ""))
 	}
+	if tc := servers[0].srv.TLSConfig; tc != nil && len(tc.Certificates) > 0 && tc.Certificates[0].Leaf != nil {
+		m.SetTLSCertificate(tc.Certificates[0].Leaf)
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	if s.Reloads != nil {
+		g.Go(func() error {
+			rl.onSignals(gctx, s.Reloads)
+			return nil
+		})
+	}
 	g.Go(func() error {
 		if err := b.Run(gctx); err != nil {
 			return fmt.Errorf("broker: %w", err)

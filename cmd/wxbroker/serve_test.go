@@ -37,6 +37,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(echoBenchEnv); spec != "" {
+		os.Exit(runEchoBench(spec)) // a comparison server of BenchmarkServeWrk
+	}
 	dir, err := os.MkdirTemp("", "wxbroker-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -49,7 +52,7 @@ func TestMain(m *testing.M) {
 }
 
 // wxbrokerBinary builds ./cmd/wxbroker on first use.
-func wxbrokerBinary(t *testing.T) string {
+func wxbrokerBinary(t testing.TB) string {
 	t.Helper()
 	binOnce.Do(func() {
 		binPath = filepath.Join(binDir, "wxbroker")

@@ -1,0 +1,142 @@
+package broker
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/wxbroker/wxbroker/config"
+)
+
+// catalog is the set of credentials this replica manages: every configured
+// app of every namespace with its access token and tickets. A catalog is
+// immutable once built; a reload builds the next one (newCatalog) and the
+// Broker swaps it in atomically. Items of credentials that stay configured
+// carry over, with their cache, from one catalog to the next.
+type catalog struct {
+	cfg        *config.Config
+	apps       map[string]map[string]*appEntry // namespace → appid → entry
+	items      []*item                         // every credential, in config order
+	namespaces []string                        // configured namespaces, in order
+}
+
+// newCatalog builds the catalog of cfg, reusing prev's entries and items
+// for the credentials both configure (prev may be nil). It fails only on a
+// ticket type no kind knows (config.Validate refuses those first).
+func newCatalog(cfg *config.Config, prev *catalog) (*catalog, error) {
+	c := &catalog{cfg: cfg, apps: map[string]map[string]*appEntry{}}
+	for _, nsName := range cfg.NamespaceNames() {
+		ns := cfg.Namespaces[nsName]
+		if ns == nil {
+			continue
+		}
+		c.namespaces = append(c.namespaces, nsName)
+		c.apps[nsName] = map[string]*appEntry{}
+		for _, a := range ns.Apps {
+			if a == nil {
+				continue
+			}
+			var old *appEntry
+			if prev != nil {
+				old = prev.apps[nsName][a.AppID]
+			}
+			e, err := buildEntry(nsName, a, old)
+			if err != nil {
+				return nil, err
+			}
+			c.apps[nsName][a.AppID] = e
+			c.items = append(c.items, e.token)
+			seen := map[string]bool{}
+			for _, typ := range a.Tickets {
+				if it := e.tickets[typ]; it != nil && !seen[typ] {
+					seen[typ] = true
+					c.items = append(c.items, it)
+				}
+			}
+		}
+	}
+	return c, nil
+}
+
+// buildEntry builds the entry of app a, keeping old's token and the tickets
+// a still configures (adopt points them to the new entry). old itself is
+// never changed: the catalog it belongs to stays valid for whoever still
+// reads it.
+func buildEntry(ns string, a *config.App, old *appEntry) (*appEntry, error) {
+	e := &appEntry{ns: ns, appid: a.AppID, app: a, tickets: map[string]*item{}}
+	if old != nil {
+		e.token = old.token
+	} else {
+		e.token = newItem(e, KindAccessToken, "")
+	}
+	for _, typ := range a.Tickets {
+		if _, ok := ticketKind(typ); !ok {
+			return nil, fmt.Errorf("broker: namespace %q appid %q: unknown ticket type %q (want jsapi or wx_card)", ns, a.AppID, typ)
+		}
+		if _, dup := e.tickets[typ]; dup {
+			continue
+		}
+		var it *item
+		if old != nil {
+			it = old.tickets[typ]
+		}
+		if it == nil {
+			k, _ := ticketKind(typ)
+			it = newItem(e, k.Name(), typ)
+		}
+		e.tickets[typ] = it
+	}
+	return e, nil
+}
+
+// adopt points every item of c to its entry in c. Called once c is the
+// Broker's catalog.
+func (c *catalog) adopt() {
+	for _, byApp := range c.apps {
+		for _, e := range byApp {
+			e.token.app.Store(e)
+			for _, it := range e.tickets {
+				it.app.Store(e)
+			}
+		}
+	}
+}
+
+// entry returns the entry of appid in namespace ns.
+func (c *catalog) entry(ns, appid string) (*appEntry, bool) {
+	e, ok := c.apps[ns][appid]
+	return e, ok
+}
+
+// has reports whether it is one of c's items (its app is still configured).
+func (c *catalog) has(it *item) bool {
+	e, ok := c.apps[it.ns][it.appid]
+	if !ok {
+		return false
+	}
+	if it.kind == KindAccessToken {
+		return e.token == it
+	}
+	return e.tickets[it.typ] == it
+}
+
+// byField returns the item stored under the Redis field of namespace ns,
+// nil when that credential is not configured.
+func (c *catalog) byField(ns, field string) *item {
+	appid, kind, ok := strings.Cut(field, "/")
+	if !ok {
+		return nil
+	}
+	e, ok := c.apps[ns][appid]
+	if !ok {
+		return nil
+	}
+	if kind == KindAccessToken {
+		return e.token
+	}
+	for _, it := range e.tickets {
+		if it.kind == kind {
+			return it
+		}
+	}
+	return nil
+}

@@ -1,0 +1,195 @@
+package broker
+
+import (
+	"context"
+	"time"
+
+	"github.com/wxbroker/wxbroker/config"
+	"github.com/wxbroker/wxbroker/wechat"
+)
+
+// Kind is one kind of credential: what it is called, how it is fetched, when
+// it falls due and what it is fetched with. It is all a kind says; fencing,
+// intents, quota and the force budget, invalidation, conditional refresh,
+// scheduling, metrics and status are the engine's and the same for every
+// kind (docs/ARCHITECTURE.md, "Adding a credential kind").
+//
+// Implementations hold no state and are safe for concurrent use.
+type Kind interface {
+	// Name is the kind's label in metrics, logs and the status API, and the
+	// second half of its Redis field (<appid>/<name>).
+	Name() string
+	// API is the credential endpoint Fetch calls: the quota counter and the
+	// error metrics are kept per API.
+	API() string
+	// Needs names the kind whose current value Fetch takes (a ticket is
+	// fetched with its app's access token); "" when it needs none. A
+	// dependent credential falls due when that value changes, waits while
+	// it is missing, and is fetched again once after the value is rejected.
+	Needs() string
+	// Exclusive reports that a new value kills the previous one after
+	// WeChat's overlap (access tokens): a call that may mint one records an
+	// intent under the fence, an unknown outcome shortens the stored value,
+	// and reports of a rejected value are taken (conditional refresh).
+	Exclusive() bool
+	// Rotating reports that a plain (unforced) call returns the current
+	// value until refresh.stable_rotation_window before its expiry and its
+	// successor after (stable tokens): such a call never supersedes, and a
+	// report tries it before forcing. False: every call mints a new value.
+	Rotating() bool
+	// Fetch makes the one WeChat call.
+	Fetch(ctx context.Context, wx WeChat, req FetchRequest) (Fetched, error)
+	// Due is when a value of lifetime life expiring at exp falls due, at
+	// jitter (in [0, 1)) of the refresh jitter. latest is when a call must
+	// start at the latest so that it ends before the value stops being
+	// served; Due stays before it unless the kind cannot get a successor
+	// that early.
+	Due(r config.Refresh, exp time.Time, life time.Duration, jitter float64, latest time.Time) time.Time
+	// Deadline is the latest Due (the end of the jitter range), exported as
+	// wxbroker_token_refresh_due_timestamp_seconds.
+	Deadline(r config.Refresh, exp time.Time, life time.Duration) time.Time
+}
+
+// FetchRequest is what a Fetch gets: the subject's credentials as configured
+// now (a reload changes them for the next call) and the value it needs.
+type FetchRequest struct {
+	AppID  string
+	Secret string // read from the configuration at call time; never logged
+	Needed string // the current value of the kind named by Needs
+	Forced bool   // a forced refresh (a report of a rejected value)
+}
+
+// Fetched is what WeChat answered.
+type Fetched struct {
+	Value     string
+	ExpiresIn time.Duration
+}
+
+// Kind names, as used in metric labels.
+const (
+	KindAccessToken  = "access_token"
+	KindJSAPITicket  = "jsapi_ticket"
+	KindWxCardTicket = "wx_card_ticket"
+)
+
+// classicToken is /cgi-bin/token: every call mints a new token, which kills
+// the previous one after the overlap.
+type classicToken struct{}
+
+func (classicToken) Name() string    { return KindAccessToken }
+func (classicToken) API() string     { return wechat.APIToken }
+func (classicToken) Needs() string   { return "" }
+func (classicToken) Exclusive() bool { return true }
+func (classicToken) Rotating() bool  { return false }
+
+func (classicToken) Fetch(ctx context.Context, wx WeChat, req FetchRequest) (Fetched, error) {
+	tok, err := wx.Token(ctx, req.AppID, req.Secret)
+	return Fetched{Value: tok.AccessToken, ExpiresIn: tok.ExpiresIn}, err
+}
+
+func (classicToken) Due(r config.Refresh, exp time.Time, life time.Duration, jitter float64, latest time.Time) time.Time {
+	return earlierOf(leadDue(r, exp, life, jitter), latest)
+}
+
+func (classicToken) Deadline(r config.Refresh, exp time.Time, life time.Duration) time.Time {
+	before, _ := r.Lead(life)
+	return exp.Add(-before)
+}
+
+// stableToken is /cgi-bin/stable_token: a plain call returns the same token
+// until its last stable_rotation_window, then its successor; a forced call
+// mints a new one (limited by WeChat).
+type stableToken struct{}
+
+func (stableToken) Name() string    { return KindAccessToken }
+func (stableToken) API() string     { return wechat.APIStableToken }
+func (stableToken) Needs() string   { return "" }
+func (stableToken) Exclusive() bool { return true }
+func (stableToken) Rotating() bool  { return true }
+
+func (stableToken) Fetch(ctx context.Context, wx WeChat, req FetchRequest) (Fetched, error) {
+	tok, err := wx.StableToken(ctx, req.AppID, req.Secret, req.Forced)
+	return Fetched{Value: tok.AccessToken, ExpiresIn: tok.ExpiresIn}, err
+}
+
+// Due calls when 80% of the rotation window is left, jitter later, but not
+// before the window opens (WeChat hands out the successor only within it).
+// A lifetime shorter than the window is due like a classic token.
+func (stableToken) Due(r config.Refresh, exp time.Time, life time.Duration, jitter float64, latest time.Time) time.Time {
+	lead, j, ok := r.StableLead(life)
+	if !ok {
+		return earlierOf(leadDue(r, exp, life, jitter), latest)
+	}
+	due := exp.Add(-lead).Add(time.Duration(jitter * float64(j)))
+	if due.After(latest) {
+		due = laterOf(latest, exp.Add(-r.StableRotationWindow))
+	}
+	return due
+}
+
+func (stableToken) Deadline(r config.Refresh, exp time.Time, life time.Duration) time.Time {
+	lead, j, ok := r.StableLead(life)
+	if !ok {
+		before, _ := r.Lead(life)
+		return exp.Add(-before)
+	}
+	return exp.Add(-lead + j)
+}
+
+// ticket is /cgi-bin/ticket/getticket of one type, fetched with the app's
+// access token.
+type ticket struct{ name, typ string }
+
+func (k ticket) Name() string  { return k.name }
+func (ticket) API() string     { return wechat.APIGetTicket }
+func (ticket) Needs() string   { return KindAccessToken }
+func (ticket) Exclusive() bool { return false }
+func (ticket) Rotating() bool  { return false }
+
+func (k ticket) Fetch(ctx context.Context, wx WeChat, req FetchRequest) (Fetched, error) {
+	tk, err := wx.Ticket(ctx, req.Needed, k.typ)
+	return Fetched{Value: tk.Ticket, ExpiresIn: tk.ExpiresIn}, err
+}
+
+func (ticket) Due(r config.Refresh, exp time.Time, life time.Duration, jitter float64, latest time.Time) time.Time {
+	return earlierOf(leadDue(r, exp, life, jitter), latest)
+}
+
+// Deadline is half of before_expiry left: the longest a ticket waits for
+// its token's refresh to bring a new one.
+func (ticket) Deadline(r config.Refresh, exp time.Time, life time.Duration) time.Time {
+	before, _ := r.Lead(life)
+	return exp.Add(-before / 2)
+}
+
+// leadDue is refresh.before_expiry of the lifetime before exp, minus jitter
+// of refresh.jitter.
+func leadDue(r config.Refresh, exp time.Time, life time.Duration, jitter float64) time.Time {
+	before, j := r.Lead(life)
+	return exp.Add(-before).Add(-time.Duration(jitter * float64(j)))
+}
+
+// tokenKind is the access-token kind of token_mode mode.
+func tokenKind(mode string) Kind {
+	if mode == config.ModeClassic {
+		return classicToken{}
+	}
+	return stableToken{}
+}
+
+// ticketKind is the kind of ticket type typ ("jsapi", "wx_card").
+func ticketKind(typ string) (Kind, bool) {
+	switch typ {
+	case "jsapi":
+		return ticket{name: KindJSAPITicket, typ: typ}, true
+	case "wx_card":
+		return ticket{name: KindWxCardTicket, typ: typ}, true
+	}
+	return nil, false
+}
+
+var (
+	_ Kind = classicToken{}
+	_ Kind = stableToken{}
+	_ Kind = ticket{}
+)
