@@ -24,6 +24,7 @@ type Config struct {
 	Clients      []Client              `yaml:"clients"`
 	Login        Login                 `yaml:"login"`
 	Gateway      Gateway               `yaml:"gateway"`
+	OpenPlatform OpenPlatform          `yaml:"open_platform"`
 
 	// inlineSecrets lists the secrets written literally in the file (set by Load).
 	inlineSecrets []string
@@ -92,9 +93,11 @@ func (p Portion) Of(d time.Duration) time.Duration {
 	return time.Duration(float64(d) * p.Fraction)
 }
 
-// Namespace is one environment (prod, staging, ...).
+// Namespace is one environment (prod, staging, ...). It holds apps,
+// Open Platform components, or both.
 type Namespace struct {
-	Apps []*App `yaml:"apps"`
+	Apps       []*App       `yaml:"apps"`
+	Components []*Component `yaml:"components"`
 }
 
 // App kinds.

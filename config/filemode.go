@@ -31,6 +31,7 @@ func (c *Config) SecretFiles() []SecretFile {
 	for _, ref := range c.Apps() {
 		add(fmt.Sprintf("namespaces.%s.apps[%s].secret_file", ref.Namespace, ref.App.AppID), ref.App.SecretFile)
 	}
+	c.componentSecretFiles(add)
 	add("login.jwt.signing_key_file", c.Login.JWT.SigningKeyFile)
 	add("login.session_key_encryption_key_file", c.Login.SessionKeyEncryptionKeyFile)
 	add("tls.key_file", c.TLS.KeyFile)

@@ -86,8 +86,11 @@ func (c *Config) ApplyDefaults() {
 //     and $$ stands for a literal $ (so a secret "pa$${x}" reads
 //     "pa${x}"); a $ followed by anything else is kept as it is;
 //   - every secret may instead come from a file (redis.password_file,
-//     namespaces.*.apps[].secret_file, login.jwt.signing_key_file,
-//     login.session_key_encryption_key_file), whose content is trimmed;
+//     namespaces.*.apps[].secret_file, the component_secret_file,
+//     token_file and encoding_aes_key_file of namespaces.*.components[],
+//     open_platform.refresh_token_encryption_key_file,
+//     login.jwt.signing_key_file, login.session_key_encryption_key_file),
+//     whose content is trimmed;
 //     setting both the value and the file is an error; relative *_file and
 //     tls paths are resolved against the configuration file's directory;
 //   - absent keys take their defaults (see Default and ApplyDefaults);
@@ -143,6 +146,7 @@ func parse(data []byte, baseDir string, lookup func(string) (string, bool)) (*Co
 			}
 		}
 	}
+	l.componentSecrets(c)
 	l.secret("login.jwt.signing_key", &c.Login.JWT.SigningKey, &c.Login.JWT.SigningKeyFile)
 	l.secret("login.session_key_encryption_key", &c.Login.SessionKeyEncryptionKey, &c.Login.SessionKeyEncryptionKeyFile)
 	c.TLS.CertFile = l.resolve(c.TLS.CertFile)

@@ -256,14 +256,15 @@ func (v *validator) namespaces(c *Config) {
 			v.add(key, "", "is not a valid namespace name",
 				"use letters, digits, _ . - (it appears in URLs, Redis keys and metric labels), e.g. prod or staging")
 		}
-		if ns == nil || len(ns.Apps) == 0 {
-			v.add(key+".apps", "", "namespace has no apps", "add its apps or remove the namespace")
+		if ns == nil || len(ns.Apps) == 0 && len(ns.Components) == 0 {
+			v.add(key+".apps", "", "namespace has no apps", "add its apps (or Open Platform components) or remove the namespace")
 			continue
 		}
 		for i, a := range ns.Apps {
 			v.app(fmt.Sprintf("%s.apps[%d]", key, i), a, seen)
 		}
 	}
+	v.components(c, seen)
 }
 
 func (v *validator) app(key string, a *App, seen map[string]string) {

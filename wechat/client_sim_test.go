@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/wxbroker/wxbroker/internal/clocktest"
+	"github.com/wxbroker/wxbroker/internal/waittest"
 	"github.com/wxbroker/wxbroker/wechat"
 	"github.com/wxbroker/wxbroker/wechat/wechattest"
 )
@@ -609,5 +610,131 @@ func TestSimNoHiddenReplay(t *testing.T) {
 	e.sim.Fail(wechat.APIGeneric, 1, wechattest.Fault{Drop: true})
 	if err := e.c.Call(t.Context(), "GET", "/cgi-bin/user/get", tok, nil, nil); err != nil {
 		t.Errorf("read-only GET after a drop on a reused connection = %v; want net/http's resend to succeed", err)
+	}
+}
+
+// TestSimOpenPlatform walks a third-party platform through the simulator:
+// ticket push, component token, pre-authorization code, a merchant's
+// authorization, the code exchange, refreshes with rotation, recovery
+// through the authorizer list, and revocation.
+func TestSimOpenPlatform(t *testing.T) {
+	const (
+		compApp    = "wx00000000000000c3"
+		compSecret = "component-secret-c3"
+		merchant   = "wx00000000000000d4"
+	)
+	e := newSimEnv(t, wechattest.Options{TicketPushInterval: time.Hour})
+	ctx := t.Context()
+	if err := e.sim.AddComponent(wechattest.Component{
+		AppID: compApp, Secret: compSecret, Token: "msg-token", EncodingAESKey: "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waittest.For(t, "the first ticket", 5*time.Second, func() bool { return e.sim.VerifyTicket(compApp) != "" })
+	first := e.sim.VerifyTicket(compApp)
+	if err := e.c.StartPushTicket(ctx, compApp, compSecret); err != nil {
+		t.Fatalf("StartPushTicket = %v", err)
+	}
+	waittest.For(t, "the ticket asked for", 5*time.Second, func() bool { return e.sim.VerifyTicket(compApp) != first })
+	ae := wantCode(t, e.c.StartPushTicket(ctx, compApp, "wrong-secret"), 40125)
+	if !ae.ConfigError() {
+		t.Error("StartPushTicket with a wrong secret: ConfigError = false")
+	}
+
+	_, err := e.c.ComponentToken(ctx, compApp, compSecret, "ticket@@@made-up")
+	wantCode(t, err, 61006)
+	ct, err := e.c.ComponentToken(ctx, compApp, compSecret, e.sim.VerifyTicket(compApp))
+	if err != nil {
+		t.Fatalf("ComponentToken = %v", err)
+	}
+	pre, err := e.c.PreAuthCode(ctx, ct.AccessToken, compApp)
+	if err != nil || pre.Code == "" || pre.ExpiresIn != 30*time.Minute {
+		t.Fatalf("PreAuthCode = %+v, %v", pre, err)
+	}
+
+	code, err := e.sim.Authorize(ctx, compApp, merchant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth, err := e.c.QueryAuth(ctx, ct.AccessToken, compApp, code)
+	if err != nil || auth.AuthorizerAppID != merchant || auth.RefreshToken == "" || !e.sim.TokenValid(merchant, auth.AccessToken) {
+		t.Fatalf("QueryAuth = %+v, %v", auth, err)
+	}
+	_, err = e.c.QueryAuth(ctx, ct.AccessToken, compApp, code)
+	if ae := wantCode(t, err, 61009); !ae.Reauthorize() {
+		t.Error("QueryAuth with a used code: Reauthorize = false")
+	}
+
+	e.sim.SetRefreshRotation(compApp, true)
+	at, err := e.c.AuthorizerToken(ctx, ct.AccessToken, compApp, merchant, auth.RefreshToken)
+	if err != nil || at.RefreshToken == auth.RefreshToken || !e.sim.TokenValid(merchant, at.AccessToken) {
+		t.Fatalf("AuthorizerToken with rotation = %+v, %v", at, err)
+	}
+	_, err = e.c.AuthorizerToken(ctx, ct.AccessToken, compApp, merchant, auth.RefreshToken)
+	if ae := wantCode(t, err, 61023); !ae.Reauthorize() {
+		t.Error("AuthorizerToken with a rotated-away refresh token: Reauthorize = false")
+	}
+
+	list, total, err := e.c.AuthorizerList(ctx, ct.AccessToken, compApp, 0, wechat.MaxAuthorizerPage)
+	if err != nil || total != 1 || len(list) != 1 || list[0].AppID != merchant || list[0].RefreshToken != at.RefreshToken {
+		t.Fatalf("AuthorizerList = %+v, %d, %v; want the rotated refresh token", list, total, err)
+	}
+	if _, _, err := e.c.AuthorizerList(ctx, ct.AccessToken, compApp, 0, 501); err == nil {
+		t.Error("AuthorizerList(count 501) = nil error")
+	}
+
+	e.sim.SetAllowedIPs(compApp, "10.1.2.3")
+	_, err = e.c.PreAuthCode(ctx, ct.AccessToken, compApp)
+	wantCode(t, err, 61004)
+	e.sim.SetAllowedIPs(compApp)
+
+	if err := e.sim.Revoke(ctx, compApp, merchant); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.c.AuthorizerToken(ctx, ct.AccessToken, compApp, merchant, at.RefreshToken)
+	wantCode(t, err, 61023)
+	if err := e.c.Call(ctx, "GET", "/cgi-bin/menu/get", at.AccessToken, nil, nil); err == nil {
+		t.Error("the authorizer token still works after revocation")
+	}
+}
+
+// TestSimAuthorizerRotationLostAnswer: WeChat rotates the refresh token but
+// the answer is lost. The client must not repeat the call on its fallback
+// (the old refresh token is dead, a repeat gets 61023 and hides what
+// happened); it reports OutcomeUnknown, and AuthorizerList recovers the
+// new refresh token.
+func TestSimAuthorizerRotationLostAnswer(t *testing.T) {
+	const compApp, merchant = "wx00000000000000c5", "wx00000000000000d6"
+	e := newSimEnv(t, wechattest.Options{TicketPushInterval: time.Hour})
+	ctx := t.Context()
+	if err := e.sim.AddComponent(wechattest.Component{AppID: compApp, Secret: "s", Token: "tok",
+		EncodingAESKey: "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG", RotateRefreshTokens: true}); err != nil {
+		t.Fatal(err)
+	}
+	ticket, _ := e.sim.PushTicket(ctx, compApp)
+	c := newSimClient(t, wechat.Options{BaseURL: e.sim.URL, FallbackURLs: []string{e.sim.URL}})
+	ct, err := c.ComponentToken(ctx, compApp, "s", ticket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, _ := e.sim.Authorize(ctx, compApp, merchant)
+	auth, err := c.QueryAuth(ctx, ct.AccessToken, compApp, code)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.sim.Fail(wechat.APIAuthorizerToken, 1, wechattest.Fault{DropResponse: true})
+	_, err = c.AuthorizerToken(ctx, ct.AccessToken, compApp, merchant, auth.RefreshToken)
+	if !wechat.OutcomeUnknown(err) {
+		t.Fatalf("AuthorizerToken with a lost answer = %v; want an OutcomeUnknown transport error", err)
+	}
+	if n := e.sim.Calls(wechat.APIAuthorizerToken, merchant); n != 1 {
+		t.Fatalf("simulator saw %d api_authorizer_token calls; want 1 (no repeat on the fallback)", n)
+	}
+	list, _, err := c.AuthorizerList(ctx, ct.AccessToken, compApp, 0, 10)
+	if err != nil || len(list) != 1 || list[0].RefreshToken == auth.RefreshToken {
+		t.Fatalf("AuthorizerList = %+v, %v; want the rotated refresh token", list, err)
+	}
+	if _, err := c.AuthorizerToken(ctx, ct.AccessToken, compApp, merchant, list[0].RefreshToken); err != nil {
+		t.Fatalf("AuthorizerToken with the recovered refresh token = %v", err)
 	}
 }

@@ -211,6 +211,55 @@ func apiCases() []apiCase {
 			codes: []int{61023, 40001, 42001, 45009, 61004},
 		},
 		{
+			name: "StartPushTicket", api: APIStartPushTicket, method: "POST", path: "/cgi-bin/component/api_start_push_ticket",
+			query:  url.Values{},
+			body:   map[string]any{"component_appid": tAppID, "component_secret": tCompSecret},
+			answer: `{"errcode":0,"errmsg":"ok"}`,
+			call: func(ctx context.Context, c *Client) (any, error) {
+				return nil, c.StartPushTicket(ctx, tAppID, tCompSecret)
+			},
+			codes: []int{40125, 40013, 61004},
+		},
+		{
+			name: "PreAuthCode", api: APICreatePreAuthCode, method: "POST", path: "/cgi-bin/component/api_create_preauthcode",
+			query:  url.Values{"component_access_token": {tCompToken}},
+			body:   map[string]any{"component_appid": tAppID},
+			answer: `{"pre_auth_code":"preauthcode@@@P","expires_in":1800}`,
+			call: func(ctx context.Context, c *Client) (any, error) {
+				return c.PreAuthCode(ctx, tCompToken, tAppID)
+			},
+			want:  PreAuthCode{Code: "preauthcode@@@P", ExpiresIn: 30 * time.Minute},
+			codes: []int{40001, 42001, 61004},
+		},
+		{
+			name: "QueryAuth", api: APIQueryAuth, method: "POST", path: "/cgi-bin/component/api_query_auth",
+			query: url.Values{"component_access_token": {tCompToken}},
+			body:  map[string]any{"component_appid": tAppID, "authorization_code": tCode},
+			answer: `{"authorization_info":{"authorizer_appid":"wxaaaaaaaaaaaaaaaa","authorizer_access_token":"AAT","expires_in":7200,` +
+				`"authorizer_refresh_token":"ART","func_info":[{"funcscope_category":{"id":1}},{"funcscope_category":{"id":15}}]}}`,
+			call: func(ctx context.Context, c *Client) (any, error) {
+				return c.QueryAuth(ctx, tCompToken, tAppID, tCode)
+			},
+			want: Authorization{AuthorizerAppID: "wxaaaaaaaaaaaaaaaa", AccessToken: "AAT", ExpiresIn: 2 * time.Hour,
+				RefreshToken: "ART", FuncScopes: []int{1, 15}},
+			codes: []int{61009, 61010, 40001, 61004},
+		},
+		{
+			name: "AuthorizerList", api: APIGetAuthorizerList, method: "POST", path: "/cgi-bin/component/api_get_authorizer_list",
+			query:  url.Values{"component_access_token": {tCompToken}},
+			body:   map[string]any{"component_appid": tAppID, "offset": float64(0), "count": float64(500)},
+			answer: `{"total_count":2,"list":[{"authorizer_appid":"wxaaaaaaaaaaaaaaaa","refresh_token":"R1","auth_time":1700000000},{"authorizer_appid":"wxbbbbbbbbbbbbbbbb","refresh_token":"R2","auth_time":"1700000001"}]}`,
+			call: func(ctx context.Context, c *Client) (any, error) {
+				list, total, err := c.AuthorizerList(ctx, tCompToken, tAppID, 0, 500)
+				return authorizerPage{list, total}, err
+			},
+			want: authorizerPage{[]AuthorizerEntry{
+				{AppID: "wxaaaaaaaaaaaaaaaa", RefreshToken: "R1", AuthTime: time.Unix(1700000000, 0)},
+				{AppID: "wxbbbbbbbbbbbbbbbb", RefreshToken: "R2", AuthTime: time.Unix(1700000001, 0)},
+			}, 2},
+			codes: []int{40001, 61004},
+		},
+		{
 			name: "ClearQuota", api: APIClearQuota, method: "POST", path: "/cgi-bin/clear_quota/v2",
 			query:  url.Values{"appid": {tAppID}, "appsecret": {tSecret}},
 			body:   map[string]any{"appid": tAppID, "appsecret": tSecret},
@@ -284,6 +333,12 @@ func checkRequest(tc apiCase, prefix string, r *http.Request, body []byte) error
 		return fmt.Errorf("body %v; want %v", got, tc.body)
 	}
 	return nil
+}
+
+// authorizerPage is what AuthorizerList returns, as one value.
+type authorizerPage struct {
+	List  []AuthorizerEntry
+	Total int
 }
 
 // newTestServer starts an httptest server for h, closed in t.Cleanup.

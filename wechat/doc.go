@@ -1,8 +1,11 @@
 // Package wechat is a client for the WeChat server APIs wxbroker uses: access
 // tokens (classic and stable), JS-SDK tickets, mini-program login
 // (code2Session, phone numbers, encryptedData), website and Official Account
-// OAuth (access token, user info), Open Platform component and authorizer
-// tokens, and any other token-checked API through Call.
+// OAuth (access token, user info), the Open Platform (component token,
+// ticket pushes, pre-authorization codes, authorization-code exchange,
+// authorizer tokens and the authorizer list; the pushed events themselves
+// are decrypted by package wechat/msgcrypt), and any other token-checked API
+// through Call.
 //
 // The client sends every request to Options.BaseURL and, when that fails at
 // the transport level (no answer, a non-200 status, an HTML page, garbled

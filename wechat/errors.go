@@ -23,6 +23,10 @@ const (
 	APIOAuthCheck        = "sns_auth"
 	APIComponentToken    = "api_component_token"
 	APIAuthorizerToken   = "api_authorizer_token"
+	APIStartPushTicket   = "api_start_push_ticket"
+	APICreatePreAuthCode = "api_create_preauthcode"
+	APIQueryAuth         = "api_query_auth"
+	APIGetAuthorizerList = "api_get_authorizer_list"
 	APIClearQuota        = "clear_quota"
 	APIQuotaGet          = "quota_get"
 	APIRidGet            = "rid_get"
@@ -77,7 +81,7 @@ func (e *APIError) Error() string {
 // call.
 func (e *APIError) fetchesCredential() bool {
 	switch e.API {
-	case APIToken, APIStableToken, APIJSCode2Session, APIOAuthAccessToken, APIComponentToken, APIClearQuota:
+	case APIToken, APIStableToken, APIJSCode2Session, APIOAuthAccessToken, APIComponentToken, APIStartPushTicket, APIClearQuota:
 		return true
 	}
 	return false
@@ -142,6 +146,21 @@ func (e *APIError) QuotaExceeded() bool { return e.Code == 45009 }
 func (e *APIError) Relogin() bool {
 	switch e.Code {
 	case 40029, 40163, 40226, 40030, 42002, 42003, 42007, 87009:
+		return true
+	}
+	return false
+}
+
+// Reauthorize reports that an Open Platform authorizer can no longer be
+// served without the merchant (or a recovered refresh token): 61023 (the
+// authorizer_refresh_token is invalid: revoked, re-authorized, lost),
+// 61003 (the account has not authorized the component), 61009 and 61010
+// (the authorization code is invalid or expired). Retrying the same input
+// never helps; recover the refresh token with api_get_authorizer_list or
+// have the merchant authorize again.
+func (e *APIError) Reauthorize() bool {
+	switch e.Code {
+	case 61003, 61009, 61010, 61023:
 		return true
 	}
 	return false

@@ -217,6 +217,12 @@ var hints = []Hint{
 		FixZH: "提示用户；重试无用。", FixEN: "Tell the user; retrying does not help.",
 	},
 	{
+		Code: 61003, Title: "component is not authorized by this account",
+		ZH: "该账号未授权给此第三方平台。", EN: "The account has not authorized this third-party platform.",
+		CauseZH: "authorizer_appid 填错，或商户从未授权、已取消授权。", CauseEN: "The authorizer_appid is wrong, or the merchant never authorized the platform or revoked it.",
+		FixZH: "核对 authorizer_appid；请商户通过授权链接重新授权。", FixEN: "Check the authorizer_appid; have the merchant authorize again through the authorization link.",
+	},
+	{
 		Code: 61004, Title: "access clientip is not registered",
 		ZH: "调用方 IP 未登记（第三方平台白名单，也见于服务号取 token）。", EN: "The caller's IP is not registered (third-party platform whitelist; also seen for service-account tokens).",
 		CauseZH: "出口 IP 不在开放平台第三方平台或服务号的 IP 白名单中。", CauseEN: "The egress IP is not in the open platform's (or service account's) IP whitelist.",
@@ -233,6 +239,18 @@ var hints = []Hint{
 		ZH: "component_verify_ticket 无效。", EN: "The component_verify_ticket is invalid.",
 		CauseZH: "ticket 解密或存储出错，或属于其他第三方平台。", CauseEN: "The ticket was decrypted or stored wrongly, or belongs to another platform.",
 		FixZH: "使用最新推送的 ticket；必要时调用 api_start_push_ticket。", FixEN: "Use the latest pushed ticket; call api_start_push_ticket if needed.",
+	},
+	{
+		Code: 61009, Title: "code is invalid",
+		ZH: "授权码（authorization_code）无效。", EN: "The authorization code is invalid.",
+		CauseZH: "授权码已被使用（只能换取一次）、属于其他第三方平台，或被截断。", CauseEN: "The code was already exchanged (it is single use), belongs to another platform, or was truncated.",
+		FixZH: "重试无用：用 api_get_authorizer_list 找回刷新令牌，或请商户重新授权。", FixEN: "Retrying does not help: recover the refresh token with api_get_authorizer_list, or have the merchant authorize again.",
+	},
+	{
+		Code: 61010, Title: "code is expired",
+		ZH: "授权码已过期（有效期 1 小时）。", EN: "The authorization code has expired (it lives 1 hour).",
+		CauseZH: "收到授权事件后未及时调用 api_query_auth。", CauseEN: "api_query_auth was not called soon enough after the authorization event.",
+		FixZH: "用 api_get_authorizer_list 找回刷新令牌，或请商户重新授权；收到事件后立即换取。", FixEN: "Recover the refresh token with api_get_authorizer_list or have the merchant authorize again; exchange codes as soon as the event arrives.",
 	},
 	{
 		Code: 61011, Title: "invalid component",

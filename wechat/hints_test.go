@@ -13,7 +13,7 @@ func TestHintsCoverDocumentedCodes(t *testing.T) {
 	documented := []int{
 		-1, 0, 40001, 40002, 40013, 40014, 40029, 40030, 40125, 40163, 40164, 40226, 40243,
 		41001, 41002, 41004, 42001, 42002, 42003, 42007, 45009, 45011, 45047, 48001, 48006,
-		50001, 50002, 61004, 61005, 61006, 61023, 61024, 76001, 76002, 76003, 76004, 76022,
+		50001, 50002, 61003, 61004, 61005, 61006, 61009, 61010, 61023, 61024, 76001, 76002, 76003, 76004, 76022,
 		87009, 89501, 89503, 89506, 89507,
 	}
 	for _, code := range documented {
@@ -59,7 +59,7 @@ func hasHan(s string) bool {
 }
 
 func TestAPIErrorClassification(t *testing.T) {
-	type class struct{ cred, retry, config, quota, relogin bool }
+	type class struct{ cred, retry, config, quota, relogin, reauth bool }
 	tests := []struct {
 		api  string
 		code int
@@ -98,10 +98,16 @@ func TestAPIErrorClassification(t *testing.T) {
 		{APIUserInfo, 42007, class{relogin: true}},
 		{APICheckSession, 87009, class{relogin: true}},
 		{APIGeneric, 45047, class{}},
+		{APIAuthorizerToken, 61023, class{reauth: true}},
+		{APIAuthorizerToken, 61003, class{reauth: true}},
+		{APIQueryAuth, 61009, class{reauth: true}},
+		{APIQueryAuth, 61010, class{reauth: true}},
+		{APIStartPushTicket, 40001, class{config: true}},
+		{APICreatePreAuthCode, 40001, class{cred: true}},
 	}
 	for _, tt := range tests {
 		e := &APIError{API: tt.api, Code: tt.code}
-		got := class{e.InvalidCredential(), e.Retryable(), e.ConfigError(), e.QuotaExceeded(), e.Relogin()}
+		got := class{e.InvalidCredential(), e.Retryable(), e.ConfigError(), e.QuotaExceeded(), e.Relogin(), e.Reauthorize()}
 		if got != tt.want {
 			t.Errorf("APIError{%s, %d} classes = %+v; want %+v", tt.api, tt.code, got, tt.want)
 		}

@@ -152,7 +152,11 @@ type AuthorizerToken struct {
 // AuthorizerToken refreshes an authorizer_access_token (POST
 // /cgi-bin/component/api_authorizer_token). 61023 means the
 // authorizer_refresh_token is invalid. When WeChat's answer omits
-// authorizer_refresh_token, RefreshToken is the one sent. Errors: *APIError,
+// authorizer_refresh_token, RefreshToken is the one sent. WeChat may answer
+// a new refresh token and retire the one sent, so the call is never
+// repeated on a fallback URL once WeChat may have processed it: an
+// OutcomeUnknown error means the refresh token may have changed, and
+// AuthorizerList recovers the current one. Errors: *APIError,
 // *TransportError.
 //
 // No wxbroker code calls it yet: it stays for brokering Open Platform
@@ -173,6 +177,7 @@ func (c *Client) AuthorizerToken(ctx context.Context, componentAccessToken, comp
 			RefreshToken    string `json:"authorizer_refresh_token"`
 		}{componentAppID, authorizerAppID, authorizerRefreshToken},
 		secrets: []string{componentAccessToken, authorizerRefreshToken},
+		once:    true,
 		check: func() error {
 			if a.AccessToken == "" {
 				return errMissing("authorizer_access_token")

@@ -14,7 +14,7 @@ import (
 )
 
 const (
-	simSynopsis = "[--listen ADDR] [--app APPID:SECRET]... [--token-ttl D] [--overlap D]"
+	simSynopsis = "[--listen ADDR] [--app APPID:SECRET]... [--token-ttl D] [--overlap D] [--ticket-push-interval D]"
 	simSummary  = "run the WeChat simulator as a standalone server for your own tests"
 )
 
@@ -57,6 +57,8 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Var(&apps, "app", "an app the simulator accepts, as APPID:SECRET (repeatable; default: two demo apps)")
 	ttl := fs.Duration("token-ttl", 7200*time.Second, "lifetime of access tokens")
 	overlap := fs.Duration("overlap", 300*time.Second, "how long the previous classic token stays valid after a new fetch")
+	pushEvery := fs.Duration("ticket-push-interval", 10*time.Minute,
+		"how often component_verify_ticket is pushed to the event URL of each component registered with POST /sim/components")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -64,15 +66,15 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return exitUsage
 	}
-	if *ttl <= 0 || *overlap < 0 {
-		fmt.Fprintln(stderr, "wxbroker sim: --token-ttl must be positive and --overlap not negative")
+	if *ttl <= 0 || *overlap < 0 || *pushEvery <= 0 {
+		fmt.Fprintln(stderr, "wxbroker sim: --token-ttl and --ticket-push-interval must be positive and --overlap not negative")
 		return exitUsage
 	}
 	demo := len(apps) == 0
 	if demo {
 		apps = demoApps
 	}
-	sim := wechattest.New(wechattest.Options{TokenTTL: *ttl, Overlap: *overlap})
+	sim := wechattest.New(wechattest.Options{TokenTTL: *ttl, Overlap: *overlap, TicketPushInterval: *pushEvery})
 	for _, a := range apps {
 		sim.AddApp(a.AppID, a.Secret)
 	}
@@ -84,6 +86,10 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	srv := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
 	printSimBanner(stdout, "http://"+ln.Addr().String(), apps, demo, *ttl, *overlap)
+
+	pushCtx, stopPushes := context.WithCancel(ctx)
+	defer stopPushes()
+	go sim.RunPushes(pushCtx) // Open Platform ticket pushes (POST /sim/components)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()

@@ -76,7 +76,7 @@ func extraAPI(api string) bool {
 	case apiMediaUpload, apiMediaGet, apiWxaCode:
 		return true
 	}
-	return netcheckAPI(api)
+	return netcheckAPI(api) || componentAPI(api)
 }
 
 func extraRoute(path string) (route, bool) {
@@ -89,6 +89,9 @@ func extraRoute(path string) (route, bool) {
 		return route{apiMediaGet, http.MethodGet, (*Sim).mediaGet}, true
 	case "/wxa/getwxacodeunlimit":
 		return route{apiWxaCode, http.MethodPost, (*Sim).wxaCode}, true
+	}
+	if rt, ok := componentRoute(path); ok {
+		return rt, true
 	}
 	return netcheckRoute(path)
 }

@@ -1,6 +1,7 @@
 package wechattest
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -34,6 +35,16 @@ func knownAPI(api string) bool {
 //	GET    /sim/ids?appid=&person=                                  → {"openid","unionid"}
 //	POST   /sim/reset                                               → {"ok":true}
 //
+// and those of an Open Platform component (componentControl):
+//
+//	POST   /sim/components            {"component_appid","component_secret","token","encoding_aes_key","event_url","allowed_ips":[…],"rotate_refresh_tokens":bool} → {"ok":true}
+//	POST   /sim/components/rotation   {"component_appid","on":bool}            → {"ok":true}
+//	POST   /sim/components/push_ticket {"component_appid"}                     → {"ticket","push_error"}
+//	POST   /sim/components/authorize  {"component_appid","authorizer_appid"}   → {"auth_code","push_error"}
+//	POST   /sim/components/revoke     {"component_appid","authorizer_appid"}   → {"ok":true,"push_error"}
+//	POST   /sim/components/repush     {"component_appid"}                      → {"ok":true,"push_error"}
+//	GET    /sim/components/state?component_appid=&authorizer_appid=        → {"verify_ticket","refresh_token","authorized","pushes":{info:n},"push_failures","pushes_dropped"}
+//
 // Errors answer 4xx with {"error":"…"}.
 func (s *Sim) serveControl(w http.ResponseWriter, r *http.Request) {
 	var in struct {
@@ -52,8 +63,14 @@ func (s *Sim) serveControl(w http.ResponseWriter, r *http.Request) {
 		Drop         bool     `json:"drop"`
 		DropResponse bool     `json:"drop_response"`
 	}
+	var raw []byte
 	if r.Method == http.MethodPost {
-		if err := json.NewDecoder(io.LimitReader(r.Body, maxBody)).Decode(&in); err != nil && !errors.Is(err, io.EOF) {
+		var err error
+		if raw, err = io.ReadAll(io.LimitReader(r.Body, maxBody)); err != nil {
+			controlError(w, http.StatusBadRequest, "read body: "+err.Error())
+			return
+		}
+		if err := json.NewDecoder(bytes.NewReader(raw)).Decode(&in); err != nil && !errors.Is(err, io.EOF) {
 			controlError(w, http.StatusBadRequest, "invalid JSON body: "+err.Error())
 			return
 		}
@@ -139,7 +156,9 @@ func (s *Sim) serveControl(w http.ResponseWriter, r *http.Request) {
 		s.Reset()
 		controlJSON(w, map[string]bool{"ok": true})
 	default:
-		controlError(w, http.StatusNotFound, "no such control endpoint: "+route)
+		if !s.componentControl(w, r, route, raw) {
+			controlError(w, http.StatusNotFound, "no such control endpoint: "+route)
+		}
 	}
 }
 

@@ -8,8 +8,19 @@
 // rotate inside the last minutes of their life and limit forced refreshes,
 // daily quotas per UTC+8 day, AppSecret and IP allow-list checks, single-use
 // login and phone codes, JS-SDK tickets, the web OAuth flow with a clickable
-// qrconnect page, component (third-party platform) tokens and a generic API
+// qrconnect page, the Open Platform (third-party platform) and a generic API
 // that only checks the access token.
+//
+// For the Open Platform, AddComponent registers a component with its message
+// token, EncodingAESKey and event URL: the simulator pushes encrypted
+// component_verify_ticket events there (every Options.TicketPushInterval, and
+// at once after api_start_push_ticket), serves the authorization page
+// (/cgi-bin/componentloginpage, whose confirm pushes authorized and
+// redirects with auth_code), api_create_preauthcode, api_query_auth,
+// api_authorizer_token with refresh-token rules (61003, 61023 after
+// revocation or rotation, rotation when told to) and
+// api_get_authorizer_list; Authorize and Revoke act as a merchant without
+// a browser.
 //
 // Tests inject a clock through Options.Now so lifetimes pass without
 // sleeping, queue faults for the next calls of an API with Fail (latency, 5xx

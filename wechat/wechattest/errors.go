@@ -73,8 +73,16 @@ func errmsg(code int) string {
 		return "component is not authorized by this account"
 	case 61004:
 		return "access clientip is not registered"
+	case 61005:
+		return "component ticket is expired"
 	case 61006:
 		return "component ticket is invalid"
+	case 61009:
+		return "code is invalid"
+	case 61010:
+		return "code is expired"
+	case 61011:
+		return "invalid component"
 	case 61023:
 		return "refresh_token is invalid"
 	case 76001:
@@ -170,7 +178,8 @@ func validRID(rid string) bool {
 func sensitive(name string) bool {
 	switch name {
 	case "secret", "appsecret", "component_appsecret", "access_token", "component_access_token",
-		"js_code", "code", "refresh_token", "authorizer_refresh_token", "component_verify_ticket":
+		"js_code", "code", "refresh_token", "authorizer_refresh_token", "component_verify_ticket",
+		"component_secret", "authorization_code", "pre_auth_code":
 		return true
 	}
 	return false

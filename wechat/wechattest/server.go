@@ -1,6 +1,7 @@
 package wechattest
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log"
@@ -18,17 +19,20 @@ type Server struct {
 	// trailing slash: use it as the WeChat client's BaseURL.
 	URL string
 
-	srv       *http.Server
-	done      chan struct{}
-	mu        sync.Mutex // guards closing and inflight.Add
-	closing   bool
-	inflight  sync.WaitGroup
-	closeOnce sync.Once
+	srv        *http.Server
+	done       chan struct{}
+	stopPushes context.CancelFunc
+	pushesDone chan struct{}
+	mu         sync.Mutex // guards closing and inflight.Add
+	closing    bool
+	inflight   sync.WaitGroup
+	closeOnce  sync.Once
 }
 
 // NewServer starts a Sim configured by opts on 127.0.0.1 at a port the
-// system picks. Like httptest.NewServer it panics when it cannot listen.
-// The caller must Close it.
+// system picks, with a RunPushes loop for the components' event URLs.
+// Like httptest.NewServer it panics when it cannot listen. The caller must
+// Close it.
 func NewServer(opts Options) *Server {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -61,19 +65,28 @@ func NewServer(opts Options) *Server {
 		defer close(s.done)
 		_ = s.srv.Serve(ln)
 	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopPushes, s.pushesDone = cancel, make(chan struct{})
+	go func() {
+		defer close(s.pushesDone)
+		sim.RunPushes(ctx)
+	}()
 	return s
 }
 
 // Close stops the server: it closes the listener and every connection,
-// which cancels requests in flight (a latency fault ends at once), and waits
-// until their handlers have returned. Close is idempotent.
+// which cancels requests in flight (a latency fault ends at once), stops
+// the pushes to event URLs, and waits until their handlers and pushes have
+// returned. Close is idempotent.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closing = true
 		s.mu.Unlock()
 		_ = s.srv.Close()
+		s.stopPushes()
 		<-s.done
+		<-s.pushesDone
 		s.inflight.Wait()
 	})
 }

@@ -73,6 +73,16 @@ type Options struct {
 	CodeTTL time.Duration
 	// TicketTTL is the lifetime announced for JS-SDK tickets. Default 7200s.
 	TicketTTL time.Duration
+	// VerifyTicketTTL is how long a component_verify_ticket is accepted by
+	// api_component_token (Sim clock). Default 12h, as at WeChat.
+	VerifyTicketTTL time.Duration
+	// TicketPushInterval is how often RunPushes pushes a new verify ticket
+	// to each component's event URL, in real time. Default 10m, as at
+	// WeChat; tests shorten it.
+	TicketPushInterval time.Duration
+	// PushClient sends the pushes to event URLs. Nil: a client with a 5s
+	// timeout that does not follow redirects.
+	PushClient *http.Client
 }
 
 func (o Options) withDefaults() Options {
@@ -87,6 +97,14 @@ func (o Options) withDefaults() Options {
 	def(&o.ForceMinInterval, 30*time.Second)
 	def(&o.CodeTTL, 5*time.Minute)
 	def(&o.TicketTTL, 7200*time.Second)
+	def(&o.VerifyTicketTTL, 12*time.Hour)
+	def(&o.TicketPushInterval, 10*time.Minute)
+	if o.PushClient == nil {
+		o.PushClient = &http.Client{
+			Timeout:       pushTimeout,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
 	if o.ForceDailyLimit <= 0 {
 		o.ForceDailyLimit = 20
 	}
@@ -102,8 +120,9 @@ func (o Options) withDefaults() Options {
 // Sim is a simulated WeChat API server. Create it with New; the zero value is
 // not usable. A Sim is an http.Handler and is safe for concurrent use.
 type Sim struct {
-	opts   Options
-	qrPage *template.Template
+	opts     Options
+	qrPage   *template.Template
+	authPage *template.Template
 
 	// mu guards everything below. It is never held while a latency fault
 	// sleeps or while a response is written.
@@ -118,8 +137,9 @@ type Sim struct {
 	faults     map[string][]*faultEntry
 	rids       map[string]*ridRecord
 	ridOrder   []string
-	mints      int        // mints since the last sweep of dead tokens and codes
-	media      mediaStore // apis.go
+	mints      int            // mints since the last sweep of dead tokens and codes
+	media      mediaStore     // apis.go
+	comps      componentState // component.go
 	st         stats
 }
 
@@ -137,6 +157,8 @@ func New(opts Options) *Sim {
 		faults:     make(map[string][]*faultEntry),
 		rids:       make(map[string]*ridRecord),
 		qrPage:     template.Must(template.New("qrconnect").Parse(qrPageHTML)),
+		authPage:   template.Must(template.New("componentloginpage").Parse(authPageHTML)),
+		comps:      newComponentState(),
 	}
 	s.st.reset()
 	return s
@@ -209,6 +231,12 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case r.URL.Path == "/connect/qrconnect/confirm":
 		s.serveQRConfirm(w, r)
+		return
+	case r.URL.Path == "/cgi-bin/componentloginpage":
+		s.serveAuthPage(w, r)
+		return
+	case r.URL.Path == "/cgi-bin/componentloginpage/confirm":
+		s.serveAuthConfirm(w, r)
 		return
 	}
 	rt, ok := s.route(r.URL.Path)

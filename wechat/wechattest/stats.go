@@ -49,9 +49,14 @@ func (s *Sim) Answered(errcode int) int {
 	return s.st.answered[errcode]
 }
 
-// Reset clears the stats. Apps, tokens, codes, quotas and faults stay.
+// Reset clears the stats, the components' push counts included. Apps,
+// components, tokens, codes, quotas and faults stay.
 func (s *Sim) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.st.reset()
+	for _, comp := range s.comps.byID {
+		clear(comp.delivered)
+		comp.failed, comp.dropped = 0, 0
+	}
 }

@@ -276,9 +276,12 @@ func (s *Sim) getTicket(c *call) []byte {
 	return b
 }
 
-// componentToken serves POST /cgi-bin/component/api_component_token. Any
-// added app may act as a component app; any non-empty verify ticket is
-// accepted. Component tokens follow classic last-fetch-wins semantics.
+// componentToken serves POST /cgi-bin/component/api_component_token. A
+// component registered with AddComponent needs a verify ticket the
+// simulator minted for it (61006, or 61005 when older than
+// VerifyTicketTTL); any other added app may act as a component app with
+// any non-empty ticket. Component tokens follow classic last-fetch-wins
+// semantics.
 func (s *Sim) componentToken(c *call) []byte {
 	if !c.jsonOK {
 		return s.errBody(c, 47001, "")
@@ -287,8 +290,14 @@ func (s *Sim) componentToken(c *call) []byte {
 	if fail != nil {
 		return fail
 	}
-	if c.field("component_verify_ticket") == "" {
+	ticket := c.field("component_verify_ticket")
+	if ticket == "" {
 		return s.errBody(c, 61006, "")
+	}
+	if comp, ok := s.comps.byID[a.id]; ok {
+		if fail := s.checkVerifyTicket(c, comp, ticket); fail != nil {
+			return fail
+		}
 	}
 	if fail := s.takeQuota(c, a, apiComponentToken); fail != nil {
 		return fail
@@ -302,24 +311,21 @@ func (s *Sim) componentToken(c *call) []byte {
 }
 
 // authorizerToken serves POST /cgi-bin/component/api_authorizer_token
-// (?component_access_token=, or ?access_token= as newer docs write it). The
-// authorizer app must be added; any non-empty authorizer_refresh_token is
-// accepted and returned unchanged. Authorizer tokens follow classic
-// last-fetch-wins semantics and count against the authorizer's quota.
+// (?component_access_token=, or ?access_token= as newer docs write it).
+// For a component registered with AddComponent the authorizer must have
+// authorized it and the refresh token must be its current one
+// (registeredAuthorizerToken). For any other added app used as a
+// component, the authorizer app must be added and any non-empty
+// authorizer_refresh_token is accepted and returned unchanged. Authorizer
+// tokens follow classic last-fetch-wins semantics and count against the
+// authorizer's quota.
 func (s *Sim) authorizerToken(c *call) []byte {
-	tok := c.q("component_access_token")
-	if tok == "" {
-		tok = c.q("access_token")
-	}
-	ct, fail := s.checkToken(c, tok, kindComponent)
+	comp, fail := s.componentCall(c)
 	if fail != nil {
 		return fail
 	}
-	if !c.jsonOK {
-		return s.errBody(c, 47001, "")
-	}
-	if c.field("component_appid") != ct.appID {
-		return s.errBody(c, 40013, "")
+	if comp != nil {
+		return s.registeredAuthorizerToken(c, comp)
 	}
 	a, ok := s.apps[c.field("authorizer_appid")]
 	if !ok {
@@ -333,12 +339,7 @@ func (s *Sim) authorizerToken(c *call) []byte {
 		return fail
 	}
 	t := s.mintLastWins(a, kindAuthorizer)
-	b, _ := json.Marshal(struct {
-		AuthorizerAccessToken  string `json:"authorizer_access_token"`
-		ExpiresIn              int64  `json:"expires_in"`
-		AuthorizerRefreshToken string `json:"authorizer_refresh_token"`
-	}{t.value, int64(s.opts.TokenTTL / time.Second), rt})
-	return b
+	return authorizerTokenBody(t.value, s.opts.TokenTTL, rt)
 }
 
 // generic serves every other path under /cgi-bin/, /wxa/ and /sns/: it only
