@@ -8,25 +8,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/wxbroker/wxbroker/config"
 	"github.com/wxbroker/wxbroker/metrics"
-	"github.com/wxbroker/wxbroker/wechat"
 )
-
-// WeChat is what the broker needs from WeChat; *wechat.Client satisfies it.
-type WeChat interface {
-	Token(ctx context.Context, appID, secret string) (wechat.Token, error)
-	StableToken(ctx context.Context, appID, secret string, force bool) (wechat.Token, error)
-	Ticket(ctx context.Context, accessToken, typ string) (wechat.Ticket, error)
-	// APIDomainIP is the side-effect-free token check used to verify a
-	// report that carries no WeChat answer (see InvalidateUnproven).
-	APIDomainIP(ctx context.Context, accessToken string) ([]string, error)
-}
-
-var _ WeChat = (*wechat.Client)(nil)
 
 // Options configures a Broker. Config, Redis, WeChat, Logger and Metrics are
 // required.
@@ -38,38 +24,6 @@ type Options struct {
 	Metrics    *metrics.Metrics // required
 	Now        func() time.Time // nil: time.Now; token lifetimes and schedules follow it
 	InstanceID string           // default Config.InstanceID
-}
-
-// Token is an access token as served to callers.
-type Token struct {
-	AccessToken string
-	ExpiresAt   time.Time
-	// Generation counts the tokens this app has had; it grows with every new token.
-	Generation int64
-}
-
-// Ticket is a JS-SDK ticket (jsapi or wx_card) as served to callers.
-type Ticket struct {
-	Ticket    string
-	ExpiresAt time.Time
-}
-
-// Errors returned by the read and invalidation paths.
-var (
-	ErrUnknownApp    = errors.New("broker: unknown namespace or appid") // → 404
-	ErrUnknownTicket = errors.New("broker: ticket type not configured") // → 404
-	ErrNoToken       = errors.New("broker: no valid token available")   // → 503
-	ErrForceLimited  = errors.New("broker: forced refresh budget used") // → 429 (force_min_interval / daily cap)
-)
-
-// minServeLife is the least life a token or ticket must have left to be
-// served: an answer with "expires_in": 0 is of no use to any client, and one
-// with less than a second may die on the way.
-const minServeLife = time.Second
-
-// servable reports whether r can be served at now.
-func servable(r *record, now time.Time) bool {
-	return r != nil && r.ExpiresAt.Sub(now) >= minServeLife
 }
 
 // overlapDefault is how long WeChat keeps the previous classic token valid
@@ -100,45 +54,6 @@ type Broker struct {
 	running atomic.Bool
 	// reloadMu serialises reload commits.
 	reloadMu sync.Mutex
-}
-
-// core is what every room shares: the start-up configuration (the parts a
-// reload cannot change), the store, the clock, logger and metrics, the
-// current catalog, Redis's health and the tunables tests shorten. Its few
-// methods only read these.
-type core struct {
-	cfg   *config.Config
-	store *store // every Redis access
-	log   *zap.Logger
-	m     *metrics.Metrics
-	now   func() time.Time
-	id    string
-
-	cat      atomic.Pointer[catalog] // the configured credentials; a reload swaps it
-	redisErr atomic.Pointer[redisState]
-	loss     lossWatch // when Redis may have lost a leader's lock (lostlease.go)
-	// lastReload is when a cluster slot map reload was last logged (unix ns).
-	lastReload atomic.Int64
-
-	// Tunables; tests shorten them.
-	overlap        time.Duration // assumed classic overlap after an unknown outcome
-	backoffMin     time.Duration
-	backoffMax     time.Duration
-	tick           time.Duration // longest scheduler sleep (the clock may be injected)
-	reconcileEvery time.Duration
-	pollEvery      time.Duration // follower invalidation: Redis poll and request re-send
-	verdictReuse   time.Duration // see verdictReuseDefault
-	hooks          hooks
-}
-
-// hooks let tests stop the refresh path at chosen points.
-type hooks struct {
-	beforeWrite func(it *item) // called before a fenced token write
-}
-
-type redisState struct {
-	err error
-	at  time.Time
 }
 
 // New checks opts and builds a Broker. It does not touch Redis; Run does.
@@ -229,9 +144,6 @@ func configuredNamespaces(cfg *config.Config) []string {
 	return out
 }
 
-// catalog is the current set of configured credentials.
-func (b *core) catalog() *catalog { return b.cat.Load() }
-
 // Run supervises the cache subscriber and periodic reconcile, leader election
 // and (while leader) the refresh scheduler. It blocks until ctx is done, then
 // stops every refresh, releases the lock and returns nil. Redis being down is
@@ -253,10 +165,6 @@ func (b *Broker) Run(ctx context.Context) error {
 	wg.Wait()
 	b.log.Info("broker stopped", zap.String("instance_id", b.id))
 	return nil
-}
-
-func (b *core) entry(ns, appid string) (*appEntry, bool) {
-	return b.catalog().entry(ns, appid)
 }
 
 // AccessToken returns the current access token of appid in namespace ns from
@@ -350,26 +258,38 @@ func (b *Broker) Ready() error {
 	return errors.New("broker: no valid access token cached yet")
 }
 
-// setRedis records the outcome of the last Redis operation for Ready and Status.
-func (b *core) setRedis(err error) {
-	if err != nil && (errors.Is(err, context.Canceled) || errors.Is(err, redis.Nil)) {
-		return
+// dayMetricsLoop resets the per-day counts at every UTC+8 midnight until ctx
+// ends; a leader then reloads the new day's counts from Redis (in case a
+// call was counted in between). It polls the (injectable) clock every tick.
+func (b *Broker) dayMetricsLoop(ctx context.Context) {
+	tk := time.NewTicker(b.tick)
+	defer tk.Stop()
+	today := day(b.now())
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tk.C:
+		}
+		d := day(b.now())
+		if d == today {
+			continue
+		}
+		today = d
+		b.ex.resetDayMetrics()
+		if t := b.el.term.Load(); t != nil && t.ctx.Err() == nil {
+			b.ex.loadQuotaGauges(t.ctx)
+		}
 	}
-	if err != nil {
-		b.loss.failure()
-		b.reloadClusterState("redis error")
-	}
-	cur := b.redisErr.Load()
-	if err == nil && (cur == nil || cur.err == nil) {
-		return
-	}
-	if err != nil && cur != nil && cur.err != nil {
-		return // keep the time the outage began
-	}
-	b.redisErr.Store(&redisState{err: err, at: b.now()})
-	if err != nil {
-		b.log.Warn("redis unavailable; serving cached tokens", zap.Error(err))
-	} else if cur != nil {
-		b.log.Info("redis available again")
-	}
+}
+
+// IssuedTokenApp names the app an access token was handed out for, by any
+// replica, as long as the token has not reached its own expiry, even when it
+// was replaced (or killed by an outside fetch) since. Tokens this replica has
+// seen are answered from memory; others cost one Redis GET, and tokens Redis
+// does not know are remembered as unknown. It returns ok false for an unknown
+// or expired token, and an error wrapping ErrTokenLookup when Redis could not
+// be asked. It is safe for concurrent use.
+func (b *Broker) IssuedTokenApp(ctx context.Context, tok string) (ns, appid string, ok bool, err error) {
+	return b.rep.issuedApp(ctx, tok)
 }

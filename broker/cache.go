@@ -2,9 +2,7 @@ package broker
 
 import (
 	"sync"
-	"sync/atomic"
-
-	"github.com/wxbroker/wxbroker/config"
+	"time"
 )
 
 // replica is the cache every replica serves from: the records applied to
@@ -31,88 +29,6 @@ func newReplica(c *core, ex *exporter) *replica {
 	r.index.m = map[string]*item{}
 	r.pause.init(c.cfg.Leader.LockTTL)
 	return r
-}
-
-// appEntry is one configured app of one catalog: its configuration, its
-// access token and its tickets. Immutable; a reload builds a new entry that
-// shares the items.
-type appEntry struct {
-	ns      string
-	appid   string
-	app     *config.App // secret and token mode as configured now
-	token   *item
-	tickets map[string]*item // ticket type ("jsapi", "wx_card") → item
-}
-
-// item is one credential of one app (access token or a ticket type), as this
-// replica's cache holds it. Reads load cur atomically; updates go through
-// apply, which keeps them ordered by the Redis write revision.
-type item struct {
-	// app is the item's entry in the current catalog (catalog.adopt).
-	app   atomic.Pointer[appEntry]
-	ns    string
-	appid string
-	kind  string // KindAccessToken, KindJSAPITicket, KindWxCardTicket
-	typ   string // ticket type for getticket; empty for the access token
-	field string // hash field in {p}:ns:<ns>:tok and :st
-
-	cur    atomic.Pointer[record]
-	prev   atomic.Pointer[record]        // the token cur replaced (AppByToken overlap)
-	status atomic.Pointer[refreshStatus] // last status written by this replica as leader
-	// verdict is the last "WeChat still accepts this reported token" answer
-	// this replica reached or heard of (access tokens only).
-	verdict atomic.Pointer[verdict]
-
-	mu      sync.Mutex    // serialises apply
-	changed chan struct{} // closed and replaced on every applied update
-}
-
-func newItem(e *appEntry, kind, typ string) *item {
-	it := &item{
-		ns:      e.ns,
-		appid:   e.appid,
-		kind:    kind,
-		typ:     typ,
-		field:   e.appid + "/" + kind,
-		changed: make(chan struct{}),
-	}
-	it.app.Store(e)
-	return it
-}
-
-// config is the item's app as configured now (a reload may change it).
-func (it *item) config() *config.App { return it.app.Load().app }
-
-// spec is the item's Kind: the access token's follows the app's token_mode.
-func (it *item) spec() Kind {
-	if it.kind == KindAccessToken {
-		return tokenKind(it.config().TokenMode)
-	}
-	k, _ := ticketKind(it.typ)
-	return k
-}
-
-// needed is the item whose value this one is fetched with, nil for none.
-func (it *item) needed() *item {
-	if it.spec().Needs() == "" {
-		return nil
-	}
-	return it.app.Load().token
-}
-
-// dependents are the items fetched with this one's value.
-func (it *item) dependents() map[string]*item {
-	if it.kind != KindAccessToken {
-		return nil
-	}
-	return it.app.Load().tickets
-}
-
-// changes returns a channel closed at the next applied update.
-func (it *item) changes() <-chan struct{} {
-	it.mu.Lock()
-	defer it.mu.Unlock()
-	return it.changed
 }
 
 // apply installs r if it is newer (by revision) than the cached record and
@@ -171,4 +87,28 @@ func (x *tokenIndex) remove(tok string, it *item) {
 	if x.m[tok] == it {
 		delete(x.m, tok)
 	}
+}
+
+// minServeLife is the least life a token or ticket must have left to be
+// served: an answer with "expires_in": 0 is of no use to any client, and one
+// with less than a second may die on the way.
+const minServeLife = time.Second
+
+// servable reports whether r can be served at now.
+func servable(r *record, now time.Time) bool {
+	return r != nil && r.ExpiresAt.Sub(now) >= minServeLife
+}
+
+// Token is an access token as served to callers.
+type Token struct {
+	AccessToken string
+	ExpiresAt   time.Time
+	// Generation counts the tokens this app has had; it grows with every new token.
+	Generation int64
+}
+
+// Ticket is a JS-SDK ticket (jsapi or wx_card) as served to callers.
+type Ticket struct {
+	Ticket    string
+	ExpiresAt time.Time
 }

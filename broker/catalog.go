@@ -1,8 +1,12 @@
 package broker
 
 import (
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/wxbroker/wxbroker/config"
 )
@@ -140,3 +144,99 @@ func (c *catalog) byField(ns, field string) *item {
 	}
 	return nil
 }
+
+// appEntry is one configured app of one catalog: its configuration, its
+// access token and its tickets. Immutable; a reload builds a new entry that
+// shares the items.
+type appEntry struct {
+	ns      string
+	appid   string
+	app     *config.App // secret and token mode as configured now
+	token   *item
+	tickets map[string]*item // ticket type ("jsapi", "wx_card") → item
+}
+
+// item is one credential of one app (access token or a ticket type), as this
+// replica's cache holds it. Reads load cur atomically; updates go through
+// apply, which keeps them ordered by the Redis write revision.
+type item struct {
+	// app is the item's entry in the current catalog (catalog.adopt).
+	app   atomic.Pointer[appEntry]
+	ns    string
+	appid string
+	kind  string // KindAccessToken, KindJSAPITicket, KindWxCardTicket
+	typ   string // ticket type for getticket; empty for the access token
+	field string // hash field in {p}:ns:<ns>:tok and :st
+
+	cur    atomic.Pointer[record]
+	prev   atomic.Pointer[record]        // the token cur replaced (AppByToken overlap)
+	status atomic.Pointer[refreshStatus] // last status written by this replica as leader
+	// verdict is the last "WeChat still accepts this reported token" answer
+	// this replica reached or heard of (access tokens only).
+	verdict atomic.Pointer[verdict]
+
+	mu      sync.Mutex    // serialises apply
+	changed chan struct{} // closed and replaced on every applied update
+}
+
+func newItem(e *appEntry, kind, typ string) *item {
+	it := &item{
+		ns:      e.ns,
+		appid:   e.appid,
+		kind:    kind,
+		typ:     typ,
+		field:   e.appid + "/" + kind,
+		changed: make(chan struct{}),
+	}
+	it.app.Store(e)
+	return it
+}
+
+// config is the item's app as configured now (a reload may change it).
+func (it *item) config() *config.App { return it.app.Load().app }
+
+// spec is the item's Kind: the access token's follows the app's token_mode.
+func (it *item) spec() Kind {
+	if it.kind == KindAccessToken {
+		return tokenKind(it.config().TokenMode)
+	}
+	k, _ := ticketKind(it.typ)
+	return k
+}
+
+// needed is the item whose value this one is fetched with, nil for none.
+func (it *item) needed() *item {
+	if it.spec().Needs() == "" {
+		return nil
+	}
+	return it.app.Load().token
+}
+
+// dependents are the items fetched with this one's value.
+func (it *item) dependents() map[string]*item {
+	if it.kind != KindAccessToken {
+		return nil
+	}
+	return it.app.Load().tickets
+}
+
+// changes returns a channel closed at the next applied update.
+func (it *item) changes() <-chan struct{} {
+	it.mu.Lock()
+	defer it.mu.Unlock()
+	return it.changed
+}
+
+// verdict is WeChat's "still accepted" answer on a reported token, reached
+// (or, on a follower, heard of) at time at (time.Now).
+type verdict struct {
+	token string
+	at    time.Time
+}
+
+// Errors returned by the read and invalidation paths.
+var (
+	ErrUnknownApp    = errors.New("broker: unknown namespace or appid") // → 404
+	ErrUnknownTicket = errors.New("broker: ticket type not configured") // → 404
+	ErrNoToken       = errors.New("broker: no valid token available")   // → 503
+)

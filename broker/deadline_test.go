@@ -88,7 +88,7 @@ func TestRetriesFitRemainingLife(t *testing.T) {
 			for i := range attempts {
 				var due time.Time
 				waitFor(t, 5*time.Second, fmt.Sprintf("failed attempt %d", i+1), func() bool {
-					due = tm.sched.scheduledAt(it)
+					due = tm.sched().scheduledAt(it)
 					return refreshErrors(n, app.AppID) >= float64(i+1) && !due.IsZero()
 				})
 				remaining := first.ExpiresAt.Sub(clock.Now())

@@ -57,7 +57,9 @@ type term struct {
 	fence  fence
 	epoch  int64
 	lease  lease
-	sched  *scheduler
+	// work is what the term's work attaches to it (leaderWork: its
+	// *scheduler, read with sched); the lease does not look into it.
+	work any
 }
 
 func (t *term) stop(cause error) { t.cancel(cause) }

@@ -4,24 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"go.uber.org/zap"
 )
-
-// Outcomes of the fenced scripts.
-var (
-	errFenced        = errors.New("broker: fenced: lock or epoch changed hands")
-	errForceInterval = fmt.Errorf("%w: force_min_interval not elapsed", ErrForceLimited)
-	errForceCap      = fmt.Errorf("%w: force_daily_cap reached", ErrForceLimited)
-)
-
-// fence identifies the leadership a write belongs to.
-type fence struct {
-	lockValue string
-	epoch     string
-}
 
 // writeOf is the fenced write of r, a record for it: same keeps the
 // generation (a changed expiry of the same value); gen is the generation the
@@ -77,7 +63,7 @@ func (b *refresher) save(t *term, it *item, r *record, fetched bool) (*record, e
 		return nil, &writeError{rec: &record{Value: r.Value, ExpiresAt: r.ExpiresAt, FetchedAt: r.FetchedAt, Src: r.Src}, err: err}
 	}
 	b.rep.apply(it, rec)
-	t.sched.stored(it, fetched, !same)
+	t.sched().stored(it, fetched, !same)
 	return rec, nil
 }
 
@@ -90,5 +76,3 @@ func (b *refresher) rejected(t *term, it *item, err error) {
 	b.log.Warn("fenced write rejected; stepping down", append(itemFields(it), zap.Int64("epoch", t.epoch))...)
 	t.stop(errFenced)
 }
-
-func epochString(e int64) string { return strconv.FormatInt(e, 10) }

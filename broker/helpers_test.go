@@ -315,7 +315,7 @@ func settle(t *testing.T, n *node, clock *clocktest.Clock) {
 			return false
 		}
 		for _, it := range n.b.catalog().items {
-			if due := tm.sched.scheduledAt(it); due.IsZero() || !due.After(clock.Now()) {
+			if due := tm.sched().scheduledAt(it); due.IsZero() || !due.After(clock.Now()) {
 				return false
 			}
 		}

@@ -3,10 +3,6 @@ package broker
 import (
 	"context"
 	"errors"
-	"fmt"
-	"strconv"
-	"strings"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -40,30 +36,6 @@ func kindSupersedes(k Kind, mode string) bool {
 		return false
 	}
 	return mode == callForced || (mode == callPlain && !k.Rotating())
-}
-
-// intent is a recorded credential call.
-type intent struct {
-	epoch int64
-	start time.Time // when the call was counted, on the leader's clock
-	mode  string
-}
-
-func intentValue(epoch string, start time.Time, mode string) string {
-	return epoch + "\t" + strconv.FormatInt(start.UnixMilli(), 10) + "\t" + mode
-}
-
-func parseIntent(s string) (intent, error) {
-	f := strings.Split(s, "\t")
-	if len(f) != 3 {
-		return intent{}, fmt.Errorf("malformed intent: %d fields", len(f))
-	}
-	e, err1 := strconv.ParseInt(f[0], 10, 64)
-	ms, err2 := strconv.ParseInt(f[1], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return intent{}, fmt.Errorf("malformed intent: %w", err)
-	}
-	return intent{epoch: e, start: time.UnixMilli(ms), mode: f[2]}, nil
 }
 
 // notMinted reports whether a failed credential call certainly minted
@@ -124,7 +96,7 @@ func (b *refresher) settleIntents(t *term) {
 // settleIntent shortens it's stored token after an unsettled call of an
 // earlier term and marks it for a refresh at once.
 func (b *refresher) settleIntent(t *term, it *item, in intent) {
-	k := t.sched.task(it)
+	k := t.sched().task(it)
 	if k == nil || !k.acquire(t.ctx) {
 		return
 	}

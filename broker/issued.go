@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
@@ -92,17 +91,6 @@ func (x *issuedIndex) markUnknown(tok string) {
 	}
 }
 
-// IssuedTokenApp names the app an access token was handed out for, by any
-// replica, as long as the token has not reached its own expiry, even when it
-// was replaced (or killed by an outside fetch) since. Tokens this replica has
-// seen are answered from memory; others cost one Redis GET, and tokens Redis
-// does not know are remembered as unknown. It returns ok false for an unknown
-// or expired token, and an error wrapping ErrTokenLookup when Redis could not
-// be asked. It is safe for concurrent use.
-func (b *Broker) IssuedTokenApp(ctx context.Context, tok string) (ns, appid string, ok bool, err error) {
-	return b.rep.issuedApp(ctx, tok)
-}
-
 // issuedApp is IssuedTokenApp.
 func (b *replica) issuedApp(ctx context.Context, tok string) (ns, appid string, ok bool, err error) {
 	now := b.now()
@@ -147,19 +135,4 @@ func (b *replica) lookupIssued(ctx context.Context, tok string) (issuedEntry, er
 	e := issuedEntry{it: it, exp: exp}
 	b.issued.add(tok, it, e.exp, b.now())
 	return e, nil
-}
-
-// issuedKeep is how long Redis keeps an issued-token entry after the
-// token's expiry (clock differences between replicas); the entry carries
-// the expiry itself, which is what lookups check.
-const issuedKeep = time.Minute
-
-// issuedTTL is the TTL argument of the write script for a token expiring at
-// exp, in milliseconds; "0" means the token is already dead: no entry.
-func issuedTTL(exp, now time.Time) string {
-	left := exp.Sub(now)
-	if left <= 0 {
-		return "0"
-	}
-	return strconv.FormatInt((left + issuedKeep).Milliseconds(), 10)
 }

@@ -193,3 +193,29 @@ var (
 	_ Kind = stableToken{}
 	_ Kind = ticket{}
 )
+
+// WeChat is what the broker needs from WeChat; *wechat.Client satisfies it.
+type WeChat interface {
+	Token(ctx context.Context, appID, secret string) (wechat.Token, error)
+	StableToken(ctx context.Context, appID, secret string, force bool) (wechat.Token, error)
+	Ticket(ctx context.Context, accessToken, typ string) (wechat.Ticket, error)
+	// APIDomainIP is the side-effect-free token check used to verify a
+	// report that carries no WeChat answer (see InvalidateUnproven).
+	APIDomainIP(ctx context.Context, accessToken string) ([]string, error)
+}
+
+var _ WeChat = (*wechat.Client)(nil)
+
+func earlierOf(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func laterOf(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}

@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/bsm/redislock"
@@ -23,44 +22,6 @@ import (
 // was sent. That renewal reached Redis before Redis lost the data, so before
 // this replica saw the first Redis error following its last sight of the
 // lock held by someone else, and in any case before this obtain was sent.
-
-// lossWatch records, on the monotonic clock, when this replica last saw the
-// lock held by another process that may lead (the epoch key exists: a
-// candidate waiting out a lost lease has not taken an epoch yet) and when it
-// first saw Redis fail after that.
-type lossWatch struct {
-	base     time.Time
-	seenHeld atomic.Int64 // ns since base, +1 (0: never)
-	failed   atomic.Int64 // ns since base, +1, of the first error after seenHeld (0: none)
-}
-
-func (w *lossWatch) since() int64 { return int64(time.Since(w.base)) + 1 }
-
-// held records that the lock was found held by another process.
-func (w *lossWatch) held() { w.seenHeld.Store(w.since()) }
-
-// failure records a Redis error; only the first after the last held counts.
-func (w *lossWatch) failure() {
-	now := w.since()
-	for {
-		cur := w.failed.Load()
-		if cur > w.seenHeld.Load() || w.failed.CompareAndSwap(cur, now) {
-			return
-		}
-	}
-}
-
-// previousLeaseEnd bounds the end of any lease granted before Redis lost its
-// data, given the time the obtain was sent.
-func (w *lossWatch) previousLeaseEnd(sent time.Time, ttl time.Duration) time.Time {
-	from := sent
-	if f := w.failed.Load(); f > w.seenHeld.Load() {
-		if at := w.base.Add(time.Duration(f - 1)); at.Before(from) {
-			from = at
-		}
-	}
-	return from.Add(ttl)
-}
 
 // epochLost reports whether the epoch key is missing (a failed read counts as
 // not missing: takeEpoch decides then).

@@ -112,29 +112,22 @@ func (b *exporter) resetDayMetrics() {
 	}
 }
 
-// dayMetricsLoop resets the per-day counts at every UTC+8 midnight until ctx
-// ends; a leader then reloads the new day's counts from Redis (in case a
-// call was counted in between). It polls the (injectable) clock every tick.
-func (b *Broker) dayMetricsLoop(ctx context.Context) {
-	tk := time.NewTicker(b.tick)
-	defer tk.Stop()
-	today := day(b.now())
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tk.C:
-		}
-		d := day(b.now())
-		if d == today {
+func unixSeconds(t time.Time) float64 { return float64(t.UnixMilli()) / 1e3 }
+
+// loadQuotaGauges sets wxbroker_wechat_quota_used from today's counters, so a
+// new leader exports the day's count before its first call.
+func (b *exporter) loadQuotaGauges(ctx context.Context) {
+	snap, err := b.store.gather(ctx, b.catalog().cfg, b.now())
+	if err != nil {
+		return
+	}
+	for _, it := range b.catalog().items {
+		if it.kind != KindAccessToken {
 			continue
 		}
-		today = d
-		b.ex.resetDayMetrics()
-		if t := b.el.term.Load(); t != nil && t.ctx.Err() == nil {
-			b.ex.loadQuotaGauges(t.ctx)
+		for api, n := range snap.quota[it.ns+"/"+it.appid] {
+			b.m.WeChatQuotaUsed.WithLabelValues(it.ns, it.appid, api).Set(float64(n))
 		}
+		b.m.ForcedRefreshUsed.WithLabelValues(it.ns, it.appid).Set(float64(snap.forced[it.ns+"/"+it.appid]))
 	}
 }
-
-func unixSeconds(t time.Time) float64 { return float64(t.UnixMilli()) / 1e3 }

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-
-	"github.com/wxbroker/wxbroker/wechat"
 )
 
 // Every credential call is counted per app, per API and per UTC+8 day (when
@@ -23,9 +21,6 @@ const (
 	callForced     = "1"
 	callForceCheck = "2"
 )
-
-// counterTTL keeps day counters a little past their UTC+8 day.
-const counterTTL = 48 * time.Hour
 
 // preCall counts a credential call for it against the quota of api (and the
 // force budget in the forced modes), under fence f, and records the call's
@@ -64,34 +59,6 @@ func (b *refresher) preCall(ctx context.Context, f fence, it *item, api, mode st
 		b.m.ForcedRefreshUsed.WithLabelValues(it.ns, it.appid).Set(float64(out.forced))
 	}
 	return out.quota, nil
-}
-
-// quotaAPIs are the credential endpoints the broker calls.
-func quotaAPIs() [3]string {
-	return [3]string{wechat.APIToken, wechat.APIStableToken, wechat.APIGetTicket}
-}
-
-// loadQuotaGauges sets wxbroker_wechat_quota_used from today's counters, so a
-// new leader exports the day's count before its first call.
-func (b *exporter) loadQuotaGauges(ctx context.Context) {
-	snap, err := b.store.gather(ctx, b.catalog().cfg, b.now())
-	if err != nil {
-		return
-	}
-	for _, it := range b.catalog().items {
-		if it.kind != KindAccessToken {
-			continue
-		}
-		for api, n := range snap.quota[it.ns+"/"+it.appid] {
-			b.m.WeChatQuotaUsed.WithLabelValues(it.ns, it.appid, api).Set(float64(n))
-		}
-		b.m.ForcedRefreshUsed.WithLabelValues(it.ns, it.appid).Set(float64(snap.forced[it.ns+"/"+it.appid]))
-	}
-}
-
-// day is the UTC+8 calendar day of t (WeChat resets quotas at its midnight).
-func day(t time.Time) string {
-	return t.UTC().Add(8 * time.Hour).Format("20060102")
 }
 
 // nextDay is the next UTC+8 midnight after t.

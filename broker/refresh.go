@@ -40,13 +40,13 @@ type leaderWork struct {
 }
 
 // begin gives a new term its scheduler.
-func (w *leaderWork) begin(t *term) { t.sched = newScheduler(w.r, t) }
+func (w *leaderWork) begin(t *term) { t.work = newScheduler(w.r, t) }
 
 // run repairs what Redis lost, then runs the term's scheduler until the
 // term ends.
 func (w *leaderWork) run(t *term) {
 	w.fix.reseed(t)
-	t.sched.run()
+	t.sched().run()
 }
 
 // end clears what only a leader knows.

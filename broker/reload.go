@@ -93,7 +93,7 @@ func (b *Broker) commitCatalog(prev, next *catalog) {
 		cancel()
 	}
 	if t := b.el.term.Load(); t != nil {
-		t.sched.wake() // the schedule follows the catalog at its next tick
+		t.sched().wake() // the schedule follows the catalog at its next tick
 	}
 	b.log.Info("credentials reloaded", zap.Int("items", len(next.items)),
 		zap.Int("added", len(added)), zap.Int("removed", len(removed)))
@@ -126,7 +126,7 @@ func (b *Broker) Resume(ctx context.Context, ns, appid string) error {
 func (b *Broker) resumeLocal(t *term, e *appEntry) bool {
 	resumed := false
 	for _, it := range append([]*item{e.token}, ticketsOf(e)...) {
-		if t.sched.resume(it) {
+		if t.sched().resume(it) {
 			b.log.Info("refresh resumed", itemFields(it)...)
 			resumed = true
 		}

@@ -1,9 +1,12 @@
 package broker
 
 import (
+	"errors"
 	"go/ast"
+	"go/importer"
 	"go/parser"
 	gotoken "go/token"
+	"go/types"
 	"os"
 	"path/filepath"
 	"sort"
@@ -135,4 +138,137 @@ func recvName(e ast.Expr) string {
 		return e.Sel.Name
 	}
 	return ""
+}
+
+// roomOrder is the order of the rooms of package broker, lowest first
+// (docs/ARCHITECTURE.md, rooms of package broker). A file may refer to what
+// its own room and the rooms below it declare, never to what a room above
+// declares: where a lower room must tell a higher one, it declares a
+// function or a small interface and the higher room (or New) fills it in.
+var roomOrder = []struct {
+	room  string
+	files []string
+}{
+	{"store", []string{"store.go", "store_scripts.go"}},
+	{"catalog", []string{"doc.go", "kinds.go", "catalog.go", "log.go"}},
+	{"core", []string{"core.go", "cluster.go", "metrics.go"}},
+	{"replica", []string{"cache.go", "subscribe.go", "reconcile.go", "pause.go", "issued.go"}},
+	{"lease", []string{"election.go", "epoch.go", "lostlease.go"}},
+	{"leader", []string{"fence.go", "intent.go", "quota.go", "verify.go", "refresh.go", "scheduler.go", "repair.go", "invalidate.go"}},
+	{"front", []string{"report.go", "status.go", "reload.go", "broker.go"}},
+}
+
+// TestRoomOrder type-checks the production files of the package and fails
+// when a file refers to a type, function, method, field, variable or
+// constant declared in a file of a higher room (the same room is fine).
+func TestRoomOrder(t *testing.T) {
+	rank := map[string]int{}
+	for i, r := range roomOrder {
+		for _, f := range r.files {
+			rank[f] = i
+		}
+	}
+	entries, err := os.ReadDir(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := gotoken.NewFileSet()
+	var files []*ast.File
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasSuffix(name, ".go") || strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		if _, ok := rank[name]; !ok {
+			t.Errorf("%s is in no room: add it to roomOrder (and to docs/ARCHITECTURE.md)", name)
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+	}
+	// Only the standard library is imported (atomic.Pointer[T] and the like
+	// must resolve their T); other imports fail, which leaves what the
+	// package declares resolved, all this test looks at.
+	info := &types.Info{Uses: map[*ast.Ident]types.Object{}}
+	conf := types.Config{Importer: stdImports{importer.Default()}, Error: func(error) {}}
+	pkg, _ := conf.Check("github.com/wxbroker/wxbroker/broker", fset, files, info)
+	if pkg == nil {
+		t.Fatal("type check produced no package")
+	}
+	fileOf := func(p gotoken.Pos) string { return filepath.Base(fset.Position(p).Filename) }
+	type edge struct{ from, to string }
+	back := map[edge][]string{}
+	uses := 0
+	for id, obj := range info.Uses {
+		if obj.Pkg() != pkg || !obj.Pos().IsValid() {
+			continue
+		}
+		switch o := obj.(type) {
+		case *types.Var:
+			if !o.IsField() && o.Parent() != pkg.Scope() {
+				continue // a local variable or parameter
+			}
+		case *types.Func:
+			// package functions and methods
+		case *types.TypeName, *types.Const:
+			if o.Parent() != pkg.Scope() {
+				continue // declared inside a function
+			}
+		default:
+			continue
+		}
+		from, to := fileOf(id.Pos()), fileOf(obj.Pos())
+		if from == to {
+			continue
+		}
+		uses++
+		if rank[to] > rank[from] {
+			e := edge{from, to}
+			back[e] = append(back[e], obj.Name())
+		}
+	}
+	if uses < 500 {
+		t.Fatalf("only %d references between files found: the checker is broken", uses)
+	}
+	edges := make([]edge, 0, len(back))
+	for e := range back {
+		edges = append(edges, e)
+	}
+	sort.Slice(edges, func(i, j int) bool {
+		if edges[i].from != edges[j].from {
+			return edges[i].from < edges[j].from
+		}
+		return edges[i].to < edges[j].to
+	})
+	for _, e := range edges {
+		names := dedupe(back[e])
+		t.Errorf("%s (room %s) refers to %s (room %s, higher): %s",
+			e.from, roomOrder[rank[e.from]].room, e.to, roomOrder[rank[e.to]].room, strings.Join(names, ", "))
+	}
+	t.Logf("%d references between files, %d back-edges", uses, len(edges))
+}
+
+// stdImports resolves the standard library only: the room test needs the
+// package's own declarations, not those of its modules.
+type stdImports struct{ std types.Importer }
+
+func (s stdImports) Import(path string) (*types.Package, error) {
+	if first, _, _ := strings.Cut(path, "/"); strings.Contains(first, ".") {
+		return nil, errors.New("not resolved: " + path)
+	}
+	return s.std.Import(path)
+}
+
+func dedupe(s []string) []string {
+	sort.Strings(s)
+	out := s[:0]
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
 }

@@ -71,6 +71,13 @@ type scheduler struct {
 	closed   bool            // run has returned; start nothing new
 }
 
+// sched is the term's scheduler (nil before leaderWork.begin): the term
+// only carries it, so the lease's room does not depend on the leader's.
+func (t *term) sched() *scheduler {
+	s, _ := t.work.(*scheduler)
+	return s
+}
+
 func newScheduler(b *refresher, t *term) *scheduler {
 	n := b.cfg.Refresh.Concurrency
 	if n <= 0 {
@@ -448,20 +455,6 @@ func (s *scheduler) backoff(n int, least time.Duration) time.Duration {
 	d = min(d, b.backoffMax)
 	d = time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 	return max(d, least)
-}
-
-func earlierOf(a, b time.Time) time.Time {
-	if a.Before(b) {
-		return a
-	}
-	return b
-}
-
-func laterOf(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
 }
 
 // retryAttempts is how many attempts the retry spacing leaves room for in

@@ -40,7 +40,7 @@ func TestInjectedClockLifetimes(t *testing.T) {
 			return false
 		}
 		for _, it := range n.b.catalog().items {
-			if due := t.sched.scheduledAt(it); due.IsZero() || !due.After(clock.Now()) {
+			if due := t.sched().scheduledAt(it); due.IsZero() || !due.After(clock.Now()) {
 				return false
 			}
 		}
@@ -116,7 +116,7 @@ func TestTicketWaitsForItsTokenInFlight(t *testing.T) {
 	tm := n.b.el.term.Load()
 	ticket := n.b.catalog().apps[testNS][app.AppID].tickets["jsapi"]
 	queued := func() bool { // the ticket waits for a later time
-		due := tm.sched.scheduledAt(ticket)
+		due := tm.sched().scheduledAt(ticket)
 		return !due.IsZero() && due.After(clock.Now())
 	}
 	var first Ticket
@@ -184,7 +184,7 @@ func TestRefreshSchedule(t *testing.T) {
 		it := n.b.catalog().apps[testNS][a.AppID].token
 		var due time.Time
 		waitFor(t, 5*time.Second, "the next refresh of "+a.AppID+" scheduled", func() bool {
-			due = tm.sched.scheduledAt(it)
+			due = tm.sched().scheduledAt(it)
 			return due.After(now)
 		})
 		lo, hi := now.Add(7200*time.Second*65/100), now.Add(7200*time.Second*75/100) // 25% left, up to 10% earlier
@@ -236,7 +236,7 @@ func TestRetryBackoff(t *testing.T) {
 			for i := range 2 {
 				var due time.Time
 				waitFor(t, 30*time.Second, fmt.Sprintf("failed attempt %d", i+1), func() bool {
-					due = tm.sched.scheduledAt(it)
+					due = tm.sched().scheduledAt(it)
 					return refreshErrors(n, app.AppID) >= float64(i+1) && !due.IsZero()
 				})
 				if got := refreshErrors(n, app.AppID); got != float64(i+1) {
@@ -326,7 +326,7 @@ func TestRetriesLandBeforeTheServeFloor(t *testing.T) {
 	for i := range 2 {
 		var due time.Time
 		waitFor(t, 30*time.Second, fmt.Sprintf("failed attempt %d", i+1), func() bool {
-			due = tm.sched.scheduledAt(it)
+			due = tm.sched().scheduledAt(it)
 			return refreshErrors(n, app.AppID) >= float64(i+1) && !due.IsZero() && due.After(clock.Now())
 		})
 		if due.After(lastStart) {

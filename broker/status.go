@@ -59,34 +59,6 @@ type CredentialStatus struct {
 	NextAttempt    time.Time  `json:"next_attempt,omitzero"`
 }
 
-// ErrorInfo is the last refresh error of a credential.
-type ErrorInfo struct {
-	At        time.Time `json:"at"`
-	API       string    `json:"api,omitempty"`
-	Errcode   int       `json:"errcode,omitempty"`   // WeChat's errcode; 0 for transport failures
-	Transport string    `json:"transport,omitempty"` // kind of transport failure
-	Message   string    `json:"message"`
-	RID       string    `json:"rid,omitempty"` // for getRidInfo
-	Hint      *HintInfo `json:"hint,omitempty"`
-}
-
-// HintInfo explains an errcode (from wechat.Explain).
-type HintInfo struct {
-	Title string `json:"title"`
-	EN    string `json:"en"`
-	ZH    string `json:"zh"`
-	FixEN string `json:"fix_en"`
-	FixZH string `json:"fix_zh"`
-}
-
-// refreshStatus is what the leader stores per item in {p}:ns:<ns>:st.
-type refreshStatus struct {
-	LastRefresh    time.Time  `json:"last_refresh,omitzero"`
-	LastError      *ErrorInfo `json:"last_error,omitempty"`
-	RetriesStopped bool       `json:"retries_stopped,omitempty"`
-	NextAttempt    time.Time  `json:"next_attempt,omitzero"`
-}
-
 // Status reports this replica's view: role, leader, epoch, Redis state and,
 // per app, the cached credentials with the leader's last refresh outcome and
 // today's call counts. Parts that need Redis are left out while it is down.

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/wxbroker/wxbroker/config"
+	"github.com/wxbroker/wxbroker/wechat"
 )
 
 // RedisClient is every Redis command the broker sends, and nothing more
@@ -590,3 +591,112 @@ func (s *store) gather(ctx context.Context, cfg *config.Config, now time.Time) (
 	}
 	return snap, nil
 }
+
+// stateReloader is what *redis.ClusterClient offers to refresh its slot map.
+// Without it the client keeps routing the broker's hash slot to a master
+// that died until its periodic reload (a minute), so a cluster failover would
+// leave the broker without a leader that long instead of the cluster's
+// node-timeout plus lock_ttl.
+type stateReloader interface {
+	ReloadState(ctx context.Context)
+}
+
+var _ stateReloader = (*redis.ClusterClient)(nil)
+
+// ErrorInfo is the last refresh error of a credential.
+type ErrorInfo struct {
+	At        time.Time `json:"at"`
+	API       string    `json:"api,omitempty"`
+	Errcode   int       `json:"errcode,omitempty"`   // WeChat's errcode; 0 for transport failures
+	Transport string    `json:"transport,omitempty"` // kind of transport failure
+	Message   string    `json:"message"`
+	RID       string    `json:"rid,omitempty"` // for getRidInfo
+	Hint      *HintInfo `json:"hint,omitempty"`
+}
+
+// HintInfo explains an errcode (from wechat.Explain).
+type HintInfo struct {
+	Title string `json:"title"`
+	EN    string `json:"en"`
+	ZH    string `json:"zh"`
+	FixEN string `json:"fix_en"`
+	FixZH string `json:"fix_zh"`
+}
+
+// refreshStatus is what the leader stores per item in {p}:ns:<ns>:st.
+type refreshStatus struct {
+	LastRefresh    time.Time  `json:"last_refresh,omitzero"`
+	LastError      *ErrorInfo `json:"last_error,omitempty"`
+	RetriesStopped bool       `json:"retries_stopped,omitempty"`
+	NextAttempt    time.Time  `json:"next_attempt,omitzero"`
+}
+
+// issuedKeep is how long Redis keeps an issued-token entry after the
+// token's expiry (clock differences between replicas); the entry carries
+// the expiry itself, which is what lookups check.
+const issuedKeep = time.Minute
+
+// issuedTTL is the TTL argument of the write script for a token expiring at
+// exp, in milliseconds; "0" means the token is already dead: no entry.
+func issuedTTL(exp, now time.Time) string {
+	left := exp.Sub(now)
+	if left <= 0 {
+		return "0"
+	}
+	return strconv.FormatInt((left + issuedKeep).Milliseconds(), 10)
+}
+
+// counterTTL keeps day counters a little past their UTC+8 day.
+const counterTTL = 48 * time.Hour
+
+// quotaAPIs are the credential endpoints the broker calls.
+func quotaAPIs() [3]string {
+	return [3]string{wechat.APIToken, wechat.APIStableToken, wechat.APIGetTicket}
+}
+
+// day is the UTC+8 calendar day of t (WeChat resets quotas at its midnight).
+func day(t time.Time) string {
+	return t.UTC().Add(8 * time.Hour).Format("20060102")
+}
+
+// intent is a recorded credential call.
+type intent struct {
+	epoch int64
+	start time.Time // when the call was counted, on the leader's clock
+	mode  string
+}
+
+func intentValue(epoch string, start time.Time, mode string) string {
+	return epoch + "\t" + strconv.FormatInt(start.UnixMilli(), 10) + "\t" + mode
+}
+
+func parseIntent(s string) (intent, error) {
+	f := strings.Split(s, "\t")
+	if len(f) != 3 {
+		return intent{}, fmt.Errorf("malformed intent: %d fields", len(f))
+	}
+	e, err1 := strconv.ParseInt(f[0], 10, 64)
+	ms, err2 := strconv.ParseInt(f[1], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return intent{}, fmt.Errorf("malformed intent: %w", err)
+	}
+	return intent{epoch: e, start: time.UnixMilli(ms), mode: f[2]}, nil
+}
+
+// Outcomes of the fenced scripts.
+var (
+	// ErrForceLimited is returned when the forced refresh budget is used
+	// (force_min_interval or force_daily_cap): → 429.
+	ErrForceLimited  = errors.New("broker: forced refresh budget used")
+	errFenced        = errors.New("broker: fenced: lock or epoch changed hands")
+	errForceInterval = fmt.Errorf("%w: force_min_interval not elapsed", ErrForceLimited)
+	errForceCap      = fmt.Errorf("%w: force_daily_cap reached", ErrForceLimited)
+)
+
+// fence identifies the leadership a write belongs to.
+type fence struct {
+	lockValue string
+	epoch     string
+}
+
+func epochString(e int64) string { return strconv.FormatInt(e, 10) }

@@ -67,13 +67,6 @@ func (b *refresher) verifyReport(ctx context.Context, k *task, failed string, co
 	return nil
 }
 
-// verdict is WeChat's "still accepted" answer on a reported token, reached
-// (or, on a follower, heard of) at time at (time.Now).
-type verdict struct {
-	token string
-	at    time.Time
-}
-
 // stillAccepted reports whether a verdict on failed answers a report of it
 // made at since: one reached after the report was made, or at most
 // verdictReuse before.
