@@ -19,18 +19,29 @@ type Access struct {
 	// Digest is the SHA-256 of the client's key (clients[].key_sha256, decoded).
 	Digest [sha256.Size]byte
 
-	all        bool                // "*/*"
-	anyApp     map[string]struct{} // "ns/*": ns
-	anyNS      map[string]struct{} // "*/appid": appid
-	exact      map[appKey]struct{} // "ns/appid"
-	namespaces []string            // the namespaces the patterns reach, sorted
+	all    bool                // "*/*"
+	anyApp map[string]struct{} // "ns/*": ns
+	anyNS  map[string]struct{} // "*/appid": appid
+	exact  map[appKey]struct{} // "ns/appid"
+	// authorizers holds the three-part patterns
+	// "ns/component_appid/authorizer_appid" as written, "*" included
+	// (AllowsAuthorizer).
+	authorizers map[authorizerKey]struct{}
+	namespaces  []string // the namespaces the patterns reach, sorted
 }
+
+// authorizerKey is a three-part allow pattern; a comparable struct so map
+// lookups do not allocate.
+type authorizerKey struct{ ns, component, authorizer string }
 
 // appKey names one app; a comparable struct so map lookups do not allocate.
 type appKey struct{ ns, appid string }
 
 // Allows reports whether the client may read tokens of appid in namespace
 // ns: some allow pattern "namespace/appid" matches, "*" matching any part.
+// appid may be an app or an Open Platform component: "ns/component_appid"
+// grants the component_access_token, the list of its authorizers and its
+// pre-authorization link, never an authorizer's token (AllowsAuthorizer).
 func (a *Access) Allows(ns, appid string) bool {
 	if a.all {
 		return true
@@ -43,6 +54,27 @@ func (a *Access) Allows(ns, appid string) bool {
 	}
 	_, ok := a.exact[appKey{ns, appid}]
 	return ok
+}
+
+// AllowsAuthorizer reports whether the client may read the token of
+// authorizer (an account that authorized component in namespace ns): some
+// three-part pattern "namespace/component_appid/authorizer_appid" matches,
+// "*" matching any part. Two-part patterns, "*/*" included, never grant an
+// authorizer. At most eight map lookups; no allocation.
+func (a *Access) AllowsAuthorizer(ns, component, authorizer string) bool {
+	if len(a.authorizers) == 0 {
+		return false
+	}
+	for _, n := range [2]string{ns, "*"} {
+		for _, c := range [2]string{component, "*"} {
+			for _, x := range [2]string{authorizer, "*"} {
+				if _, ok := a.authorizers[authorizerKey{n, c, x}]; ok {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // Namespaces returns the configured namespaces the client's allow patterns
@@ -58,14 +90,21 @@ func (a *Access) OnlyNamespace() string {
 	return ""
 }
 
-// splitAllow splits an allow pattern "namespace/appid"; ok is false when pat
-// is not of that form. Both Validate and Compile read patterns through it.
-func splitAllow(pat string) (ns, appid string, ok bool) {
-	ns, appid, ok = strings.Cut(pat, "/")
-	if !ok || ns == "" || appid == "" || strings.Contains(appid, "/") {
-		return "", "", false
+// splitAllow splits an allow pattern "namespace/appid" or
+// "namespace/component_appid/authorizer_appid"; authorizer is "" for a
+// two-part pattern, and ok is false when pat has another form (an empty
+// part, more than three parts). Both Validate and Compile read patterns
+// through it.
+func splitAllow(pat string) (ns, appid, authorizer string, ok bool) {
+	ns, rest, ok := strings.Cut(pat, "/")
+	if !ok || ns == "" {
+		return "", "", "", false
 	}
-	return ns, appid, true
+	appid, authorizer, three := strings.Cut(rest, "/")
+	if appid == "" || three && (authorizer == "" || strings.Contains(authorizer, "/")) {
+		return "", "", "", false
+	}
+	return ns, appid, authorizer, true
 }
 
 // Compile builds every client's Access and keeps it in the Config, so that
@@ -102,17 +141,20 @@ func (c *Config) compileAccess(cl *Client) (*Access, error) {
 		return nil, errors.New("key_sha256 is not 64 hex digits")
 	}
 	a := &Access{
-		anyApp: map[string]struct{}{},
-		anyNS:  map[string]struct{}{},
-		exact:  map[appKey]struct{}{},
+		anyApp:      map[string]struct{}{},
+		anyNS:       map[string]struct{}{},
+		exact:       map[appKey]struct{}{},
+		authorizers: map[authorizerKey]struct{}{},
 	}
 	copy(a.Digest[:], raw)
 	reach := map[string]bool{}
 	for _, pat := range cl.Allow {
-		ns, appid, ok := splitAllow(pat)
+		ns, appid, authorizer, ok := splitAllow(pat)
 		switch {
 		case !ok:
-			return nil, fmt.Errorf("allow pattern %q is not namespace/appid", pat)
+			return nil, fmt.Errorf("allow pattern %q is not namespace/appid or namespace/component_appid/authorizer_appid", pat)
+		case authorizer != "":
+			a.authorizers[authorizerKey{ns, appid, authorizer}] = struct{}{}
 		case ns == "*" && appid == "*":
 			a.all = true
 		case appid == "*":

@@ -367,10 +367,14 @@ func (v *validator) clients(c *Config) {
 }
 
 func (v *validator) allow(key, pat string, c *Config) {
-	ns, appid, ok := splitAllow(pat)
+	ns, appid, authorizer, ok := splitAllow(pat)
 	if !ok {
-		v.add(key, pat, `is not a "namespace/appid" pattern`,
-			`write "prod/wx0123456789abcdef", "staging/*" or "*/*"`)
+		v.add(key, pat, `is not a "namespace/appid" or "namespace/component_appid/authorizer_appid" pattern`,
+			`write "prod/wx0123456789abcdef", "staging/*", "*/*", or for an Open Platform component's authorizers "prod/wx0123456789abcdef/*"`)
+		return
+	}
+	if authorizer != "" {
+		v.authorizerAllow(key, pat, ns, appid, authorizer, c)
 		return
 	}
 	if appid != "*" && !appIDPattern.MatchString(appid) {
@@ -379,8 +383,8 @@ func (v *validator) allow(key, pat string, c *Config) {
 		return
 	}
 	if ns == "*" {
-		if appid != "*" && !c.hasAppID(appid) {
-			v.add(key, pat, "names an appid that no namespace configures", "correct the appid or add the app")
+		if appid != "*" && !c.hasAppID(appid) && !c.hasComponent(appid) {
+			v.add(key, pat, "names an appid that no namespace configures (as an app or a component)", "correct the appid or add the app")
 		}
 		return
 	}
@@ -392,9 +396,58 @@ func (v *validator) allow(key, pat string, c *Config) {
 	}
 	if appid != "*" {
 		if _, ok := nsCfg.app(appid); !ok {
-			v.add(key, pat, "names an appid that namespace "+ns+" does not configure", "correct the appid or add the app to "+ns)
+			if _, ok := c.Component(ns, appid); !ok {
+				v.add(key, pat, "names an appid that namespace "+ns+" does not configure (as an app or a component)", "correct the appid or add the app to "+ns)
+			}
 		}
 	}
+}
+
+// authorizerAllow checks a three-part pattern
+// "namespace/component_appid/authorizer_appid": it grants the tokens of
+// the accounts that authorized a component, which two-part patterns ("*/*"
+// included) never do.
+func (v *validator) authorizerAllow(key, pat, ns, component, authorizer string, c *Config) {
+	if component != "*" && !appIDPattern.MatchString(component) {
+		v.add(key, pat, `names a component_appid that is not "wx" followed by 16 lowercase hex digits`,
+			`write "namespace/component_appid/authorizer_appid" with a configured component's appid, or *, in the middle`)
+		return
+	}
+	if authorizer != "*" && !appIDPattern.MatchString(authorizer) {
+		v.add(key, pat, `names an authorizer_appid that is not "wx" followed by 16 lowercase hex digits`,
+			`write the authorizer's appid, or * for every account that authorized the component, at the end`)
+		return
+	}
+	if ns == "*" {
+		if component != "*" && !c.hasComponent(component) {
+			v.add(key, pat, "names a component_appid that no namespace configures", "correct the component_appid or add the component under components:")
+		}
+		return
+	}
+	if _, found := c.Namespaces[ns]; !found {
+		v.add(key, pat, "names unknown namespace "+ns,
+			"use one of the configured namespaces ("+strings.Join(c.NamespaceNames(), ", ")+") or *")
+		return
+	}
+	if component != "*" {
+		if _, ok := c.Component(ns, component); !ok {
+			msg := "names a component_appid that namespace " + ns + " does not configure"
+			if _, app := c.Namespaces[ns].app(component); app {
+				msg += " (it is an app: apps have no authorizers; write " + ns + "/" + component + ")"
+			}
+			v.add(key, pat, msg, "correct the component_appid or add the component to "+ns+".components")
+		}
+	}
+}
+
+// hasComponent reports whether some namespace configures the component.
+func (c *Config) hasComponent(appid string) bool {
+	for _, ref := range c.Components() {
+		if ref.Component.AppID == appid {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Config) hasAppID(appid string) bool {

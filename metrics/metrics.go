@@ -71,6 +71,10 @@ type Metrics struct {
 	Reload        Reload               // configuration reloads (reload.go)
 	Redis         Redis                // this replica's Redis round trips (store.go)
 	TLSCertExpiry *prometheus.GaugeVec // no labels; absent without tls (SetTLSCertificate)
+
+	// OpenPlatformEvents counts the pushes to the components' event URLs
+	// (openplatform_events.go): wx_namespace, component_appid, info_type, result.
+	OpenPlatformEvents *prometheus.CounterVec
 }
 
 // New registers every collector on reg and returns them. It panics, as
@@ -81,6 +85,8 @@ func New(reg prometheus.Registerer) *Metrics {
 		Gateway: newGateway(f),
 		Reload:  newReload(f, time.Now()),
 		Redis:   newRedis(f),
+
+		OpenPlatformEvents: newOpenPlatformEvents(f),
 		TLSCertExpiry: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "wxbroker_tls_certificate_expiry_timestamp_seconds",
 			Help: "Unix time at which the certificate of tls.cert_file expires (its NotAfter); absent without TLS.",
