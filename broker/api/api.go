@@ -74,6 +74,10 @@ type Options struct {
 	// Admin serves POST /v1/admin/reload and the resume route; nil: they
 	// answer 404.
 	Admin Admin
+	// Platform serves the Open Platform routes and the gateway's component
+	// and authorizer calls (openplatform.go); nil: every component is
+	// unknown.
+	Platform Platform
 }
 
 // API is the internal HTTP API. Its handler is safe for concurrent use.
@@ -97,8 +101,9 @@ type API struct {
 	// wxbroker_http_request_duration_seconds children by status code.
 	observers map[string]*routeObservers
 	echo      *echo.Echo
-	gw        *gateway     // nil when gateway.enabled is false
-	handler   http.Handler // echo, behind the gateway's dispatch when enabled
+	gw        *gateway        // nil when gateway.enabled is false
+	op        *platformRoutes // the Open Platform routes (openplatform.go)
+	handler   http.Handler    // echo, behind the gateway's dispatch when enabled
 	stopOnce  sync.Once
 	stopErr   error
 	// lastNotReady is the last /readyz failure logged (readyz.go).
@@ -156,6 +161,7 @@ func New(opts Options) (*API, error) {
 		a.audit.log = newAuditLog(w, opts.Config.Log.Format)
 		a.stop = a.audit.log.stop
 	}
+	a.op = newPlatformRoutes(a, opts.Platform)
 	a.echo = a.newEcho()
 	a.handler = a.echo
 	if opts.Config.Gateway.Enabled {
@@ -248,6 +254,7 @@ func (a *API) newEcho() *echo.Echo {
 	add(http.MethodPost, app+"/access_token/invalidate", a.invalidate)
 	add(http.MethodGet, app+"/tickets/:type", a.getTicket)
 	add(http.MethodPost, app+"/jssdk/signature", a.jssdkSignature)
+	a.op.register(add)
 	add(http.MethodGet, "/v1/status", a.status)
 	add(http.MethodPost, "/v1/admin/reload", a.adminReload)
 	add(http.MethodPost, "/v1/admin/namespaces/:ns/apps/:appid/resume", a.adminResume)

@@ -193,15 +193,22 @@ func newGateway(a *API, cfg config.Gateway, bases []*url.URL) *gateway {
 // fields are written by the goroutine serving the request only.
 type gwCall struct {
 	api       string
-	ns, appid string
+	ns, appid string // for an Open Platform call, appid is the component's
 	cl        *client
-	token     string // the access token injected; empty for AppSecret APIs
-	secret    string // the AppSecret filled in; empty otherwise
-	secretKey string // its query parameter
-	user      bool   // a /sns/ API taking the user's own token: passed as is
-	download  bool   // downloadPaths: the answer's errcode is never a token failure
-	body      *replayBody
-	query     url.Values // the caller's query, parsed once
+	// op is an Open Platform call (gateway_platform.go): authorizer names
+	// the account whose token is injected, or is empty for a component
+	// call (the component_access_token). param is the query parameter
+	// the token goes in; empty: access_token.
+	op         bool
+	authorizer string
+	param      string
+	token      string // the access token injected; empty for AppSecret APIs
+	secret     string // the AppSecret filled in; empty otherwise
+	secretKey  string // its query parameter
+	user       bool   // a /sns/ API taking the user's own token: passed as is
+	download   bool   // downloadPaths: the answer's errcode is never a token failure
+	body       *replayBody
+	query      url.Values // the caller's query, parsed once
 
 	errcode int    // the errcode WeChat answered (0: none, or not JSON)
 	result  string // metrics result label
@@ -258,6 +265,12 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength > g.cfg.MaxBodyBytes {
 		g.refuse(w, c, gwTooLarge)
 		return
+	}
+	if c.op && c.token == "" && c.secret == "" && !c.user {
+		if werr := g.platformToken(c); werr != nil {
+			g.refuse(w, c, werr)
+			return
+		}
 	}
 	if c.token == "" && c.secret == "" && !c.user {
 		tok, err := g.a.tokens.AccessToken(c.ns, c.appid)
@@ -334,7 +347,11 @@ func (g *gateway) admit(r *http.Request, p string, c *gwCall) *wxError {
 		if !ok || ns == "" || appid == "" {
 			return gwNoApp
 		}
-		if err := g.useApp(c, ns, appid); err != nil {
+		if handled, err := g.usePlatform(c, p, ns, appid); handled {
+			if err != nil {
+				return err
+			}
+		} else if err := g.useApp(c, ns, appid); err != nil {
 			return err
 		}
 	} else if secretKey != "" {
@@ -364,6 +381,8 @@ func (g *gateway) admit(r *http.Request, p string, c *gwCall) *wxError {
 			return gwUserTokenKey
 		}
 		return gwUserToken
+	} else if g.platformTokenCaller(c, q) {
+		// A component or authorizer token the broker handed out.
 	} else {
 		tok := q.Get("access_token")
 		if tok == "" {
@@ -410,6 +429,8 @@ func (g *gateway) reportFailure(ctx context.Context, c *gwCall) (broker.Token, s
 			r.Proof = broker.Unproven
 		}
 		r.Charge = chargeTo(c.cl.reports)
+	case c.op:
+		r.Charge = chargeTo(g.a.op.reportLimiter(c.ns, c.appid))
 	default:
 		ai := g.a.view.Load().apps[appKey{c.ns, c.appid}]
 		if ai == nil {
@@ -417,7 +438,13 @@ func (g *gateway) reportFailure(ctx context.Context, c *gwCall) (broker.Token, s
 		}
 		r.Charge = chargeTo(ai.reports)
 	}
-	tok, err := g.a.tokens.ReportFailure(ctx, c.ns, c.appid, r)
+	var tok broker.Token
+	var err error
+	if c.op {
+		tok, err = g.reportPlatform(ctx, c, r)
+	} else {
+		tok, err = g.a.tokens.ReportFailure(ctx, c.ns, c.appid, r)
+	}
 	switch {
 	case errors.Is(err, errReportLimit):
 		return tok, metrics.RetryRefused
@@ -460,7 +487,7 @@ func (g *gateway) rewrite(pr *httputil.ProxyRequest) {
 		q.Set("appid", c.appid)
 		q.Del("access_token")
 	case c.token != "":
-		q.Set("access_token", c.token)
+		q.Set(c.tokenParam(), c.token)
 	}
 	out.URL.RawQuery = q.Encode()
 	out.URL.Path = pr.In.URL.Path
@@ -556,7 +583,11 @@ func (g *gateway) finish(r *http.Request, c *gwCall, start time.Time) {
 	if ref == "" {
 		ref = c.token
 	}
-	g.a.audit.line(time.Now(), eventGateway, name, c.ns, c.appid, c.result, g.tokenRef(c, ref), r.RemoteAddr)
+	id := c.appid
+	if c.authorizer != "" {
+		id += "/" + c.authorizer
+	}
+	g.a.audit.line(time.Now(), eventGateway, name, c.ns, id, c.result, g.tokenRef(c, ref), r.RemoteAddr)
 }
 
 // tokenRef is the audit reference of tok, from the app's memo when tok is

@@ -88,7 +88,7 @@ func (t *gatewayTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	_ = resp.Body.Close()
 	again := req.Clone(req.Context())
 	q := again.URL.Query()
-	q.Set("access_token", tok.AccessToken)
+	q.Set(c.tokenParam(), tok.AccessToken)
 	again.URL.RawQuery = q.Encode()
 	if c.body != nil {
 		again.Body, again.GetBody, again.ContentLength = c.body.replay()

@@ -148,6 +148,21 @@ type system struct {
 	Reloads <-chan os.Signal
 	// AdjustConfig applies the command line's overrides to a reloaded file.
 	AdjustConfig func(cfg *config.Config)
+	// platform, if set, replaces platformOf (tests).
+	platform func(b *broker.Broker) openPlatform
+}
+
+// openPlatform is the Open Platform engine as the internal API, the
+// gateway and the event receiver use it.
+type openPlatform interface {
+	api.Platform
+	api.EventSink
+}
+
+// platformOf returns b's Open Platform engine, or nil while the broker has
+// none: the component routes then answer 404 and no event URL is served.
+func platformOf(b *broker.Broker) openPlatform {
+	return nil // issue 17: return b.Platform() once the engine has landed
 }
 
 // runSystem builds the broker, the internal API and, when configured, the
@@ -177,14 +192,37 @@ func runSystem(ctx context.Context, s system) error {
 		return fmt.Errorf("broker: %w", err)
 	}
 	rl := &reloader{path: s.ConfigPath, adjust: s.AdjustConfig, log: log.Named("reload"), m: m.Reload, broker: b, cur: cfg}
+	platform := platformOf(b)
+	if s.platform != nil {
+		platform = s.platform(b)
+	}
+	var apiPlatform api.Platform
+	if platform != nil {
+		apiPlatform = platform
+	}
 	a, err := api.New(api.Options{
 		Tokens: b, Config: cfg, Logger: log.Named("api"), Metrics: m, Gatherer: reg, AuditWriter: s.AuditWriter,
-		Admin: rl,
+		Admin: rl, Platform: apiPlatform,
 	})
 	if err != nil {
 		return fmt.Errorf("internal api: %w", err)
 	}
 	rl.targets = []reloadTarget{b, a}
+	// The components' authorization-event URLs, POST
+	// /open/{component_appid}/events, are served on public_listen.
+	var events *api.Events
+	if platform != nil && cfg.PublicListen != "" {
+		events, err = api.NewEvents(api.EventsOptions{Sink: platform, Config: cfg, Logger: log.Named("openplatform"), Metrics: m})
+		if err != nil {
+			return fmt.Errorf("open platform events: %w", err)
+		}
+		defer events.Close()
+		rl.targets = append(rl.targets, events)
+	}
+	if len(cfg.Components()) > 0 && events == nil {
+		log.Warn("components are configured but no event URL is served (public_listen is empty): " +
+			"WeChat cannot push component_verify_ticket or authorization events to this replica")
+	}
 	defer func() {
 		if err := a.Close(); err != nil {
 			log.Warn("flush audit log", zap.Error(err))
@@ -192,16 +230,20 @@ func runSystem(ctx context.Context, s system) error {
 	}()
 
 	servers := []*listener{{name: "internal", srv: a.Server(cfg.Listen)}}
-	if cfg.LoginEnabled() {
-		ls, err := login.New(login.Options{
-			Config: cfg, Redis: s.Redis, WeChat: wc, Tokens: b, Logger: log.Named("login"), Metrics: m,
-		})
-		if err != nil {
-			return fmt.Errorf("login: %w", err)
+	if cfg.LoginEnabled() || events != nil {
+		var loginHandler http.Handler
+		if cfg.LoginEnabled() {
+			ls, err := login.New(login.Options{
+				Config: cfg, Redis: s.Redis, WeChat: wc, Tokens: b, Logger: log.Named("login"), Metrics: m,
+			})
+			if err != nil {
+				return fmt.Errorf("login: %w", err)
+			}
+			loginHandler = ls.Handler()
 		}
 		srv := a.Server(cfg.PublicListen)
-		srv.Handler = ls.Handler()
-		srv.ErrorLog = zap.NewStdLog(log.Named("login.http"))
+		srv.Handler = publicHandler(events, loginHandler)
+		srv.ErrorLog = zap.NewStdLog(log.Named("public.http"))
 		servers = append(servers, &listener{name: "public", srv: srv})
 	}
 	for _, l := range servers {
@@ -259,6 +301,20 @@ func runSystem(ctx context.Context, s system) error {
 	err = g.Wait()
 	log.Info("shutting down")
 	return err
+}
+
+// publicHandler serves public_listen: the components' event URLs under
+// /open/ (events, when set) and the login endpoints (login, when set);
+// anything else answers 404.
+func publicHandler(events *api.Events, login http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	if events != nil {
+		mux.Handle("/open/", events.Handler())
+	}
+	if login != nil {
+		mux.Handle("/", login)
+	}
+	return mux
 }
 
 // waitReady polls b.Ready (with all, every app of cfg having a token) until
