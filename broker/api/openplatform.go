@@ -90,11 +90,11 @@ func platformError(err error) error {
 	return err
 }
 
-// Import limits: a request holds at most maxImportEntries entries within
-// the listener's MaxBodyBytes (about 300 entries of WeChat's refresh
-// tokens); a larger set is imported in batches, which is safe because an
-// import is idempotent.
-const maxImportEntries = 1000
+// Import limits: a request holds at most maxImportEntries entries (the page
+// size of api_get_authorizer_list) within the listener's MaxBodyBytes
+// (64 KiB: about 500 entries of WeChat's refresh tokens); a larger set is
+// imported in batches, which is safe because an import is idempotent.
+const maxImportEntries = 500
 
 // appIDShape is what WeChat AppIDs look like: "wx" and 16 lowercase hex
 // digits.

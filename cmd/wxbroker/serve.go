@@ -307,10 +307,11 @@ func runSystem(ctx context.Context, s system) error {
 // /open/ (events, when set) and the login endpoints (login, when set);
 // anything else answers 404.
 func publicHandler(events *api.Events, login http.Handler) http.Handler {
-	mux := http.NewServeMux()
-	if events != nil {
-		mux.Handle("/open/", events.Handler())
+	if events == nil {
+		return login
 	}
+	mux := http.NewServeMux()
+	mux.Handle("/open/", events.Handler())
 	if login != nil {
 		mux.Handle("/", login)
 	}
