@@ -74,6 +74,8 @@ type Events struct {
 	m    *metrics.Metrics
 	now  func() time.Time
 	view atomic.Pointer[eventsView] // PrepareReload swaps it
+	// answer is EventAnswerTime (tests shorten it).
+	answer time.Duration
 
 	// base is the parent of the detached handling contexts; Close cancels
 	// it once the handling in progress had drainTime to end.
@@ -104,7 +106,7 @@ func NewEvents(opts EventsOptions) (*Events, error) {
 	case opts.Metrics == nil:
 		return nil, errors.New("api: EventsOptions.Metrics is required")
 	}
-	e := &Events{sink: opts.Sink, log: opts.Logger, m: opts.Metrics, now: opts.Now}
+	e := &Events{sink: opts.Sink, log: opts.Logger, m: opts.Metrics, now: opts.Now, answer: EventAnswerTime}
 	if e.now == nil {
 		e.now = time.Now
 	}
@@ -328,7 +330,7 @@ func (e *Events) receive(r *http.Request, id string, p *eventPush, start time.Ti
 	if ev.AuthorizerAppID != "" {
 		log = log.With(zap.String("authorizer_appid", bounded(ev.AuthorizerAppID)))
 	}
-	ctx, cancel := context.WithDeadline(r.Context(), start.Add(EventAnswerTime))
+	ctx, cancel := context.WithDeadline(r.Context(), start.Add(e.answer))
 	defer cancel()
 	first, err := e.sink.FirstSeen(ctx, comp.ns, id, ts+":"+nonce, 2*EventWindow+eventReplaySlack)
 	switch {
@@ -392,7 +394,7 @@ func (e *Events) handle(ctx context.Context, log *zap.Logger, ns, id string, ev 
 		mu.Unlock()
 		if answered {
 			log.Warn("open platform event still being handled at the answer deadline: answered success, handling goes on",
-				zap.Duration("answer_within", EventAnswerTime))
+				zap.Duration("answer_within", e.answer))
 			return eventOutcome{http.StatusOK, "success", metrics.EventAccepted, infoType}
 		}
 	}
