@@ -140,7 +140,7 @@ func (v *validator) process(c *Config) {
 	v.hostPort("public_listen", c.PublicListen, false)
 	if c.PublicListen != "" && c.PublicListen == c.Listen {
 		v.add("public_listen", c.PublicListen, "is the same address as listen",
-			"give the login endpoints their own port: the internal API must not be exposed publicly")
+			"give the public endpoints (login, the components' event URLs) their own port: the internal API must not be exposed publicly")
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		key, val := "tls.key_file", c.TLS.KeyFile

@@ -136,8 +136,9 @@ type system struct {
 	Logger      *zap.Logger
 	AuditWriter io.Writer // where the buffered audit log goes; nil: stderr
 	// OnReady, if set, is called once the listeners are bound and the broker
-	// serves valid tokens, with the bound addresses (public is nil without
-	// login).
+	// serves valid tokens, with the bound addresses (public is nil when no
+	// public listener runs: public_listen empty, or neither login nor an
+	// Open Platform engine to serve there).
 	OnReady func(internal, public net.Addr)
 	// ReadyAll makes OnReady wait until every configured app has a valid
 	// access token, not just one (dev: each printed curl line must work).
@@ -209,7 +210,10 @@ func runSystem(ctx context.Context, s system) error {
 	}
 	rl.targets = []reloadTarget{b, a}
 	// The components' authorization-event URLs, POST
-	// /open/{component_appid}/events, are served on public_listen.
+	// /open/{component_appid}/events, are served on public_listen, with
+	// login or without: the receiver runs whenever public_listen is set
+	// (a reload may add the first component; public_listen itself needs a
+	// restart).
 	var events *api.Events
 	if platform != nil && cfg.PublicListen != "" {
 		events, err = api.NewEvents(api.EventsOptions{Sink: platform, Config: cfg, Logger: log.Named("openplatform"), Metrics: m})
