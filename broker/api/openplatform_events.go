@@ -41,7 +41,12 @@ type EventSink interface {
 // whose timestamp lies more than EventWindow from now, either way, is
 // refused (stale_timestamp): a captured push cannot be replayed later, and
 // within the window its timestamp and nonce are remembered for
-// 2*EventWindow+eventReplaySlack by every replica (replay).
+// 2*EventWindow+eventReplaySlack by every replica (replay). A push whose
+// handling did not end well (an error, or the replica died) is handled
+// once more when it comes again: its key is claimed before the handling
+// and marked handled (handledPrefix) after it succeeded; a push seen
+// before and not marked is handled again, marking it first, so a push is
+// handled at most twice.
 const (
 	EventAnswerTime  = 3 * time.Second
 	EventWindow      = 5 * time.Minute
@@ -54,6 +59,8 @@ const (
 	eventsRoute = "/open/{component_appid}/events"
 	// drainTime bounds how long Close waits for handling still in progress.
 	drainTime = 5 * time.Second
+	// handledPrefix marks, in the replay store, a push handled to the end.
+	handledPrefix = "handled:"
 )
 
 // EventsOptions configures the receiver. Every field but Now is required.
@@ -332,10 +339,19 @@ func (e *Events) receive(r *http.Request, id string, p *eventPush, start time.Ti
 	}
 	ctx, cancel := context.WithDeadline(r.Context(), start.Add(e.answer))
 	defer cancel()
-	first, err := e.sink.FirstSeen(ctx, comp.ns, id, ts+":"+nonce, 2*EventWindow+eventReplaySlack)
+	key := ts + ":" + nonce
+	first, err := e.sink.FirstSeen(ctx, comp.ns, id, key, eventReplayTTL)
+	if err == nil && !first {
+		// Seen before: a replay, unless that handling never ended well
+		// (then this is WeChat's next attempt, handled once more).
+		first, err = e.sink.FirstSeen(ctx, comp.ns, id, handledPrefix+key, eventReplayTTL)
+		if err == nil && first {
+			log.Warn("open platform push seen before but not handled to the end: handling it once more")
+		}
+	}
 	switch {
 	case err != nil:
-		// Nothing is recorded: WeChat's next attempt is not a replay.
+		// Not handled: WeChat's next attempt is handled.
 		log.Warn("open platform push not handled: the replay store cannot be reached; WeChat pushes again", zap.Error(err))
 		return eventOutcome{http.StatusServiceUnavailable, "retry", metrics.EventError, infoType}
 	case !first:
@@ -344,9 +360,23 @@ func (e *Events) receive(r *http.Request, id string, p *eventPush, start time.Ti
 	}
 	if !ev.InfoType.Known() {
 		log.Info("open platform push of an InfoType wxbroker does not act on: ignored", zap.String("info_type_value", bounded(string(ev.InfoType))))
+		e.markHandled(ctx, log, comp.ns, id, key)
 		return eventOutcome{http.StatusOK, "success", metrics.EventAccepted, infoType}
 	}
-	return e.handle(ctx, log, comp.ns, id, ev, p, infoType)
+	return e.handle(ctx, log, comp.ns, id, key, ev, p, infoType)
+}
+
+// eventReplayTTL is how long the replay store keeps a push's keys: the
+// timestamp window both ways and some slack.
+const eventReplayTTL = 2*EventWindow + eventReplaySlack
+
+// markHandled records that the push key was handled to the end, so that
+// it comes again only as a replay. A failure only lets one more copy of
+// the push be handled (handling is idempotent): logged, not answered.
+func (e *Events) markHandled(ctx context.Context, log *zap.Logger, ns, id, key string) {
+	if _, err := e.sink.FirstSeen(ctx, ns, id, handledPrefix+key, eventReplayTTL); err != nil {
+		log.Warn("open platform push handled, but not marked so in the replay store: a copy of it would be handled once more", zap.Error(err))
+	}
 }
 
 // handle runs HandleEvent detached from the request, bounded by
@@ -354,7 +384,7 @@ func (e *Events) receive(r *http.Request, id string, p *eventPush, start time.Ti
 // after the push arrived). Handling that outlasts the wait goes on and is
 // counted when it ends; WeChat gets "success" at once, since the event is
 // verified and recorded and its handling is idempotent.
-func (e *Events) handle(ctx context.Context, log *zap.Logger, ns, id string, ev msgcrypt.Event, p *eventPush, infoType string) eventOutcome {
+func (e *Events) handle(ctx context.Context, log *zap.Logger, ns, id, key string, ev msgcrypt.Event, p *eventPush, infoType string) eventOutcome {
 	wctx, wcancel := context.WithTimeout(e.base, eventWorkTime)
 	done := make(chan error, 1)
 	var mu sync.Mutex // orders "answered" against the goroutine's count
@@ -364,6 +394,9 @@ func (e *Events) handle(ctx context.Context, log *zap.Logger, ns, id string, ev 
 		defer e.wg.Done()
 		defer wcancel()
 		err := e.sink.HandleEvent(wctx, ns, id, ev)
+		if err == nil {
+			e.markHandled(wctx, log, ns, id, key)
+		}
 		done <- err
 		mu.Lock()
 		late := answered

@@ -402,3 +402,56 @@ func TestEventsReload(t *testing.T) {
 		t.Errorf("a series of the removed component is left: %s", s)
 	}
 }
+
+// TestEventsHandledAgainAfterFailure: a push whose handling failed is
+// handled when WeChat pushes it again, byte for byte, once; a further copy
+// is a replay. A push handled to the end comes again only as a replay,
+// also at another replica.
+func TestEventsHandledAgainAfterFailure(t *testing.T) {
+	env := newEventsEnv(t, 2)
+	now := time.Now()
+	s := seal(t, compA, msgcrypt.Event{AppID: compA, CreateTime: now, InfoType: msgcrypt.InfoAuthorized,
+		AuthorizerAppID: authA, AuthorizationCode: "CODE-F"}, now, "f1")
+	setErr := func(err error) {
+		env.sink.mu.Lock()
+		env.sink.handleErr = err
+		env.sink.mu.Unlock()
+	}
+
+	setErr(errors.New("api_query_auth: errcode -1"))
+	if st, _ := post(t, env.eventURL(0, compA), sealedQuery(s), s.Body); st != 500 {
+		t.Fatalf("failed handling = %d; want 500", st)
+	}
+	setErr(nil)
+	if st, body := post(t, env.eventURL(1, compA), sealedQuery(s), s.Body); st != 200 || body != "success" {
+		t.Fatalf("WeChat's next push after a failed handling = %d %q; want 200 success", st, body)
+	}
+	if evs := env.sink.eventList(); len(evs) != 1 || evs[0].AuthorizationCode != "CODE-F" {
+		t.Fatalf("events = %+v; want the authorization handled on the second push", evs)
+	}
+	for i := range 2 {
+		if st, body := post(t, env.eventURL(i, compA), sealedQuery(s), s.Body); st != 409 || body != "replay" {
+			t.Errorf("third copy at replica %d = %d %q; want 409 replay", i, st, body)
+		}
+	}
+
+	// Failing twice: the second attempt is the last.
+	s2 := seal(t, compA, msgcrypt.Event{AppID: compA, CreateTime: now, InfoType: msgcrypt.InfoAuthorized,
+		AuthorizerAppID: authA, AuthorizationCode: "CODE-G"}, now, "f2")
+	setErr(errors.New("redis: connection refused"))
+	for i, want := range []int{500, 500, 409} {
+		if st, _ := post(t, env.eventURL(0, compA), sealedQuery(s2), s2.Body); st != want {
+			t.Errorf("copy %d of a push whose handling keeps failing = %d; want %d", i+1, st, want)
+		}
+	}
+	setErr(nil)
+	if got := env.count(compA, "authorized", "error"); got != 3 {
+		t.Errorf("events{authorized,error} = %v; want 3", got)
+	}
+	if got := env.count(compA, "authorized", "replay"); got != 3 {
+		t.Errorf("events{authorized,replay} = %v; want 3", got)
+	}
+	if got := env.count(compA, "authorized", "accepted"); got != 1 {
+		t.Errorf("events{authorized,accepted} = %v; want 1", got)
+	}
+}
