@@ -276,8 +276,23 @@ func TestEventsRefusals(t *testing.T) {
 	if evs := env.sink.eventList(); len(evs) != 0 {
 		t.Errorf("events handed on: %+v; want none", evs)
 	}
+	// A body too large without a Content-Length (chunked) is cut at the
+	// limit all the same.
+	big := io.MultiReader(bytes.NewReader(good.Body[:len(good.Body)-6]), bytes.NewReader(bytes.Repeat([]byte(" "), maxEventBody)), strings.NewReader("</xml>"))
+	before := env.count(compA, "unknown", "malformed")
+	resp, err := http.Post(u+"?"+q.Encode(), "text/xml", big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("chunked body over the limit = %d; want 413", resp.StatusCode)
+	}
+	if got := env.count(compA, "unknown", "malformed") - before; got != 1 {
+		t.Errorf("chunked body over the limit counted %v malformed; want 1", got)
+	}
 	// GET is no push.
-	resp, err := http.Get(u)
+	resp, err = http.Get(u)
 	if err != nil {
 		t.Fatal(err)
 	}
