@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"regexp"
 	"sync"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"go.uber.org/zap"
@@ -100,13 +101,16 @@ const maxImportEntries = 500
 // digits.
 var appIDShape = regexp.MustCompile(`^wx[0-9a-f]{16}$`)
 
-// platformRoutes serves the Open Platform routes of DESIGN §11 on the
-// internal listener, and lends the gateway what it needs to recognise
-// components and authorizers. Its own type, not methods of API: it uses
-// the API's clients, audit log, metrics and clock only.
+// platformRoutes serves the Open Platform routes (component and authorizer
+// tokens, authorizers, import/export, preauth_url) on the internal
+// listener, and lends the gateway what it needs to recognise components
+// and authorizers. A route group like tokenRoutes: it shares the API's
+// desk (who calls, the audit line of a request).
 type platformRoutes struct {
-	a *API
-	p Platform // nil: no Open Platform engine; every component is unknown
+	desk *desk    // a named field: its methods would count as this type's
+	p    Platform // nil: no Open Platform engine; every component is unknown
+	log  *zap.Logger
+	now  func() time.Time
 
 	// reports bounds, per component (all its authorizers together), the
 	// gateway's reports for callers that present a token instead of a
@@ -116,12 +120,8 @@ type platformRoutes struct {
 
 type componentKey struct{ ns, component string }
 
-func newPlatformRoutes(a *API, p Platform) *platformRoutes {
-	return &platformRoutes{a: a, p: p}
-}
-
-// register adds the routes through add (API.newEcho's).
-func (r *platformRoutes) register(add func(method, path string, h echo.HandlerFunc)) {
+// routes registers the routes through add (API.newEcho's).
+func (r *platformRoutes) routes(add addFunc) {
 	const comp = "/v1/namespaces/:ns/components/:component"
 	add(http.MethodGet, comp+"/access_token", r.componentToken)
 	add(http.MethodPost, comp+"/access_token/invalidate", r.componentInvalidate)
@@ -153,7 +153,7 @@ func (r *platformRoutes) reportLimiter(ns, component string) *rate.Limiter {
 // ns/component against the client's allow patterns, before anything about
 // the component is looked up.
 func (r *platformRoutes) authorizeComponent(c echo.Context, ns, component string) (*client, error) {
-	cl, err := r.a.authenticate(c)
+	cl, err := r.desk.authenticate(c)
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +169,7 @@ func (r *platformRoutes) authorizeComponent(c echo.Context, ns, component string
 // authorizeAuthorizer is authorizeComponent for the three-part name
 // ns/component/authorizer.
 func (r *platformRoutes) authorizeAuthorizer(c echo.Context, ns, component, authorizer string) (*client, error) {
-	cl, err := r.a.authenticate(c)
+	cl, err := r.desk.authenticate(c)
 	if err != nil {
 		return nil, err
 	}
@@ -184,7 +184,7 @@ func (r *platformRoutes) authorizeAuthorizer(c echo.Context, ns, component, auth
 
 // admin authenticates an admin client that may also read ns/component.
 func (r *platformRoutes) admin(c echo.Context, ns, component string) (*client, error) {
-	cl, err := r.a.authenticate(c)
+	cl, err := r.desk.authenticate(c)
 	if err != nil {
 		return nil, err
 	}
@@ -200,37 +200,37 @@ func (r *platformRoutes) admin(c echo.Context, ns, component string) (*client, e
 	return cl, nil
 }
 
-// record counts a token request of a component or one of its authorizers
+// recordOp counts a token request of a component or one of its authorizers
 // (under the component's appid: there are no per-authorizer series) and
 // writes its audit line; auditID is the appid the line names.
-func (r *platformRoutes) record(c echo.Context, event string, cl *client, ns, component, auditID string, err error, token string) {
+func (r *platformRoutes) recordOp(c echo.Context, event string, cl *client, ns, component, auditID string, err error, token string) {
 	result := metrics.RequestOK
 	if err != nil {
 		result = classify(err).code
 	}
 	if event != eventAuthorizers && event != eventAuthorizersImport && event != eventAuthorizersExport && event != eventPreAuthURL {
-		r.count(ns, component, result)
+		r.countOp(ns, component, result)
 	}
-	r.a.auditLine(c, event, cl, ns, auditID, result, token)
+	r.desk.auditLine(c, event, cl, ns, auditID, result, token)
 }
 
-// count counts in wxbroker_token_requests_total; only configured
+// countOp counts in wxbroker_token_requests_total; only configured
 // components become label values.
-func (r *platformRoutes) count(ns, component, result string) {
+func (r *platformRoutes) countOp(ns, component, result string) {
 	if !r.known(ns, component) {
 		component = unknownApp
-		if !r.a.view.Load().nsKnown[ns] {
+		if !r.desk.view.Load().nsKnown[ns] {
 			ns = unknownNamespace
 		}
 	}
-	r.a.m.TokenRequests.WithLabelValues(ns, component, result).Inc()
+	r.desk.m.TokenRequests.WithLabelValues(ns, component, result).Inc()
 }
 
 // writeToken answers a token in the JSON of an app token.
 func (r *platformRoutes) writeToken(c echo.Context, tok broker.Token) error {
 	buf := getBuf()
 	defer putBuf(buf)
-	*buf = appendTokenJSON(*buf, tok.AccessToken, tok.ExpiresAt, r.a.now(), tok.Generation)
+	*buf = appendTokenJSON(*buf, tok.AccessToken, tok.ExpiresAt, r.now(), tok.Generation)
 	return writeJSON(c, http.StatusOK, *buf)
 }
 
@@ -243,7 +243,7 @@ func (r *platformRoutes) componentToken(c echo.Context) error {
 		tok, err = r.p.ComponentToken(ns, comp)
 		err = platformError(err)
 	}
-	r.record(c, eventComponentToken, cl, ns, comp, comp, err, tok.AccessToken)
+	r.recordOp(c, eventComponentToken, cl, ns, comp, comp, err, tok.AccessToken)
 	if err != nil {
 		return err
 	}
@@ -261,7 +261,7 @@ func (r *platformRoutes) componentInvalidate(c echo.Context) error {
 			return r.p.ReportComponent(ctx, ns, comp, rep)
 		})
 	}
-	r.record(c, eventComponentInvalidate, cl, ns, comp, comp, err, tok.AccessToken)
+	r.recordOp(c, eventComponentInvalidate, cl, ns, comp, comp, err, tok.AccessToken)
 	if err != nil {
 		return err
 	}
@@ -277,7 +277,7 @@ func (r *platformRoutes) authorizerToken(c echo.Context) error {
 		tok, err = r.p.AuthorizerToken(ns, comp, auth)
 		err = platformError(err)
 	}
-	r.record(c, eventAuthorizerToken, cl, ns, comp, comp+"/"+auth, err, tok.AccessToken)
+	r.recordOp(c, eventAuthorizerToken, cl, ns, comp, comp+"/"+auth, err, tok.AccessToken)
 	if err != nil {
 		return err
 	}
@@ -294,7 +294,7 @@ func (r *platformRoutes) authorizerInvalidate(c echo.Context) error {
 			return r.p.ReportAuthorizer(ctx, ns, comp, auth, rep)
 		})
 	}
-	r.record(c, eventAuthorizerInvalidate, cl, ns, comp, comp+"/"+auth, err, tok.AccessToken)
+	r.recordOp(c, eventAuthorizerInvalidate, cl, ns, comp, comp+"/"+auth, err, tok.AccessToken)
 	if err != nil {
 		return err
 	}
@@ -339,7 +339,7 @@ func (r *platformRoutes) authorizers(c echo.Context) error {
 		list, err = r.p.Authorizers(c.Request().Context(), ns, comp)
 		err = platformError(err)
 	}
-	r.record(c, eventAuthorizers, cl, ns, comp, comp, err, "")
+	r.recordOp(c, eventAuthorizers, cl, ns, comp, comp, err, "")
 	if err != nil {
 		return err
 	}
@@ -361,12 +361,12 @@ func (r *platformRoutes) importAuthorizers(c echo.Context) error {
 	if err == nil {
 		res, err = r.doImport(c, ns, comp)
 	}
-	r.record(c, eventAuthorizersImport, cl, ns, comp, comp, err, "")
+	r.recordOp(c, eventAuthorizersImport, cl, ns, comp, comp, err, "")
 	if err != nil {
 		return err
 	}
 	if res.Imported > 0 || len(res.Rejected) > 0 {
-		r.a.log.Info("authorizer refresh tokens imported", zap.String("client", cl.name), zap.String("namespace", ns),
+		r.log.Info("authorizer refresh tokens imported", zap.String("client", cl.name), zap.String("namespace", ns),
 			zap.String("component_appid", comp), zap.Int("imported", res.Imported), zap.Int("unchanged", res.Unchanged),
 			zap.Int("rejected", len(res.Rejected)))
 	}
@@ -445,11 +445,11 @@ func (r *platformRoutes) exportAuthorizers(c echo.Context) error {
 		out, err = r.p.Export(c.Request().Context(), ns, comp)
 		err = platformError(err)
 	}
-	r.record(c, eventAuthorizersExport, cl, ns, comp, comp, err, "")
+	r.recordOp(c, eventAuthorizersExport, cl, ns, comp, comp, err, "")
 	if err != nil {
 		return err
 	}
-	r.a.log.Warn("authorizer refresh tokens exported", zap.String("client", cl.name), zap.String("namespace", ns),
+	r.log.Warn("authorizer refresh tokens exported", zap.String("client", cl.name), zap.String("namespace", ns),
 		zap.String("component_appid", comp), zap.Int("authorizers", len(out)))
 	if out == nil {
 		out = []broker.RefreshTokenEntry{}
@@ -477,7 +477,7 @@ func (r *platformRoutes) preAuthURL(c echo.Context) error {
 		link, err = r.p.PreAuthURL(c.Request().Context(), ns, comp, c.QueryParam("redirect_uri"))
 		err = platformError(err)
 	}
-	r.record(c, eventPreAuthURL, cl, ns, comp, comp, err, "")
+	r.recordOp(c, eventPreAuthURL, cl, ns, comp, comp, err, "")
 	if err != nil {
 		return err
 	}

@@ -192,7 +192,7 @@ func runSystem(ctx context.Context, s system) error {
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)
 	}
-	rl := &reloader{path: s.ConfigPath, adjust: s.AdjustConfig, log: log.Named("reload"), m: m.Reload, broker: b, cur: cfg}
+	rl := newReloader(s.ConfigPath, s.AdjustConfig, log.Named("reload"), m.Reload, b, cfg)
 	platform := platformOf(b)
 	if s.platform != nil {
 		platform = s.platform(b)
