@@ -1,0 +1,337 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/wxbroker/wxbroker/metrics"
+	"github.com/wxbroker/wxbroker/wechat"
+)
+
+// opLeader is the leader's Open Platform work inside the one refresh path
+// (refresher.fetch): what a component or authorizer call is made with (the
+// latest verify ticket; the authorizer's refresh token or a fresh
+// authorization code), what its answer stores besides the token (the
+// rotated refresh token, sealed, and the registry entry, in the same fenced
+// script), and what a refusal means (61023: recover the refresh token from
+// api_get_authorizer_list, else needs_reauthorization).
+type opLeader struct {
+	*core
+	cache *opCache
+	wx    PlatformWeChat // nil without an Open Platform client
+
+	sealMu  sync.Mutex
+	sealKey string
+	sealed  *sealer // of sealKey
+
+	listMu sync.Mutex
+	lists  map[string]*authorizerListing // "ns\tcomponent" → last listing
+}
+
+// authorizerListing is one reading of api_get_authorizer_list.
+type authorizerListing struct {
+	at     time.Time
+	tokens map[string]string // authorizer → refresh token
+}
+
+// listingReuse is how long a listing answers further recoveries (a leader
+// recovering many authorizers at term start lists once).
+const listingReuse = 10 * time.Second
+
+// pushAskInterval is the least time between two api_start_push_ticket
+// calls for a component (shared by every leader through Redis).
+const pushAskInterval = 10 * time.Minute
+
+// errNotActive: the authorizer's registry entry is not active (revoked,
+// needs re-authorization, or gone): no call is made.
+var errNotActive = errors.New("broker: the authorizer is not active")
+
+// isPlatform reports whether it is an Open Platform credential.
+func isPlatform(it *item) bool {
+	return it.kind == KindComponentToken || it.kind == KindAuthorizerToken
+}
+
+// prepare completes req for a component or authorizer call and returns the
+// registry entry the answer's write also stores (authorizers).
+func (o *opLeader) prepare(t *term, it *item, req *FetchRequest) (*azWrite, error) {
+	seal, err := o.sealer()
+	if err != nil {
+		return nil, err
+	}
+	if o.wx == nil {
+		return nil, errNoPlatformWeChat
+	}
+	ctx, cancel := context.WithTimeout(t.ctx, o.cfg.WeChat.Timeout)
+	defer cancel()
+	if it.kind == KindComponentToken {
+		tk, _, ok := o.cache.ticket(it.ns, it.appid)
+		if !ok {
+			var at time.Time
+			var err error
+			tk, at, ok, err = opStoreOf(o.store).opTicket(ctx, it.ns, it.appid)
+			if err != nil {
+				return nil, fmt.Errorf("read the verify ticket: %w", err)
+			}
+			if ok {
+				o.cache.setTicket(it.ns, it.appid, tk, at)
+			}
+		}
+		if !ok {
+			o.askPush(t, it.ns, it.appid)
+			return nil, errNoVerifyTicket
+		}
+		req.VerifyTicket = tk
+		return nil, nil
+	}
+	req.Component = it.owner
+	e, ok, err := opStoreOf(o.store).opAuthorizer(ctx, it.ns, it.owner, it.appid)
+	if err != nil {
+		return nil, fmt.Errorf("read authorizer %s: %w", it.appid, err)
+	}
+	if !ok || e.State != StateActive {
+		return nil, errNotActive
+	}
+	az := &azWrite{comp: it.owner, authorizer: it.appid, expected: e.Seq,
+		entry: azEntry{State: StateActive, Source: e.Source, AuthorizedAt: e.AuthorizedAt, Seq: e.Seq}}
+	if sealed, ok := strings.CutPrefix(e.Seed, seedCode); ok {
+		if req.AuthCode, err = seal.open(sealed); err == nil {
+			return az, nil
+		}
+	}
+	if sealed, ok := strings.CutPrefix(e.Seed, seedRefresh); ok {
+		if req.RefreshToken, err = seal.open(sealed); err == nil {
+			return az, nil
+		}
+	}
+	k := t.sched().task(it)
+	if k == nil || !k.recoverFirst.Load() {
+		raw, ok, err := o.store.record(ctx, it.ns, it.field)
+		if err != nil {
+			return nil, fmt.Errorf("read authorizer %s: %w", it.appid, err)
+		}
+		if r, perr := parseRecord(raw); ok && perr == nil && r.Sealed != "" {
+			if req.RefreshToken, err = seal.open(r.Sealed); err == nil {
+				return az, nil
+			}
+			o.log.Warn("stored refresh token cannot be decrypted; recovering it from api_get_authorizer_list",
+				append(itemFields(it), zapErr(err))...)
+		}
+	}
+	// Missing, unreadable, or possibly retired by a call whose answer was
+	// lost: WeChat's list has the current one.
+	rt, found, err := o.recover(t, it)
+	if err != nil {
+		return nil, err
+	}
+	if k != nil {
+		k.recoverFirst.Store(false)
+	}
+	if !found {
+		o.markReauth(t, it, e, "no refresh token stored and api_get_authorizer_list does not list the authorizer")
+		return nil, errNotActive
+	}
+	o.log.Info("authorizer refresh token recovered from api_get_authorizer_list", itemFields(it)...)
+	req.RefreshToken = rt
+	az.entry.Source = SourceRecovered
+	return az, nil
+}
+
+// sealRefresh is the record field of a refresh token WeChat answered.
+func (o *opLeader) sealRefresh(got Fetched) (string, error) {
+	seal, err := o.sealer()
+	if err != nil {
+		return "", err
+	}
+	return seal.seal(got.RefreshToken), nil
+}
+
+// sealer is the refresh-token cipher of the configuration now
+// (open_platform.refresh_token_encryption_key; a reload may change it).
+func (o *opLeader) sealer() (*sealer, error) {
+	key, err := o.catalog().cfg.OpenPlatform.RefreshTokenKey()
+	if err != nil {
+		return nil, errors.New("broker: open_platform.refresh_token_encryption_key " + err.Error())
+	}
+	o.sealMu.Lock()
+	defer o.sealMu.Unlock()
+	if o.sealed == nil || o.sealKey != string(key) {
+		s, err := newSealer(key)
+		if err != nil {
+			return nil, fmt.Errorf("broker: %w", err)
+		}
+		o.sealed, o.sealKey = s, string(key)
+	}
+	return o.sealed, nil
+}
+
+// failed acts on a refused component or authorizer call: an expired or
+// invalid ticket asks WeChat to push again; a dead refresh token
+// (61023) or authorization code is recovered from api_get_authorizer_list,
+// and only when that has nothing newer is the authorizer marked
+// needs_reauthorization (its refresh stops; the gauge pages).
+func (o *opLeader) failed(t *term, it *item, req FetchRequest, err error) {
+	var ae *wechat.APIError
+	if !errors.As(err, &ae) || t.ctx.Err() != nil {
+		return
+	}
+	if it.kind == KindComponentToken {
+		if ae.Code == 61005 || ae.Code == 61006 {
+			o.askPush(t, it.ns, it.appid)
+		}
+		return
+	}
+	if !ae.Reauthorize() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(t.ctx, o.cfg.WeChat.Timeout)
+	e, ok, rerr := opStoreOf(o.store).opAuthorizer(ctx, it.ns, it.owner, it.appid)
+	cancel()
+	if rerr != nil || !ok || e.State != StateActive {
+		return
+	}
+	rt, found, lerr := o.recover(t, it)
+	if lerr != nil {
+		return // retried with backoff
+	}
+	seal, serr := o.sealer()
+	if found && rt != req.RefreshToken && serr == nil {
+		e.Seed = seedRefresh + seal.seal(rt)
+		e.Source = SourceRecovered
+		ctx, cancel := context.WithTimeout(t.ctx, o.cfg.WeChat.Timeout)
+		_, werr := opStoreOf(o.store).opSetState(ctx, t.fence, it.ns, it.owner, it.appid, e.Seq, e)
+		cancel()
+		if werr != nil {
+			o.rejected(t, it, werr)
+			return
+		}
+		o.log.Warn("authorizer refresh token refused; a newer one recovered from api_get_authorizer_list",
+			append(itemFields(it), zap.Int("errcode", ae.Code))...)
+		return
+	}
+	o.markReauth(t, it, e, fmt.Sprintf("%d %s", ae.Code, ae.Msg))
+}
+
+// markReauth marks the authorizer needs_reauthorization (if its entry is
+// still e): its refresh stops until an authorization event or an import.
+func (o *opLeader) markReauth(t *term, it *item, e azEntry, reason string) {
+	e.State, e.Seed, e.LastError = StateNeedsReauthorization, "", reason
+	ctx, cancel := context.WithTimeout(t.ctx, o.cfg.WeChat.Timeout)
+	defer cancel()
+	if _, err := opStoreOf(o.store).opSetState(ctx, t.fence, it.ns, it.owner, it.appid, e.Seq, e); err != nil {
+		o.rejected(t, it, err)
+		return
+	}
+	o.log.Error("authorizer needs re-authorization: its refresh stopped; the merchant must authorize again (send a pre-authorization link) or a valid refresh token be imported",
+		append(itemFields(it), zap.String("component_appid", it.owner), zap.String("reason", reason))...)
+}
+
+// rejected steps down after a fenced-out registry write.
+func (o *opLeader) rejected(t *term, it *item, err error) {
+	if errors.Is(err, errFenced) {
+		o.m.FencedWritesRejected.Inc()
+		o.log.Warn("fenced write rejected; stepping down", append(itemFields(it), zap.Int64("epoch", t.epoch))...)
+		t.stop(errFenced)
+	}
+}
+
+// recover looks the authorizer up in api_get_authorizer_list (one listing
+// serves every recovery within listingReuse).
+func (o *opLeader) recover(t *term, it *item) (string, bool, error) {
+	ct := it.needed().cur.Load()
+	if ct == nil || !o.now().Before(ct.ExpiresAt) {
+		return "", false, errNoAccessToken
+	}
+	key := it.ns + "\t" + it.owner
+	o.listMu.Lock()
+	defer o.listMu.Unlock()
+	if l := o.lists[key]; l != nil && time.Since(l.at) < listingReuse {
+		rt, ok := l.tokens[it.appid]
+		return rt, ok, nil
+	}
+	l := &authorizerListing{at: time.Now(), tokens: map[string]string{}}
+	for offset := 0; ; {
+		if t.lease.remaining() <= o.cfg.WeChat.Timeout {
+			return "", false, errLeaseShort
+		}
+		ctx, cancel := context.WithTimeout(t.ctx, o.cfg.WeChat.Timeout)
+		page, total, err := o.wx.AuthorizerList(ctx, ct.Value, it.owner, offset, wechat.MaxAuthorizerPage)
+		cancel()
+		if err != nil {
+			code := -2
+			var ae *wechat.APIError
+			if errors.As(err, &ae) {
+				code = ae.Code
+			}
+			o.m.WeChatErrors.WithLabelValues(it.ns, it.owner, wechat.APIGetAuthorizerList, metrics.ErrcodeLabel(code)).Inc()
+			o.log.Warn("cannot list the component's authorizers to recover a refresh token", append(itemFields(it), zapErr(err))...)
+			return "", false, fmt.Errorf("list authorizers: %w", err)
+		}
+		for _, e := range page {
+			l.tokens[e.AppID] = e.RefreshToken
+		}
+		offset += len(page)
+		if len(page) == 0 || offset >= total {
+			break
+		}
+	}
+	if o.lists == nil {
+		o.lists = map[string]*authorizerListing{}
+	}
+	o.lists[key] = l
+	rt, ok := l.tokens[it.appid]
+	return rt, ok, nil
+}
+
+// askPush calls api_start_push_ticket for a component that has no valid
+// ticket, at most once per pushAskInterval across leaders.
+func (o *opLeader) askPush(t *term, ns, comp string) {
+	ce, ok := o.catalog().component(ns, comp)
+	if !ok || o.wx == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(t.ctx, o.cfg.WeChat.Timeout)
+	defer cancel()
+	first, err := opStoreOf(o.store).opFirst(ctx, o.store.keys.opPush(ns, comp), pushAskInterval)
+	if err != nil || !first {
+		return
+	}
+	err = o.wx.StartPushTicket(ctx, comp, ce.cfg.Secret.Reveal())
+	if err != nil {
+		o.log.Warn("api_start_push_ticket failed; no component token until WeChat pushes a verify ticket",
+			zapNS(ns), zap.String("component_appid", comp), zapErr(err))
+		return
+	}
+	o.log.Info("no valid verify ticket known: asked WeChat to push one (api_start_push_ticket)",
+		zapNS(ns), zap.String("component_appid", comp))
+}
+
+// changed is told of an applied registry change or a new ticket (opCache):
+// on the leader, an authorizer with a new grant and a component waiting for
+// a ticket are due at once.
+func (o *opLeader) changed(t *term, ns, comp, authorizer string) {
+	s := t.sched()
+	if s == nil {
+		return
+	}
+	ce, ok := o.catalog().component(ns, comp)
+	if !ok {
+		return
+	}
+	if authorizer == "" {
+		if r := ce.app.token.cur.Load(); r == nil || !o.now().Before(r.ExpiresAt) || s.isStopped(ce.app.token) {
+			s.kick(ce.app.token)
+		}
+		return
+	}
+	if it := ce.auths[authorizer]; it != nil {
+		if e, ok := o.cache.entry(ns, comp, authorizer); ok && e.Seed != "" {
+			s.kick(it)
+		}
+	}
+}
