@@ -19,14 +19,6 @@ import (
 	"github.com/wxbroker/wxbroker/wechat/msgcrypt"
 )
 
-// Errors of the Open Platform room.
-var (
-	ErrUnknownComponent     = errors.New("broker: unknown namespace or component appid")                                        // → 404
-	ErrUnknownAuthorizer    = errors.New("broker: unknown authorizer: it never authorized the component nor was imported")      // → 404
-	ErrRevoked              = errors.New("broker: the authorizer revoked its authorization")                                    // → 404/410
-	ErrNeedsReauthorization = errors.New("broker: the authorizer needs re-authorization: its refresh token is no longer valid") // → 503
-)
-
 // Platform is the Open Platform room: the component_access_token and every
 // authorizer's access token of each configured component (docs/OPEN_PLATFORM.md,
 // docs/ARCHITECTURE.md). Reads are cache lookups like Broker.AccessToken;
@@ -45,35 +37,6 @@ type Platform struct {
 
 // Platform returns the broker's Open Platform room (never nil).
 func (b *Broker) Platform() *Platform { return b.op }
-
-// Authorizer is one authorizer of a component as Authorizers lists it.
-type Authorizer struct {
-	AppID        string    `json:"authorizer_appid"`
-	State        string    `json:"state"`               // "active", "needs_reauthorization", "revoked"
-	ExpiresAt    time.Time `json:"expires_at,omitzero"` // of the current access token
-	LastError    string    `json:"last_error,omitempty"`
-	AuthorizedAt time.Time `json:"authorized_at,omitzero"`
-	Source       string    `json:"source"` // "event", "import", "recovered"
-}
-
-// RefreshTokenEntry is one authorizer's refresh token (Import, Export).
-type RefreshTokenEntry struct {
-	AuthorizerAppID string `json:"authorizer_appid"`
-	RefreshToken    string `json:"authorizer_refresh_token"`
-}
-
-// ImportResult says what an Import did.
-type ImportResult struct {
-	Imported  int             `json:"imported"`
-	Unchanged int             `json:"unchanged"`
-	Rejected  []ImportProblem `json:"rejected,omitempty"`
-}
-
-// ImportProblem is one refused entry of an Import.
-type ImportProblem struct {
-	AuthorizerAppID string `json:"authorizer_appid"`
-	Problem         string `json:"problem"`
-}
 
 // component returns the component's entry or ErrUnknownComponent.
 func (p *Platform) component(ns, comp string) (*compEntry, error) {

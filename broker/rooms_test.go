@@ -150,7 +150,7 @@ var roomOrder = []struct {
 	files []string
 }{
 	{"store", []string{"store.go", "store_scripts.go", "store_platform.go"}},
-	{"catalog", []string{"doc.go", "kinds.go", "catalog.go", "catalog_platform.go", "log.go"}},
+	{"catalog", []string{"doc.go", "kinds.go", "catalog.go", "catalog_platform.go", "log.go", "openplatform_types.go"}},
 	{"core", []string{"core.go", "cluster.go", "metrics.go"}},
 	{"replica", []string{"cache.go", "subscribe.go", "reconcile.go", "pause.go", "issued.go", "opcache.go"}},
 	{"lease", []string{"election.go", "epoch.go", "lostlease.go"}},
