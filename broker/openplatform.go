@@ -398,8 +398,8 @@ func (p *Platform) HandleEvent(ctx context.Context, ns, comp string, ev msgcrypt
 		if err != nil {
 			return fmt.Errorf("read authorizer %s: %w", ev.AuthorizerAppID, err)
 		}
-		if ok && cur.Source == SourceEvent && cur.AuthorizedAt.Equal(at.Truncate(time.Millisecond)) {
-			return nil // the same event again
+		if ok && cur.State == StateActive && cur.Source == SourceEvent && cur.AuthorizedAt.Equal(at.Truncate(time.Millisecond)) {
+			return nil // the same event again (a revocation in the same second is followed)
 		}
 		entry := azEntry{State: StateActive, Source: SourceEvent, AuthorizedAt: at, Seed: seedCode + s.seal(ev.AuthorizationCode)}
 		if _, err := st.opGrant(ctx, ns, comp, ev.AuthorizerAppID, entry); err != nil {
