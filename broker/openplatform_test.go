@@ -375,3 +375,309 @@ func TestPlatformAuthorizerServedByReplicas(t *testing.T) {
 	}
 	noPlaintext(t, a.rdb, cfg.Redis.KeyPrefix, rt)
 }
+
+// TestPlatformRotatedRefreshToken: with WeChat rotating refresh tokens
+// (every answer a new one, the one sent dead at once), each refresh stores
+// the new refresh token in the same fenced write as the access token, so
+// refreshes keep working; a refresh token retired behind the broker's back
+// (61023) is recovered from api_get_authorizer_list.
+func TestPlatformRotatedRefreshToken(t *testing.T) {
+	comp, az := compID(1), authID(1)
+	cfg := platformConfig(t, comp)
+	const ttl = 2 * time.Second
+	e := newEnv(t, wechattest.Options{TokenTTL: ttl}, cfg)
+	e.addComponents(true)
+	a := e.start("a")
+	leader(t, 5*time.Second, a)
+	e.pushTicket(a.b.Platform(), comp)
+	e.authorize(a.b.Platform(), comp, az)
+	azToken(t, a, comp, az)
+
+	okRefreshes := func() float64 {
+		return testutil.ToFloat64(a.m.TokenRefresh.WithLabelValues(testNS, comp, KindAuthorizerToken, metrics.ResultSuccess))
+	}
+	waittest.For(t, "three refreshes with rotated refresh tokens", 10*ttl, func() bool { return okRefreshes() >= 4 })
+	if n := testutil.ToFloat64(a.m.TokenRefresh.WithLabelValues(testNS, comp, KindAuthorizerToken, metrics.ResultError)); n != 0 {
+		t.Errorf("authorizer refresh errors = %v; want 0", n)
+	}
+	rt, active := e.sim.RefreshToken(comp, az)
+	if !active {
+		t.Fatal("the authorization is no longer active at the simulator")
+	}
+	waittest.For(t, "the stored refresh token to be the current one", 5*time.Second, func() bool {
+		return storedRefreshToken(t, a, comp, az) == rt || func() bool { rt, _ = e.sim.RefreshToken(comp, az); return false }()
+	})
+	if n := a.pw.list.Load(); n != 0 {
+		t.Errorf("api_get_authorizer_list calls = %d before any loss; want 0", n)
+	}
+
+	// Someone else spends the stored refresh token: the broker's next call
+	// gets 61023 and recovers the current one from the authorizer list.
+	ct, err := a.b.Platform().ComponentToken(testNS, comp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, _ := wechat.New(wechat.Options{BaseURL: e.sim.URL})
+	if _, err := client.AuthorizerToken(t.Context(), ct.AccessToken, comp, az, storedRefreshToken(t, a, comp, az)); err != nil {
+		t.Fatalf("the outside refresh failed: %v", err)
+	}
+	before := okRefreshes()
+	waittest.For(t, "a refresh after the recovery", 10*ttl, func() bool { return okRefreshes() >= before+2 })
+	if a.pw.list.Load() == 0 {
+		t.Error("no api_get_authorizer_list call: the 61023 was not recovered from the list")
+	}
+	list, _ := a.b.Platform().Authorizers(t.Context(), testNS, comp)
+	if len(list) != 1 || list[0].State != StateActive || list[0].Source != SourceRecovered {
+		t.Errorf("Authorizers = %+v; want one active, recovered", list)
+	}
+	rt, _ = e.sim.RefreshToken(comp, az)
+	waittest.For(t, "the stored refresh token to be the current one", 5*time.Second, func() bool {
+		cur, _ := e.sim.RefreshToken(comp, az)
+		return storedRefreshToken(t, a, comp, az) == cur
+	})
+	noPlaintext(t, a.rdb, cfg.Redis.KeyPrefix, rt)
+	noSecrets(t, a, rt, secretOf(comp))
+}
+
+// TestPlatformLostAuthorizations: an authorizer whose refresh token WeChat
+// refuses with 61023 and that api_get_authorizer_list no longer lists
+// (revoked, the unauthorized push lost) becomes needs_reauthorization: its
+// retries stop, reads answer ErrNeedsReauthorization, the state gauge shows
+// it; an unauthorized event makes another one revoked at once. A new
+// authorization brings the first back.
+func TestPlatformLostAuthorizations(t *testing.T) {
+	comp, lost, gone := compID(1), authID(1), authID(2)
+	cfg := platformConfig(t, comp)
+	const ttl = 2 * time.Second
+	e := newEnv(t, wechattest.Options{TokenTTL: ttl}, cfg)
+	e.addComponents(false)
+	a := e.start("a")
+	leader(t, 5*time.Second, a)
+	b := e.start("b")
+	e.pushTicket(a.b.Platform(), comp)
+	e.authorize(a.b.Platform(), comp, lost)
+	e.authorize(a.b.Platform(), comp, gone)
+	azToken(t, b, comp, lost)
+	azToken(t, b, comp, gone)
+
+	// Revoked at WeChat, the push lost: the next refresh meets 61023.
+	if err := e.sim.Revoke(t.Context(), comp, lost); err != nil {
+		t.Fatal(err)
+	}
+	// Revoked with the push delivered.
+	if err := e.sim.Revoke(t.Context(), comp, gone); err != nil {
+		t.Fatal(err)
+	}
+	handle(t, b.b.Platform(), comp, msgcrypt.Event{InfoType: msgcrypt.InfoUnauthorized, AuthorizerAppID: gone})
+	waittest.For(t, "the revoked authorizer to stop being served", 5*time.Second, func() bool {
+		_, err := b.b.Platform().AuthorizerToken(testNS, comp, gone)
+		return errors.Is(err, ErrRevoked)
+	})
+	waittest.For(t, "the 61023 authorizer to need re-authorization", 10*ttl, func() bool {
+		_, err := b.b.Platform().AuthorizerToken(testNS, comp, lost)
+		return errors.Is(err, ErrNeedsReauthorization)
+	})
+	for _, n := range []*node{a, b} {
+		waittest.For(t, "the state gauges", 5*time.Second, func() bool {
+			return azGauge(n, comp, metrics.AuthorizerActive) == 0 && azGauge(n, comp, metrics.AuthorizerRevoked) == 1 &&
+				azGauge(n, comp, metrics.AuthorizerNeedsReauthorization) == 1
+		})
+	}
+	list, _ := b.b.Platform().Authorizers(t.Context(), testNS, comp)
+	if len(list) != 2 || list[0].State != StateNeedsReauthorization || !strings.Contains(list[0].LastError, "61023") || list[1].State != StateRevoked {
+		t.Errorf("Authorizers = %+v", list)
+	}
+	// Retries stopped: neither is scheduled any more, and no call follows
+	// while the component token is refreshed twice more.
+	calls := a.pw.authorizer.Load()
+	waittest.For(t, "the leader's schedule to drop both", 5*time.Second, func() bool {
+		tm := a.b.el.term.Load()
+		if tm == nil {
+			return false
+		}
+		s := tm.sched()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for it := range s.tasks {
+			if it.kind == KindAuthorizerToken {
+				return false
+			}
+		}
+		return true
+	})
+	comps := a.pw.component.Load()
+	waittest.For(t, "two component refreshes", 10*ttl, func() bool { return a.pw.component.Load() >= comps+2 })
+	if got := a.pw.authorizer.Load(); got != calls {
+		t.Errorf("api_authorizer_token calls went from %d to %d after the refresh stopped", calls, got)
+	}
+	if n := testutil.ToFloat64(a.m.OpenPlatform.Overdue.WithLabelValues(testNS, comp)); n != 0 {
+		t.Errorf("overdue = %v; authorizers that are not active are not overdue", n)
+	}
+
+	// The merchant authorizes again.
+	e.authorize(b.b.Platform(), comp, lost)
+	tok := azToken(t, b, comp, lost)
+	if !e.sim.TokenValid(lost, tok.AccessToken) {
+		t.Error("the token after re-authorization is not valid at the simulator")
+	}
+	waittest.For(t, "the gauges after re-authorization", 5*time.Second, func() bool {
+		return azGauge(b, comp, metrics.AuthorizerActive) == 1 && azGauge(b, comp, metrics.AuthorizerNeedsReauthorization) == 0
+	})
+}
+
+// TestPlatformImportExport: imported refresh tokens become active
+// authorizers whose tokens the leader fetches at once; a second import of
+// the same entries changes nothing; bad entries are rejected with the
+// reason; Export gives the current refresh tokens back.
+func TestPlatformImportExport(t *testing.T) {
+	comp := compID(1)
+	cfg := platformConfig(t, comp)
+	e := newEnv(t, wechattest.Options{}, cfg)
+	e.addComponents(false)
+	a := e.start("a")
+	leader(t, 5*time.Second, a)
+	b := e.start("b")
+	e.pushTicket(a.b.Platform(), comp)
+	var in []RefreshTokenEntry
+	for i := 1; i <= 3; i++ {
+		if _, err := e.sim.Authorize(t.Context(), comp, authID(i)); err != nil { // the event went to the old system
+			t.Fatal(err)
+		}
+		rt, _ := e.sim.RefreshToken(comp, authID(i))
+		in = append(in, RefreshTokenEntry{AuthorizerAppID: authID(i), RefreshToken: rt})
+	}
+	bad := []RefreshTokenEntry{{"wxNOTHEX", "x"}, {authID(8), ""}, {authID(9), "a\tb"}, in[0]}
+	res, err := b.b.Platform().Import(t.Context(), testNS, comp, append(append([]RefreshTokenEntry{}, in...), bad...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Imported != 3 || res.Unchanged != 0 || len(res.Rejected) != 4 {
+		t.Fatalf("Import = %+v; want 3 imported, 4 rejected", res)
+	}
+	for _, p := range res.Rejected {
+		for _, e := range in {
+			if strings.Contains(p.Problem, e.RefreshToken) {
+				t.Errorf("a rejection quotes a refresh token: %q", p.Problem)
+			}
+		}
+	}
+	for _, e := range in {
+		azToken(t, a, comp, e.AuthorizerAppID)
+		azToken(t, b, comp, e.AuthorizerAppID)
+	}
+	res, err = a.b.Platform().Import(t.Context(), testNS, comp, in)
+	if err != nil || res.Imported != 0 || res.Unchanged != 3 {
+		t.Errorf("second Import = %+v, %v; want 3 unchanged", res, err)
+	}
+	list, _ := a.b.Platform().Authorizers(t.Context(), testNS, comp)
+	if len(list) != 3 || list[0].Source != SourceImport || list[0].State != StateActive {
+		t.Errorf("Authorizers = %+v", list)
+	}
+	out, err := b.b.Platform().Export(t.Context(), testNS, comp)
+	if err != nil || len(out) != 3 {
+		t.Fatalf("Export = %d entries, %v", len(out), err)
+	}
+	for i, e := range out {
+		if e != in[i] {
+			t.Errorf("Export[%d] = %s; want %s with its current refresh token", i, e.AuthorizerAppID, in[i].AuthorizerAppID)
+		}
+	}
+	var secrets []string
+	for _, e := range in {
+		secrets = append(secrets, e.RefreshToken)
+	}
+	noPlaintext(t, a.rdb, cfg.Redis.KeyPrefix, secrets...)
+	noSecrets(t, a, secrets...)
+	noSecrets(t, b, secrets...)
+	if _, err := a.b.Platform().Import(t.Context(), testNS, compID(5), in); !errors.Is(err, ErrUnknownComponent) {
+		t.Errorf("Import(unknown component) = %v", err)
+	}
+}
+
+// TestPlatformLeaderDiesBeforeWrite: the leader dies between WeChat's
+// answer (a new access token and, rotated, a new refresh token: the stored
+// one is dead) and its fenced write. The next leader finds the call's
+// intent, recovers the current refresh token from api_get_authorizer_list
+// and carries on: nothing is lost, no re-authorization is needed.
+func TestPlatformLeaderDiesBeforeWrite(t *testing.T) {
+	comp, az := compID(1), authID(1)
+	cfg := platformConfig(t, comp)
+	cfg.Leader = config.Leader{LockTTL: 2 * time.Second, RenewInterval: 300 * time.Millisecond}
+	const ttl = 3 * time.Second
+	e := newEnv(t, wechattest.Options{TokenTTL: ttl}, cfg)
+	e.addComponents(true)
+
+	part := &partition{}
+	var armed atomic.Bool
+	paused := make(chan struct{})
+	resume := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(resume) }) })
+	a := e.start("a", func(n *node, _ *redis.Options) {
+		n.hook = part
+		n.setup = func(b *Broker) {
+			b.hooks.beforeWrite = func(it *item) {
+				if it.kind == KindAuthorizerToken && armed.CompareAndSwap(true, false) {
+					close(paused)
+					<-resume
+				}
+			}
+		}
+	})
+	leader(t, 5*time.Second, a)
+	b := e.start("b")
+	e.pushTicket(a.b.Platform(), comp)
+	e.authorize(a.b.Platform(), comp, az)
+	first := azToken(t, b, comp, az)
+	stored := storedRefreshToken(t, a, comp, az)
+
+	armed.Store(true)
+	select {
+	case <-paused:
+	case <-time.After(5 * ttl):
+		t.Fatal("the leader never reached the authorizer's write")
+	}
+	// WeChat answered and rotated: the stored refresh token is dead.
+	part.on.Store(true)
+	if cur, _ := e.sim.RefreshToken(comp, az); cur == stored {
+		t.Fatal("the simulator did not rotate the refresh token")
+	}
+	waittest.For(t, "the partitioned leader to step down", 5*time.Second, func() bool { return !a.b.IsLeader() })
+	leader(t, cfg.Leader.LockTTL+5*time.Second, a, b)
+	if !b.b.IsLeader() {
+		t.Fatal("b did not take over")
+	}
+	var next Token
+	waittest.For(t, "the new leader to refresh the authorizer", 5*ttl, func() bool {
+		var err error
+		next, err = b.b.Platform().AuthorizerToken(testNS, comp, az)
+		return err == nil && next.AccessToken != first.AccessToken
+	})
+	if !e.sim.TokenValid(az, next.AccessToken) {
+		t.Error("the new leader's authorizer token is not valid at the simulator")
+	}
+	if b.pw.list.Load() == 0 {
+		t.Error("the new leader did not recover the refresh token from api_get_authorizer_list")
+	}
+	waittest.For(t, "the stored refresh token to be the simulator's current one", 5*time.Second, func() bool {
+		cur, _ := e.sim.RefreshToken(comp, az)
+		return storedRefreshToken(t, b, comp, az) == cur
+	})
+	list, _ := b.b.Platform().Authorizers(t.Context(), testNS, comp)
+	if len(list) != 1 || list[0].State != StateActive {
+		t.Errorf("Authorizers = %+v; want one active", list)
+	}
+	if n := testutil.ToFloat64(b.m.TokenRefresh.WithLabelValues(testNS, comp, KindAuthorizerToken, metrics.ResultError)); n != 0 {
+		t.Errorf("the new leader's authorizer refresh errors = %v; want 0 (recovered before calling)", n)
+	}
+	// The old leader wakes up: its write is fenced out.
+	part.on.Store(false)
+	once.Do(func() { close(resume) })
+	waittest.For(t, "the fenced write of the old leader", 5*time.Second, func() bool {
+		return testutil.ToFloat64(a.m.FencedWritesRejected) >= 1
+	})
+	cur, _ := e.sim.RefreshToken(comp, az)
+	if got := storedRefreshToken(t, b, comp, az); got != cur {
+		t.Error("the old leader's write replaced the current refresh token")
+	}
+}
