@@ -681,3 +681,59 @@ func TestPlatformLeaderDiesBeforeWrite(t *testing.T) {
 		t.Error("the old leader's write replaced the current refresh token")
 	}
 }
+
+// withComponents is a copy of cfg configuring components comps (and no
+// apps) in the test namespace.
+func withComponents(cfg *config.Config, comps ...string) *config.Config {
+	next := *cfg
+	ns := &config.Namespace{}
+	for _, c := range comps {
+		ns.Components = append(ns.Components, &config.Component{AppID: c, Secret: config.Secret(secretOf(c)),
+			Token: "msgtoken", EncodingAESKey: testAESKey})
+	}
+	next.Namespaces = map[string]*config.Namespace{testNS: ns}
+	return &next
+}
+
+// TestPlatformReload: a reload that adds a component makes every replica
+// serve it (ticket, component token); one that removes a component stops
+// serving it and its authorizers and deletes its series; adding it back
+// brings its authorizers back from Redis.
+func TestPlatformReload(t *testing.T) {
+	c1, c2, az := compID(1), compID(2), authID(1)
+	cfg := platformConfig(t, c1)
+	e := newEnv(t, wechattest.Options{}, cfg)
+	e.cfg = withComponents(cfg, c1, c2)
+	e.addComponents(false)
+	e.cfg = cfg
+	a := e.start("a")
+	leader(t, 5*time.Second, a)
+	b := e.start("b")
+	e.pushTicket(a.b.Platform(), c1)
+	e.authorize(a.b.Platform(), c1, az)
+	azToken(t, b, c1, az)
+
+	reloadAll(t, withComponents(cfg, c2), a, b)
+	for _, n := range []*node{a, b} {
+		if _, err := n.b.Platform().AuthorizerToken(testNS, c1, az); !errors.Is(err, ErrUnknownComponent) {
+			t.Errorf("AuthorizerToken of a removed component = %v; want ErrUnknownComponent", err)
+		}
+		if got := n.b.Platform().ComponentsOf(testNS); len(got) != 1 || got[0] != c2 {
+			t.Errorf("ComponentsOf = %v; want [%s]", got, c2)
+		}
+		if n := testutil.CollectAndCount(n.m.OpenPlatform.Authorizers); n != 3 {
+			t.Errorf("authorizer state series after the reload = %d; want 3 (the new component's)", n)
+		}
+	}
+	e.pushTicket(b.b.Platform(), c2)
+	waittest.For(t, "the added component's token on the follower", 10*time.Second, func() bool {
+		_, err := b.b.Platform().ComponentToken(testNS, c2)
+		return err == nil
+	})
+
+	reloadAll(t, withComponents(cfg, c1, c2), a, b)
+	azToken(t, b, c1, az)
+	waittest.For(t, "the re-added component's gauges", 5*time.Second, func() bool {
+		return azGauge(b, c1, metrics.AuthorizerActive) == 1
+	})
+}
