@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -199,8 +198,6 @@ func (p *Platform) Authorizers(ctx context.Context, ns, comp string) ([]Authoriz
 
 // sealer is the refresh-token cipher of the configuration now.
 func (p *Platform) sealer() (*sealer, error) { return p.lead.sealer() }
-
-var authorizerAppID = regexp.MustCompile(`^wx[0-9a-f]{16}$`)
 
 // Import stores authorizer refresh tokens (a platform moving to the broker
 // keeps its merchants' authorizations): each valid entry becomes an active

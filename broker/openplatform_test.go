@@ -737,3 +737,58 @@ func TestPlatformReload(t *testing.T) {
 		return azGauge(b, c1, metrics.AuthorizerActive) == 1
 	})
 }
+
+// TestPlatformRecoversLostRegistry: Redis lost the authorizers (their
+// registry entries and records, refresh tokens included). The next leader
+// compares api_get_authorizer_list with the registry at its term's start
+// and recovers every listed authorizer with its current refresh token; it
+// warns that Redis keeps no persistence.
+func TestPlatformRecoversLostRegistry(t *testing.T) {
+	comp := compID(1)
+	cfg := platformConfig(t, comp)
+	e := newEnv(t, wechattest.Options{}, cfg)
+	e.addComponents(false)
+	a := e.start("a")
+	leader(t, 5*time.Second, a)
+	e.pushTicket(a.b.Platform(), comp)
+	for i := 1; i <= 3; i++ {
+		e.authorize(a.b.Platform(), comp, authID(i))
+	}
+	for i := 1; i <= 3; i++ {
+		azToken(t, a, comp, authID(i))
+	}
+	a.stop()
+
+	ctx := t.Context()
+	rdb := e.redis.Client(t)
+	keys := a.b.store.keys
+	if err := rdb.Del(ctx, keys.opAuth(testNS, comp)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		if err := rdb.HDel(ctx, keys.tok(testNS), comp+"/"+authID(i)+"/"+KindAuthorizerToken).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Like a Redis that restarted without persistence (redistest runs
+	// with none, which the leader warns about).
+	c := e.start("c")
+	leader(t, 10*time.Second, c)
+	for i := 1; i <= 3; i++ {
+		tok := azToken(t, c, comp, authID(i))
+		if !e.sim.TokenValid(authID(i), tok.AccessToken) {
+			t.Errorf("recovered authorizer %d: token not valid at the simulator", i)
+		}
+	}
+	list, _ := c.b.Platform().Authorizers(ctx, testNS, comp)
+	if len(list) != 3 || list[0].Source != SourceRecovered || list[0].State != StateActive {
+		t.Errorf("Authorizers = %+v; want 3 active, recovered", list)
+	}
+	persist := rdb.ConfigGet(ctx, "appendonly").Val()["appendonly"] == "yes" || rdb.ConfigGet(ctx, "save").Val()["save"] != ""
+	if !persist && c.logs.FilterMessageSnippet("redis keeps no persistence").Len() == 0 {
+		t.Error("no warning that redis keeps no persistence")
+	}
+	if c.logs.FilterMessageSnippet("recovered from api_get_authorizer_list").Len() == 0 {
+		t.Error("no log line about the recovered authorizers")
+	}
+}

@@ -70,9 +70,11 @@ func (o *opLeader) prepare(t *term, it *item, req *FetchRequest) (*azWrite, erro
 	ctx, cancel := context.WithTimeout(t.ctx, o.cfg.WeChat.Timeout)
 	defer cancel()
 	if it.kind == KindComponentToken {
-		tk, _, ok := o.cache.ticket(it.ns, it.appid)
+		tk, at, ok := o.cache.ticket(it.ns, it.appid)
+		if ok && !o.now().Before(at.Add(verifyTicketTTL)) {
+			ok = false // past its 12 hours: WeChat refuses it (61005)
+		}
 		if !ok {
-			var at time.Time
 			var err error
 			tk, at, ok, err = opStoreOf(o.store).opTicket(ctx, it.ns, it.appid)
 			if err != nil {
@@ -243,24 +245,39 @@ func (o *opLeader) rejected(t *term, it *item, err error) {
 // recover looks the authorizer up in api_get_authorizer_list (one listing
 // serves every recovery within listingReuse).
 func (o *opLeader) recover(t *term, it *item) (string, bool, error) {
-	ct := it.needed().cur.Load()
-	if ct == nil || !o.now().Before(ct.ExpiresAt) {
-		return "", false, errNoAccessToken
+	tokens, err := o.listing(t, it.ns, it.owner, false)
+	if err != nil {
+		return "", false, err
 	}
-	key := it.ns + "\t" + it.owner
+	rt, ok := tokens[it.appid]
+	return rt, ok, nil
+}
+
+// listing reads component comp's whole api_get_authorizer_list: authorizer
+// → current refresh token. A listing younger than listingReuse answers
+// unless fresh is set.
+func (o *opLeader) listing(t *term, ns, comp string, fresh bool) (map[string]string, error) {
+	ce, ok := o.catalog().component(ns, comp)
+	if !ok {
+		return nil, ErrUnknownComponent
+	}
+	ct := ce.app.token.cur.Load()
+	if ct == nil || !o.now().Before(ct.ExpiresAt) {
+		return nil, errNoAccessToken
+	}
+	key := ns + "\t" + comp
 	o.listMu.Lock()
 	defer o.listMu.Unlock()
-	if l := o.lists[key]; l != nil && time.Since(l.at) < listingReuse {
-		rt, ok := l.tokens[it.appid]
-		return rt, ok, nil
+	if l := o.lists[key]; l != nil && !fresh && time.Since(l.at) < listingReuse {
+		return l.tokens, nil
 	}
 	l := &authorizerListing{at: time.Now(), tokens: map[string]string{}}
 	for offset := 0; ; {
 		if t.lease.remaining() <= o.cfg.WeChat.Timeout {
-			return "", false, errLeaseShort
+			return nil, errLeaseShort
 		}
 		ctx, cancel := context.WithTimeout(t.ctx, o.cfg.WeChat.Timeout)
-		page, total, err := o.wx.AuthorizerList(ctx, ct.Value, it.owner, offset, wechat.MaxAuthorizerPage)
+		page, total, err := o.wx.AuthorizerList(ctx, ct.Value, comp, offset, wechat.MaxAuthorizerPage)
 		cancel()
 		if err != nil {
 			code := -2
@@ -268,9 +285,10 @@ func (o *opLeader) recover(t *term, it *item) (string, bool, error) {
 			if errors.As(err, &ae) {
 				code = ae.Code
 			}
-			o.m.WeChatErrors.WithLabelValues(it.ns, it.owner, wechat.APIGetAuthorizerList, metrics.ErrcodeLabel(code)).Inc()
-			o.log.Warn("cannot list the component's authorizers to recover a refresh token", append(itemFields(it), zapErr(err))...)
-			return "", false, fmt.Errorf("list authorizers: %w", err)
+			o.m.WeChatErrors.WithLabelValues(ns, comp, wechat.APIGetAuthorizerList, metrics.ErrcodeLabel(code)).Inc()
+			o.log.Warn("cannot list the component's authorizers (api_get_authorizer_list)", zapNS(ns),
+				zap.String("component_appid", comp), zapErr(err))
+			return nil, fmt.Errorf("list authorizers: %w", err)
 		}
 		for _, e := range page {
 			l.tokens[e.AppID] = e.RefreshToken
@@ -284,8 +302,91 @@ func (o *opLeader) recover(t *term, it *item) (string, bool, error) {
 		o.lists = map[string]*authorizerListing{}
 	}
 	o.lists[key] = l
-	rt, ok := l.tokens[it.appid]
-	return rt, ok, nil
+	return l.tokens, nil
+}
+
+// sweepEvery is how often the leader compares a component's registry with
+// api_get_authorizer_list (besides once per term).
+const sweepEvery = 24 * time.Hour
+
+// sweepLoop runs for term t: once per term and then daily, for every
+// component whose token is valid, authorizers that WeChat lists and Redis
+// holds no entry for (Redis lost its data) are recovered with the refresh
+// token the list gives. It also warns, once per term, when Redis keeps no
+// persistence: a restart would lose every refresh token.
+func (o *opLeader) sweepLoop(t *term) {
+	done := map[string]time.Time{}
+	checked := false
+	tk := time.NewTicker(o.reconcileEvery)
+	defer tk.Stop()
+	for {
+		comps := o.catalog().comps
+		if !checked && len(comps) > 0 {
+			checked = true
+			ctx, cancel := context.WithTimeout(t.ctx, o.cfg.WeChat.Timeout)
+			persistent, known := opStoreOf(o.store).opPersistence(ctx)
+			cancel()
+			if known && !persistent {
+				o.log.Warn("redis keeps no persistence (appendonly no, no save): a redis restart loses every authorizer refresh token; "+
+					"the leader then recovers what api_get_authorizer_list still lists; turn on appendonly yes", zap.Int64("epoch", t.epoch))
+			}
+		}
+		for ns, byComp := range comps {
+			for comp, ce := range byComp {
+				key := ns + "\t" + comp
+				if at, ok := done[key]; ok && time.Since(at) < sweepEvery {
+					continue
+				}
+				if r := ce.app.token.cur.Load(); r == nil || !o.now().Before(r.ExpiresAt) {
+					continue
+				}
+				if err := o.sweep(t, ns, comp); err == nil {
+					done[key] = time.Now()
+				}
+			}
+		}
+		select {
+		case <-t.ctx.Done():
+			return
+		case <-tk.C:
+		}
+	}
+}
+
+// sweep recovers component comp's authorizers that api_get_authorizer_list
+// lists and the registry does not hold.
+func (o *opLeader) sweep(t *term, ns, comp string) error {
+	tokens, err := o.listing(t, ns, comp, true)
+	if err != nil {
+		return err
+	}
+	seal, err := o.sealer()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(t.ctx, o.cfg.Leader.LockTTL)
+	defer cancel()
+	st := opStoreOf(o.store)
+	raw, err := st.opAuthorizers(ctx, ns, comp)
+	if err != nil {
+		return fmt.Errorf("read authorizers: %w", err)
+	}
+	n := 0
+	for a, rt := range tokens {
+		if _, known := raw[a]; known || !authorizerAppID.MatchString(a) || !validValue(rt) {
+			continue
+		}
+		e := azEntry{State: StateActive, Source: SourceRecovered, AuthorizedAt: o.now(), Seed: seedRefresh + seal.seal(rt)}
+		if _, err := st.opGrant(ctx, ns, comp, a, e); err != nil {
+			return fmt.Errorf("store recovered authorizer %s: %w", a, err)
+		}
+		n++
+	}
+	if n > 0 {
+		o.log.Warn("authorizers missing from redis recovered from api_get_authorizer_list", zapNS(ns),
+			zap.String("component_appid", comp), zap.Int("recovered", n), zap.Int("listed", len(tokens)))
+	}
+	return nil
 }
 
 // askPush calls api_start_push_ticket for a component that has no valid

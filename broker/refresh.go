@@ -47,6 +47,7 @@ func (w *leaderWork) begin(t *term) { t.work = newScheduler(w.r, t) }
 // term ends.
 func (w *leaderWork) run(t *term) {
 	w.fix.reseed(t)
+	go w.r.op.sweepLoop(t)
 	t.sched().run()
 }
 

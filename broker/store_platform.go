@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +41,9 @@ func (k keys) opSeen(ns, comp, key string) string {
 	return k.op(ns, comp) + ":seen:" + key
 }
 func (k keys) opChannel() string { return k.p + ":op" }
+
+// authorizerAppID is the shape of an authorizer's appid.
+var authorizerAppID = regexp.MustCompile(`^wx[0-9a-f]{16}$`)
 
 // Authorizer states.
 const (
@@ -303,10 +307,30 @@ func (o opStore) opFirst(ctx context.Context, key string, ttl time.Duration) (bo
 // (appendonly yes, or a save schedule); known is false when CONFIG GET is
 // refused (managed Redis).
 func (o opStore) opPersistence(ctx context.Context) (persistent, known bool) {
-	aof, err1 := o.s.rdb.Do(ctx, "CONFIG", "GET", "appendonly").StringSlice()
-	save, err2 := o.s.rdb.Do(ctx, "CONFIG", "GET", "save").StringSlice()
-	if err1 != nil || err2 != nil || len(aof) < 2 || len(save) < 2 {
+	aof, ok1 := o.configValue(ctx, "appendonly")
+	save, ok2 := o.configValue(ctx, "save")
+	if !ok1 || !ok2 {
 		return false, false
 	}
-	return aof[1] == "yes" || strings.TrimSpace(save[1]) != "", true
+	return aof == "yes" || strings.TrimSpace(save) != "", true
+}
+
+// configValue is CONFIG GET name, answered as a list (RESP2) or a map
+// (RESP3).
+func (o opStore) configValue(ctx context.Context, name string) (string, bool) {
+	res, err := o.s.rdb.Do(ctx, "CONFIG", "GET", name).Result()
+	if err != nil {
+		return "", false
+	}
+	switch v := res.(type) {
+	case []any:
+		if len(v) == 2 {
+			s, ok := v[1].(string)
+			return s, ok
+		}
+	case map[any]any:
+		s, ok := v[name].(string)
+		return s, ok
+	}
+	return "", false
 }
