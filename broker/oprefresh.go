@@ -127,7 +127,11 @@ func (o *opLeader) prepare(t *term, it *item, req *FetchRequest) (*azWrite, erro
 	}
 	// Missing, unreadable, or possibly retired by a call whose answer was
 	// lost: WeChat's list has the current one.
-	rt, found, err := o.recover(t, it)
+	since := time.Now().Add(-listingReuse)
+	if k != nil && k.recoverFirst.Load() {
+		since = t.lease.base // the lost call was a previous term's
+	}
+	rt, found, err := o.recover(t, it, since)
 	if err != nil {
 		return nil, err
 	}
@@ -178,6 +182,7 @@ func (o *opLeader) sealer() (*sealer, error) {
 // and only when that has nothing newer is the authorizer marked
 // needs_reauthorization (its refresh stops; the gauge pages).
 func (o *opLeader) failed(t *term, it *item, req FetchRequest, err error) {
+	refused := time.Now()
 	var ae *wechat.APIError
 	if !errors.As(err, &ae) || t.ctx.Err() != nil {
 		return
@@ -197,7 +202,7 @@ func (o *opLeader) failed(t *term, it *item, req FetchRequest, err error) {
 	if rerr != nil || !ok || e.State != StateActive {
 		return
 	}
-	rt, found, lerr := o.recover(t, it)
+	rt, found, lerr := o.recover(t, it, refused)
 	if lerr != nil {
 		return // retried with backoff
 	}
@@ -242,10 +247,10 @@ func (o *opLeader) rejected(t *term, it *item, err error) {
 	}
 }
 
-// recover looks the authorizer up in api_get_authorizer_list (one listing
-// serves every recovery within listingReuse).
-func (o *opLeader) recover(t *term, it *item) (string, bool, error) {
-	tokens, err := o.listing(t, it.ns, it.owner, false)
+// recover looks the authorizer up in api_get_authorizer_list; a listing
+// taken after since answers (one listing serves many recoveries).
+func (o *opLeader) recover(t *term, it *item, since time.Time) (string, bool, error) {
+	tokens, err := o.listing(t, it.ns, it.owner, since)
 	if err != nil {
 		return "", false, err
 	}
@@ -254,9 +259,10 @@ func (o *opLeader) recover(t *term, it *item) (string, bool, error) {
 }
 
 // listing reads component comp's whole api_get_authorizer_list: authorizer
-// → current refresh token. A listing younger than listingReuse answers
-// unless fresh is set.
-func (o *opLeader) listing(t *term, ns, comp string, fresh bool) (map[string]string, error) {
+// → current refresh token. The last listing answers if it was taken after
+// since (a listing from before a refresh token was retired would give the
+// dead one back).
+func (o *opLeader) listing(t *term, ns, comp string, since time.Time) (map[string]string, error) {
 	ce, ok := o.catalog().component(ns, comp)
 	if !ok {
 		return nil, ErrUnknownComponent
@@ -268,7 +274,7 @@ func (o *opLeader) listing(t *term, ns, comp string, fresh bool) (map[string]str
 	key := ns + "\t" + comp
 	o.listMu.Lock()
 	defer o.listMu.Unlock()
-	if l := o.lists[key]; l != nil && !fresh && time.Since(l.at) < listingReuse {
+	if l := o.lists[key]; l != nil && l.at.After(since) {
 		return l.tokens, nil
 	}
 	l := &authorizerListing{at: time.Now(), tokens: map[string]string{}}
@@ -356,7 +362,7 @@ func (o *opLeader) sweepLoop(t *term) {
 // sweep recovers component comp's authorizers that api_get_authorizer_list
 // lists and the registry does not hold.
 func (o *opLeader) sweep(t *term, ns, comp string) error {
-	tokens, err := o.listing(t, ns, comp, true)
+	tokens, err := o.listing(t, ns, comp, time.Now())
 	if err != nil {
 		return err
 	}
