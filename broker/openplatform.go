@@ -218,6 +218,7 @@ func (p *Platform) Import(ctx context.Context, ns, comp string, in []RefreshToke
 		return res, err
 	}
 	seen := map[string]bool{}
+	grants := map[string]azEntry{}
 	for _, e := range in {
 		switch {
 		case !authorizerAppID.MatchString(e.AuthorizerAppID):
@@ -235,12 +236,12 @@ func (p *Platform) Import(ctx context.Context, ns, comp string, in []RefreshToke
 			res.Unchanged++
 			continue
 		}
-		entry := azEntry{State: StateActive, Source: SourceImport, AuthorizedAt: p.now(), Seed: seedRefresh + s.seal(e.RefreshToken)}
-		if _, err := opStoreOf(p.store).opGrant(ctx, ns, comp, e.AuthorizerAppID, entry); err != nil {
-			return res, fmt.Errorf("import authorizer %s: %w", e.AuthorizerAppID, err)
-		}
-		res.Imported++
+		grants[e.AuthorizerAppID] = azEntry{State: StateActive, Source: SourceImport, AuthorizedAt: p.now(), Seed: seedRefresh + s.seal(e.RefreshToken)}
 	}
+	if err := opStoreOf(p.store).opGrants(ctx, ns, comp, grants); err != nil {
+		return res, fmt.Errorf("import %d authorizers: %w", len(grants), err)
+	}
+	res.Imported = len(grants)
 	if res.Imported > 0 {
 		p.log.Info("authorizer refresh tokens imported", zapNS(ns), zap.String("component_appid", comp),
 			zap.Int("imported", res.Imported), zap.Int("unchanged", res.Unchanged), zap.Int("rejected", len(res.Rejected)))

@@ -92,6 +92,20 @@ func (o *opLeader) prepare(t *term, it *item, req *FetchRequest) (*azWrite, erro
 		return nil, nil
 	}
 	req.Component = it.owner
+	k := t.sched().task(it)
+	// The usual refresh: an active authorizer with no newer grant pending,
+	// refreshed with the refresh token of the record this replica holds
+	// (the leader wrote it); no Redis read, and the registry entry stays as
+	// it is. A stale one is refused (61023) and recovered (failed).
+	if ce, ok := o.cache.entry(it.ns, it.owner, it.appid); ok && ce.State == StateActive && ce.Seed == "" &&
+		(k == nil || !k.recoverFirst.Load()) {
+		if r := it.cur.Load(); r != nil && r.Sealed != "" {
+			if rt, err := seal.open(r.Sealed); err == nil {
+				req.RefreshToken = rt
+				return nil, nil
+			}
+		}
+	}
 	e, ok, err := opStoreOf(o.store).opAuthorizer(ctx, it.ns, it.owner, it.appid)
 	if err != nil {
 		return nil, fmt.Errorf("read authorizer %s: %w", it.appid, err)
@@ -111,7 +125,6 @@ func (o *opLeader) prepare(t *term, it *item, req *FetchRequest) (*azWrite, erro
 			return az, nil
 		}
 	}
-	k := t.sched().task(it)
 	if k == nil || !k.recoverFirst.Load() {
 		raw, ok, err := o.store.record(ctx, it.ns, it.field)
 		if err != nil {
@@ -119,7 +132,7 @@ func (o *opLeader) prepare(t *term, it *item, req *FetchRequest) (*azWrite, erro
 		}
 		if r, perr := parseRecord(raw); ok && perr == nil && r.Sealed != "" {
 			if req.RefreshToken, err = seal.open(r.Sealed); err == nil {
-				return az, nil
+				return nil, nil // the entry stays as it is
 			}
 			o.log.Warn("stored refresh token cannot be decrypted; recovering it from api_get_authorizer_list",
 				append(itemFields(it), zapErr(err))...)

@@ -217,6 +217,35 @@ func (o opStore) opGrant(ctx context.Context, ns, comp, authorizer string, e azE
 	return strconv.FormatInt(seq, 10), nil
 }
 
+// opGrants writes entries (authorizer → entry, Seq assigned) outside a
+// term, pipelined: an import of thousands is a few round trips.
+func (o opStore) opGrants(ctx context.Context, ns, comp string, entries map[string]azEntry) error {
+	keys := []string{o.s.keys.opAuth(ns, comp), o.s.keys.opSeq(ns, comp)}
+	const batch = 500
+	pipe := o.s.rdb.Pipeline()
+	n := 0
+	flush := func() error {
+		if n == 0 {
+			return nil
+		}
+		_, err := pipe.Exec(ctx)
+		o.s.observe(err)
+		n = 0
+		return err
+	}
+	for a, e := range entries {
+		parts := strings.SplitN(e.encode(), "\t", 6)
+		pipe.Eval(ctx, opGrantLua, keys, a, parts[0]+"\t"+parts[1]+"\t"+parts[2]+"\t", "\t"+parts[4]+"\t"+parts[5],
+			o.s.keys.opChannel(), opPayload(ns, comp, a))
+		if n++; n == batch {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
+
 // opSetState replaces authorizer's entry under fence f if its seq is still
 // expected; written reports whether it was.
 func (o opStore) opSetState(ctx context.Context, f fence, ns, comp, authorizer, expected string, e azEntry) (bool, error) {
