@@ -19,8 +19,8 @@ import (
 )
 
 // Platform is the Open Platform room: the component_access_token and every
-// authorizer's access token of each configured component (docs/OPEN_PLATFORM.md,
-// docs/ARCHITECTURE.md). Reads are cache lookups like Broker.AccessToken;
+// authorizer's access token of each configured component
+// (docs/ARCHITECTURE.md, "Open Platform"). Reads are cache lookups like Broker.AccessToken;
 // events and imports are written to Redis by whichever replica receives
 // them, and the leader acts on them. Its methods are safe for concurrent
 // use. With no component configured every method answers
