@@ -276,13 +276,22 @@ func (b *Broker) Ready() error {
 		return nil
 	}
 	now := b.now()
+	apps := 0
 	for _, it := range items {
 		if it.kind != KindAccessToken {
 			continue
 		}
+		apps++
 		if servable(it.cur.Load(), now) {
 			return nil
 		}
+	}
+	if apps == 0 {
+		// Components only: a replica must be ready before it has a
+		// component token, or WeChat's ticket push, which brings the
+		// first one, might never reach a replica behind a readiness-gated
+		// load balancer.
+		return nil
 	}
 	if st := b.redisErr.Load(); st != nil && st.err != nil {
 		return fmt.Errorf("broker: no valid access token cached, redis unavailable: %w", st.err)
