@@ -17,13 +17,17 @@ import (
 // Options configures a Broker. Config, Redis, WeChat, Logger and Metrics are
 // required.
 type Options struct {
-	Config     *config.Config   // validated config (namespaces, refresh, leader, redis.key_prefix)
-	Redis      RedisClient      // required; any go-redis client
-	WeChat     WeChat           // required
-	Logger     *zap.Logger      // required
-	Metrics    *metrics.Metrics // required
-	Now        func() time.Time // nil: time.Now; token lifetimes and schedules follow it
-	InstanceID string           // default Config.InstanceID
+	Config *config.Config // validated config (namespaces, refresh, leader, redis.key_prefix)
+	Redis  RedisClient    // required; any go-redis client
+	WeChat WeChat         // required
+	// PlatformWeChat makes the Open Platform calls (component and
+	// authorizer tokens, pre-authorization codes, the authorizer list).
+	// nil: WeChat, when it has them (*wechat.Client does).
+	PlatformWeChat PlatformWeChat
+	Logger         *zap.Logger      // required
+	Metrics        *metrics.Metrics // required
+	Now            func() time.Time // nil: time.Now; token lifetimes and schedules follow it
+	InstanceID     string           // default Config.InstanceID
 }
 
 // overlapDefault is how long WeChat keeps the previous classic token valid
@@ -51,8 +55,10 @@ type Broker struct {
 	el      *elector
 	lead    *refresher
 	rpt     *reporter
+	op      *Platform
 	running atomic.Bool
-	// reloadMu serialises reload commits.
+	// reloadMu serialises catalog changes: reloads, and the authorizer
+	// set changing (opCache.swap).
 	reloadMu sync.Mutex
 }
 
@@ -119,7 +125,17 @@ func New(opts Options) (*Broker, error) {
 	b := &Broker{core: c, ex: &exporter{core: c}}
 	b.rep = newReplica(c, b.ex)
 	b.el = &elector{core: c, rep: b.rep}
-	b.lead = &refresher{core: c, wx: opts.WeChat, rep: b.rep, ex: b.ex, el: b.el}
+	pw := opts.PlatformWeChat
+	if pw == nil {
+		pw, _ = platformOf(opts.WeChat)
+	}
+	var wx WeChat = opts.WeChat
+	if pw != nil {
+		wx = bothWeChat{WeChat: opts.WeChat, PlatformWeChat: pw}
+	}
+	opc := newOpCache(c)
+	opl := &opLeader{core: c, cache: opc, wx: pw}
+	b.lead = &refresher{core: c, wx: wx, rep: b.rep, ex: b.ex, el: b.el, op: opl}
 	work := &leaderWork{r: b.lead, fix: &restorer{core: c, rep: b.rep, r: b.lead}, ex: b.ex, el: b.el}
 	b.el.work = work
 	b.rpt = &reporter{core: c, rep: b.rep, lead: b.lead, el: b.el, waiters: map[string][]chan string{}}
@@ -127,6 +143,18 @@ func New(opts Options) (*Broker, error) {
 		chanInval:     b.lead.handleInvalRequest,
 		chanInvalDone: b.rpt.handleInvalDone,
 		chanResume:    b.handleResume,
+		chanPlatform:  opc.handle,
+	}
+	b.op = &Platform{core: c, rep: b.rep, rpt: b.rpt, el: b.el, cache: opc, lead: opl}
+	opc.swap = b.op.swapAuthorizers(&b.reloadMu)
+	opc.leading = b.IsLeader
+	for _, ref := range cfg.Components() {
+		c.m.OpenPlatform.SeedComponent(ref.Namespace, ref.Component.AppID)
+	}
+	opc.changed = func(ns, comp, authorizer string) {
+		if t := b.el.current(); t != nil {
+			opl.changed(t, ns, comp, authorizer)
+		}
 	}
 	b.rep.reconciled = work.repairIfLeading
 	b.ex.seedMetrics(now(), cat.items)
@@ -153,6 +181,9 @@ func (b *Broker) Run(ctx context.Context) error {
 		return errors.New("broker: Run called twice")
 	}
 	b.log.Info("broker starting", zap.String("instance_id", b.id), zap.Int("items", len(b.catalog().items)))
+	if err := b.op.cache.sync(ctx); err != nil && ctx.Err() == nil {
+		b.log.Warn("initial load of the open platform state from redis failed", zap.Error(err))
+	}
 	if err := b.rep.reconcile(ctx); err != nil && ctx.Err() == nil {
 		b.log.Warn("initial load from redis failed; serving nothing until redis answers", zap.Error(err))
 	}
@@ -162,6 +193,7 @@ func (b *Broker) Run(ctx context.Context) error {
 	wg.Go(func() { b.rep.reconcileLoop(ctx) })
 	wg.Go(func() { b.el.elect(ctx) })
 	wg.Go(func() { b.dayMetricsLoop(ctx) })
+	wg.Go(func() { b.op.cache.loop(ctx) })
 	wg.Wait()
 	b.log.Info("broker stopped", zap.String("instance_id", b.id))
 	return nil
@@ -214,7 +246,7 @@ func (b *Broker) Ticket(ns, appid, typ string) (Ticket, error) {
 // replaced. It is a cache lookup.
 func (b *Broker) AppByToken(accessToken string) (ns, appid string, ok bool) {
 	it := b.rep.index.lookup(accessToken)
-	if it == nil || !b.catalog().has(it) {
+	if it == nil || it.kind != KindAccessToken || !b.catalog().has(it) {
 		return "", "", false
 	}
 	now := b.now()
@@ -244,13 +276,22 @@ func (b *Broker) Ready() error {
 		return nil
 	}
 	now := b.now()
+	apps := 0
 	for _, it := range items {
 		if it.kind != KindAccessToken {
 			continue
 		}
+		apps++
 		if servable(it.cur.Load(), now) {
 			return nil
 		}
+	}
+	if apps == 0 {
+		// Components only: a replica must be ready before it has a
+		// component token, or WeChat's ticket push, which brings the
+		// first one, might never reach a replica behind a readiness-gated
+		// load balancer.
+		return nil
 	}
 	if st := b.redisErr.Load(); st != nil && st.err != nil {
 		return fmt.Errorf("broker: no valid access token cached, redis unavailable: %w", st.err)

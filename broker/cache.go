@@ -44,7 +44,7 @@ func (b *replica) apply(it *item, r *record) bool {
 	if it.kind == KindAccessToken {
 		b.issued.add(r.Value, it, r.ExpiresAt, b.now())
 	}
-	if it.kind == KindAccessToken && (old == nil || old.Value != r.Value) {
+	if it.spec().Exclusive() && (old == nil || old.Value != r.Value) {
 		b.index.add(r.Value, it)
 		if old != nil {
 			if p := it.prev.Load(); p != nil && p.Value != r.Value {
@@ -55,6 +55,9 @@ func (b *replica) apply(it *item, r *record) bool {
 	}
 	close(it.changed)
 	it.changed = make(chan struct{})
+	if !it.perItemSeries() {
+		return true // an authorizer: no series of its own
+	}
 	b.m.TokenExpiry.WithLabelValues(it.ns, it.appid, it.kind).Set(float64(r.ExpiresAt.UnixMilli()) / 1e3)
 	b.ex.exportDeadline(it, r)
 	if !r.FetchedAt.IsZero() {

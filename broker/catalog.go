@@ -21,12 +21,28 @@ type catalog struct {
 	apps       map[string]map[string]*appEntry // namespace → appid → entry
 	items      []*item                         // every credential, in config order
 	namespaces []string                        // configured namespaces, in order
+	// comps are the Open Platform components (catalog_platform.go), with
+	// their active authorizers: the part of the catalog that also changes
+	// without a reload (auth).
+	comps map[string]map[string]*compEntry // namespace → component appid → entry
+	auth  authSet
 }
 
 // newCatalog builds the catalog of cfg, reusing prev's entries and items
-// for the credentials both configure (prev may be nil). It fails only on a
-// ticket type no kind knows (config.Validate refuses those first).
+// for the credentials both configure (prev may be nil), with prev's active
+// authorizers. It fails only on a ticket type no kind knows
+// (config.Validate refuses those first).
 func newCatalog(cfg *config.Config, prev *catalog) (*catalog, error) {
+	var set authSet
+	if prev != nil {
+		set = prev.auth
+	}
+	return newCatalogWith(cfg, prev, set)
+}
+
+// newCatalogWith is newCatalog with set as the active authorizers (of the
+// components cfg configures).
+func newCatalogWith(cfg *config.Config, prev *catalog, set authSet) (*catalog, error) {
 	c := &catalog{cfg: cfg, apps: map[string]map[string]*appEntry{}}
 	for _, nsName := range cfg.NamespaceNames() {
 		ns := cfg.Namespaces[nsName]
@@ -58,6 +74,7 @@ func newCatalog(cfg *config.Config, prev *catalog) (*catalog, error) {
 			}
 		}
 	}
+	c.addComponents(prev, set)
 	return c, nil
 }
 
@@ -103,6 +120,14 @@ func (c *catalog) adopt() {
 			}
 		}
 	}
+	for _, byComp := range c.comps {
+		for _, ce := range byComp {
+			ce.app.token.app.Store(ce.app)
+			for _, it := range ce.auths {
+				it.app.Store(ce.app)
+			}
+		}
+	}
 }
 
 // entry returns the entry of appid in namespace ns.
@@ -113,6 +138,14 @@ func (c *catalog) entry(ns, appid string) (*appEntry, bool) {
 
 // has reports whether it is one of c's items (its app is still configured).
 func (c *catalog) has(it *item) bool {
+	switch it.kind {
+	case KindComponentToken:
+		ce := c.comps[it.ns][it.appid]
+		return ce != nil && ce.app.token == it
+	case KindAuthorizerToken:
+		ce := c.comps[it.ns][it.owner]
+		return ce != nil && ce.auths[it.appid] == it
+	}
 	e, ok := c.apps[it.ns][it.appid]
 	if !ok {
 		return false
@@ -129,6 +162,9 @@ func (c *catalog) byField(ns, field string) *item {
 	appid, kind, ok := strings.Cut(field, "/")
 	if !ok {
 		return nil
+	}
+	if it, isOp := c.platformByField(ns, appid, kind); isOp {
+		return it
 	}
 	e, ok := c.apps[ns][appid]
 	if !ok {
@@ -154,6 +190,7 @@ type appEntry struct {
 	app     *config.App // secret and token mode as configured now
 	token   *item
 	tickets map[string]*item // ticket type ("jsapi", "wx_card") → item
+	comp    *compEntry       // an Open Platform component's entry; nil for an app
 }
 
 // item is one credential of one app (access token or a ticket type), as this
@@ -164,9 +201,10 @@ type item struct {
 	app   atomic.Pointer[appEntry]
 	ns    string
 	appid string
-	kind  string // KindAccessToken, KindJSAPITicket, KindWxCardTicket
+	kind  string // KindAccessToken, KindJSAPITicket, KindWxCardTicket, KindComponentToken, KindAuthorizerToken
 	typ   string // ticket type for getticket; empty for the access token
 	field string // hash field in {p}:ns:<ns>:tok and :st
+	owner string // authorizers: their component's appid; "" otherwise
 
 	cur    atomic.Pointer[record]
 	prev   atomic.Pointer[record]        // the token cur replaced (AppByToken overlap)
@@ -197,12 +235,40 @@ func (it *item) config() *config.App { return it.app.Load().app }
 
 // spec is the item's Kind: the access token's follows the app's token_mode.
 func (it *item) spec() Kind {
-	if it.kind == KindAccessToken {
+	switch it.kind {
+	case KindAccessToken:
 		return tokenKind(it.config().TokenMode)
+	case KindComponentToken:
+		return componentToken{}
+	case KindAuthorizerToken:
+		return authorizerToken{}
 	}
 	k, _ := ticketKind(it.typ)
 	return k
 }
+
+// key names the item's subject in the intent hash and the quota and force
+// counters: the appid, or "<component>:<authorizer>" for an authorizer
+// (an account may be an app and an authorizer, of several components).
+func (it *item) key() string {
+	if it.owner != "" {
+		return it.owner + ":" + it.appid
+	}
+	return it.appid
+}
+
+// label is the item's appid label in metrics: an authorizer counts under
+// its component (no per-authorizer series).
+func (it *item) label() string {
+	if it.owner != "" {
+		return it.owner
+	}
+	return it.appid
+}
+
+// perItemSeries reports whether the item has its own expiry and due
+// series (every credential but an authorizer).
+func (it *item) perItemSeries() bool { return it.owner == "" }
 
 // needed is the item whose value this one is fetched with, nil for none.
 func (it *item) needed() *item {

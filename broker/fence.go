@@ -15,11 +15,12 @@ import (
 // fetched marks what a credential call returned, so the write also settles
 // the call's intent (exclusive kinds).
 func writeOf(it *item, r *record, same bool, gen int64, fetched bool, now time.Time) recordWrite {
-	w := recordWrite{ns: it.ns, field: it.field, value: r.Value, exp: r.ExpiresAt, at: r.FetchedAt, src: r.Src, sameValue: same, curGen: gen}
+	w := recordWrite{ns: it.ns, field: it.field, value: r.Value, exp: r.ExpiresAt, at: r.FetchedAt, src: r.Src, sameValue: same, curGen: gen,
+		sealed: r.Sealed}
+	if it.spec().Exclusive() && fetched {
+		w.settles = it.key()
+	}
 	if it.kind == KindAccessToken {
-		if fetched {
-			w.settles = it.appid
-		}
 		w.issuedTTL = issuedTTL(r.ExpiresAt, now)
 	}
 	return w
@@ -42,6 +43,12 @@ func (b *refresher) writeStatus(ctx context.Context, f fence, it *item, st *refr
 // write. A write Redis failed (not the fence) is a *writeError carrying r,
 // so the scheduler retries the write, not the call.
 func (b *refresher) save(t *term, it *item, r *record, fetched bool) (*record, error) {
+	return b.saveWith(t, it, r, fetched, nil)
+}
+
+// saveWith is save that also replaces an authorizer's registry entry (az,
+// nil for none) in the same fenced script.
+func (b *refresher) saveWith(t *term, it *item, r *record, fetched bool, az *azWrite) (*record, error) {
 	if h := b.hooks.beforeWrite; h != nil {
 		h(it)
 	}
@@ -53,14 +60,16 @@ func (b *refresher) save(t *term, it *item, r *record, fetched bool) (*record, e
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(t.ctx), b.cfg.WeChat.Timeout)
 	defer cancel()
-	rec, err := b.store.writeRecord(ctx, t.fence, writeOf(it, r, same, gen, fetched, b.now()))
+	w := writeOf(it, r, same, gen, fetched, b.now())
+	w.az = az
+	rec, err := b.store.writeRecord(ctx, t.fence, w)
 	if err != nil {
 		err = fmt.Errorf("write %s of appid %q: %w", it.kind, it.appid, err)
 		if errors.Is(err, errFenced) {
 			b.rejected(t, it, err)
 			return nil, err
 		}
-		return nil, &writeError{rec: &record{Value: r.Value, ExpiresAt: r.ExpiresAt, FetchedAt: r.FetchedAt, Src: r.Src}, err: err}
+		return nil, &writeError{rec: &record{Value: r.Value, ExpiresAt: r.ExpiresAt, FetchedAt: r.FetchedAt, Src: r.Src, Sealed: r.Sealed}, err: err}
 	}
 	b.rep.apply(it, rec)
 	t.sched().stored(it, fetched, !same)

@@ -96,6 +96,7 @@ type node struct {
 	m      *metrics.Metrics
 	reg    *prometheus.Registry
 	wx     *countingWeChat
+	pw     *countingPlatform // the Open Platform calls (openplatform_test.go)
 	logs   *observer.ObservedLogs
 	rdb    *redis.Client
 	cancel context.CancelFunc
@@ -124,12 +125,13 @@ func (e *env) start(name string, opts ...nodeOpt) *node {
 		t.Fatalf("wechat.New: %v", err)
 	}
 	n.wx = &countingWeChat{inner: client}
+	n.pw = &countingPlatform{inner: client}
 	core, logs := observer.New(zapcore.DebugLevel)
 	n.logs = logs
 	log := zap.New(zapcore.NewTee(core, zaptest.NewLogger(t, zaptest.Level(zapcore.WarnLevel)).Core())).Named(name)
 	n.reg = prometheus.NewRegistry()
 	n.m = metrics.New(n.reg)
-	b, err := New(Options{Config: e.cfg, Redis: n.rdb, WeChat: n.wx, Logger: log, Metrics: n.m, InstanceID: name})
+	b, err := New(Options{Config: e.cfg, Redis: n.rdb, WeChat: n.wx, PlatformWeChat: n.pw, Logger: log, Metrics: n.m, InstanceID: name})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

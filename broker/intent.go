@@ -54,7 +54,7 @@ func notMinted(err error) bool {
 func (b *refresher) clearIntent(t *term, it *item) {
 	ctx, cancel := context.WithTimeout(t.ctx, b.cfg.WeChat.Timeout)
 	defer cancel()
-	if err := b.store.clearIntent(ctx, t.fence, it.ns, it.appid); err != nil {
+	if err := b.store.clearIntent(ctx, t.fence, it.ns, it.key()); err != nil {
 		b.rejected(t, it, err)
 	}
 }
@@ -76,8 +76,8 @@ func (b *refresher) settleIntents(t *term) {
 	}
 	for ns, intents := range stored {
 		for appid, raw := range intents {
-			e, ok := b.entry(ns, appid)
-			if !ok {
+			it := b.catalog().byKey(ns, appid)
+			if it == nil {
 				continue
 			}
 			in, err := parseIntent(raw)
@@ -88,7 +88,7 @@ func (b *refresher) settleIntents(t *term) {
 			if in.epoch == t.epoch {
 				continue
 			}
-			b.settleIntent(t, e.token, in)
+			b.settleIntent(t, it, in)
 		}
 	}
 }
@@ -102,6 +102,11 @@ func (b *refresher) settleIntent(t *term, it *item, in intent) {
 	}
 	defer k.release()
 	k.superseded.Store(true)
+	if it.kind == KindAuthorizerToken {
+		// With rotation on, the call may also have retired the stored
+		// refresh token: recover it from the authorizer list first.
+		k.recoverFirst.Store(true)
+	}
 	cur := it.cur.Load()
 	limit := in.start.Add(b.overlap)
 	fields := append(itemFields(it), zap.Int64("call_epoch", in.epoch), zap.Time("call_started", in.start),
@@ -112,7 +117,7 @@ func (b *refresher) settleIntent(t *term, it *item, in intent) {
 	}
 	b.log.Warn("a previous leader's credential call left no outcome; treating the stored token as superseded and refreshing at once",
 		append(fields, zapTok(cur.Value), zap.Time("assumed_expiry", limit))...)
-	if _, err := b.save(t, it, &record{Value: cur.Value, ExpiresAt: limit, FetchedAt: cur.FetchedAt, Src: cur.Src}, false); err != nil && !errors.Is(err, errFenced) {
+	if _, err := b.save(t, it, &record{Value: cur.Value, ExpiresAt: limit, FetchedAt: cur.FetchedAt, Src: cur.Src, Sealed: cur.Sealed}, false); err != nil && !errors.Is(err, errFenced) {
 		b.log.Warn("cannot shorten the stored token's expiry", append(itemFields(it), zapErr(err))...)
 	}
 }

@@ -264,7 +264,7 @@ func (b *refresher) detectExternalInvalidation(k *task, cur *record, failed stri
 	}
 	it := k.it
 	k.external = failed
-	b.m.ExternalInvalidation.WithLabelValues(it.ns, it.appid).Inc()
+	b.m.ExternalInvalidation.WithLabelValues(it.ns, it.label()).Inc()
 	b.log.Warn("access token invalidated outside the broker: another process fetched a token with this appid",
 		append(itemFields(it), zapTok(failed), zap.Duration("expires_in", cur.ExpiresAt.Sub(now)))...)
 	return true
@@ -338,7 +338,11 @@ func (b *reporter) followInvalidate(ctx context.Context, it *item, c *claim) (To
 // (MustConfirm). Tokens never hold a tab (validValue). It also keys the
 // report's waiters and its outcome.
 func invalPayload(it *item, failed string, proof Proof) string {
-	p := it.ns + "\t" + it.appid + "\t" + failed
+	ref := it.appid
+	if it.kind != KindAccessToken {
+		ref = it.field // an Open Platform credential: its record field
+	}
+	p := it.ns + "\t" + ref + "\t" + failed
 	switch proof {
 	case Unproven:
 		p += "\t" + verifyFlag
@@ -414,8 +418,8 @@ func (b *refresher) handleInvalRequest(payload string) {
 	ns, rest, _ := strings.Cut(payload, "\t")
 	appid, failed, ok := strings.Cut(rest, "\t")
 	failed, flag, _ := strings.Cut(failed, "\t")
-	e, found := b.entry(ns, appid)
-	if !ok || !found {
+	it := b.catalog().byRef(ns, appid)
+	if !ok || it == nil {
 		return
 	}
 	// The follower charged the report when it forwarded it.
@@ -423,7 +427,7 @@ func (b *refresher) handleInvalRequest(payload string) {
 	t.sched().goForwarded(payload, func() {
 		ctx, cancel := context.WithTimeout(t.ctx, invalidateWait(b.cfg))
 		defer cancel()
-		_, err := b.refreshIfCurrent(ctx, t, e.token, c)
+		_, err := b.refreshIfCurrent(ctx, t, it, c)
 		res := outcomeOK
 		switch {
 		case errors.Is(err, errStillAccepted):
@@ -454,8 +458,8 @@ func (b *reporter) handleInvalDone(payload string) {
 		ns, rest, _ := strings.Cut(key, "\t")
 		appid, rest, _ := strings.Cut(rest, "\t")
 		failed, _, _ := strings.Cut(rest, "\t")
-		if e, ok := b.entry(ns, appid); ok {
-			e.token.verdict.Store(&verdict{token: failed, at: time.Now()})
+		if it := b.catalog().byRef(ns, appid); it != nil {
+			it.verdict.Store(&verdict{token: failed, at: time.Now()})
 		}
 	}
 	b.waitMu.Lock()

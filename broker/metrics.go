@@ -27,8 +27,11 @@ func (b *exporter) seedMetrics(start time.Time, items []*item) {
 	b.m.ForcedRefreshLimit.Set(float64(b.cfg.Refresh.ForceDailyCap))
 	first := start.Add(b.cfg.Leader.LockTTL + b.cfg.WeChat.Timeout)
 	for _, it := range items {
-		b.m.TokenRefresh.WithLabelValues(it.ns, it.appid, it.kind, metrics.ResultSuccess)
-		b.m.TokenRefresh.WithLabelValues(it.ns, it.appid, it.kind, metrics.ResultError)
+		b.m.TokenRefresh.WithLabelValues(it.ns, it.label(), it.kind, metrics.ResultSuccess)
+		b.m.TokenRefresh.WithLabelValues(it.ns, it.label(), it.kind, metrics.ResultError)
+		if !it.perItemSeries() {
+			continue
+		}
 		b.m.RefreshDue.WithLabelValues(it.ns, it.appid, it.kind).Set(unixSeconds(first))
 		if it.kind == KindAccessToken {
 			b.m.ExternalInvalidation.WithLabelValues(it.ns, it.appid)
@@ -43,6 +46,9 @@ func (b *exporter) seedMetrics(start time.Time, items []*item) {
 // dropMetrics deletes every per-credential series of it (its app was
 // removed by a reload): a removed app must not page as late or stopped.
 func (b *exporter) dropMetrics(it *item) {
+	if !it.perItemSeries() {
+		return // an authorizer's series are its component's
+	}
 	match := map[string]string{"wx_namespace": it.ns, "appid": it.appid, "kind": it.kind}
 	for _, v := range []interface {
 		DeletePartialMatch(prometheus.Labels) int
@@ -84,12 +90,18 @@ func (b *exporter) refreshDeadline(it *item, r *record) time.Time {
 
 // markStopped exports that retries of it stopped after errcode code.
 func (b *exporter) markStopped(it *item, code int) {
+	if !it.perItemSeries() {
+		return // authorizers: wxbroker_open_platform_authorizers pages
+	}
 	b.clearStopped(it)
 	b.m.RefreshStopped.WithLabelValues(it.ns, it.appid, it.kind, metrics.ErrcodeLabel(code)).Set(1)
 }
 
 // clearStopped removes it's retries-stopped series (a refresh succeeded).
 func (b *exporter) clearStopped(it *item) {
+	if !it.perItemSeries() {
+		return
+	}
 	b.m.RefreshStopped.DeletePartialMatch(map[string]string{"wx_namespace": it.ns, "appid": it.appid, "kind": it.kind})
 }
 

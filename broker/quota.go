@@ -32,14 +32,14 @@ func (b *refresher) preCall(ctx context.Context, f fence, it *item, api, mode st
 	// The intent field names the app in both cases: the force marker rule
 	// looks at it even when no call follows (callForceCheck).
 	field, value := "", ""
-	if it.kind == KindAccessToken {
-		field = it.appid
+	if it.spec().Exclusive() {
+		field = it.key()
 		if supersedes(it, mode) {
 			value = intentValue(f.epoch, now, mode)
 		}
 	}
 	out, err := b.store.preCall(ctx, f, preCallArgs{
-		ns: it.ns, appid: it.appid, api: api, day: d, mode: mode,
+		ns: it.ns, appid: it.key(), api: api, day: d, mode: mode,
 		forceMinInterval: b.cfg.Refresh.ForceMinInterval, forceDailyCap: b.cfg.Refresh.ForceDailyCap,
 		intentField: field, intentValue: value,
 	})
@@ -51,6 +51,9 @@ func (b *refresher) preCall(ctx context.Context, f fence, it *item, api, mode st
 	case out.staleMarker:
 		b.log.Warn("force_min_interval marker of a previous leader ignored: its forced call left no outcome",
 			append(itemFields(it), zap.String("api", api))...)
+	}
+	if !it.perItemSeries() {
+		return out.quota, nil // an authorizer's count is its own, not its component's
 	}
 	if mode != callForceCheck {
 		b.m.WeChatQuotaUsed.WithLabelValues(it.ns, it.appid, api).Set(float64(out.quota))

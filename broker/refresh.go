@@ -28,6 +28,7 @@ type refresher struct {
 	rep *replica
 	ex  *exporter
 	el  *elector
+	op  *opLeader // the Open Platform's part of the refresh (oprefresh.go)
 }
 
 // leaderWork is what the elector runs for each term: the restorer's
@@ -46,6 +47,7 @@ func (w *leaderWork) begin(t *term) { t.work = newScheduler(w.r, t) }
 // term ends.
 func (w *leaderWork) run(t *term) {
 	w.fix.reseed(t)
+	go w.r.op.sweepLoop(t)
 	t.sched().run()
 }
 
@@ -103,7 +105,7 @@ func (b *refresher) credentialCall(t *term, it *item, api, mode string, call fun
 		if errors.As(err, &ae) {
 			code = ae.Code
 		}
-		b.m.WeChatErrors.WithLabelValues(it.ns, it.appid, api, metrics.ErrcodeLabel(code)).Inc()
+		b.m.WeChatErrors.WithLabelValues(it.ns, it.label(), api, metrics.ErrcodeLabel(code)).Inc()
 	}
 	return err
 }
@@ -117,7 +119,14 @@ func (b *refresher) fetch(t *term, it *item, mode string) (*record, error) {
 	k := it.spec()
 	for attempt := 0; ; attempt++ {
 		a := it.config() // read at every call: a reload may have changed the secret
-		req := FetchRequest{AppID: a.AppID, Secret: a.Secret.Reveal(), Forced: mode == callForced}
+		req := FetchRequest{AppID: it.appid, Secret: a.Secret.Reveal(), Forced: mode == callForced}
+		var az *azWrite
+		if isPlatform(it) {
+			var err error
+			if az, err = b.op.prepare(t, it, &req); err != nil {
+				return nil, err
+			}
+		}
 		src := ""
 		dep := it.needed()
 		if dep != nil {
@@ -136,7 +145,7 @@ func (b *refresher) fetch(t *term, it *item, mode string) (*record, error) {
 		})
 		var ae *wechat.APIError
 		if dep != nil && attempt == 0 && errors.As(err, &ae) && ae.InvalidCredential() {
-			b.m.InvalidCredential.WithLabelValues(it.ns, it.appid, metrics.SourceBroker).Inc()
+			b.m.InvalidCredential.WithLabelValues(it.ns, it.label(), metrics.SourceBroker).Inc()
 			if _, err := b.refreshIfCurrent(t.ctx, t, dep, &claim{failed: req.Needed, since: time.Now()}); err != nil {
 				return nil, fmt.Errorf("refresh the %s %s rejected: %w", dep.kind, k.API(), err)
 			}
@@ -146,12 +155,26 @@ func (b *refresher) fetch(t *term, it *item, mode string) (*record, error) {
 			if supersedes(it, mode) && wechat.OutcomeUnknown(err) {
 				b.assumeSuperseded(t, it, start)
 			}
+			if isPlatform(it) {
+				b.op.failed(t, it, req, err)
+			}
 			return nil, err
 		}
 		if !validValue(got.Value) || got.ExpiresIn <= 0 {
 			return nil, fmt.Errorf("%s answered an unusable %s (expires_in %s)", k.API(), k.Name(), got.ExpiresIn)
 		}
-		return b.save(t, it, &record{Value: got.Value, ExpiresAt: start.Add(got.ExpiresIn), FetchedAt: start, Src: src}, k.Exclusive())
+		rec := &record{Value: got.Value, ExpiresAt: start.Add(got.ExpiresIn), FetchedAt: start, Src: src}
+		if it.kind == KindAuthorizerToken {
+			if !validValue(got.RefreshToken) {
+				return nil, fmt.Errorf("%s answered an unusable refresh token", k.API())
+			}
+			var err error
+			if rec.Sealed, err = b.op.sealRefresh(got); err != nil {
+				return nil, err
+			}
+			rec.Src = ""
+		}
+		return b.saveWith(t, it, rec, k.Exclusive(), az)
 	}
 }
 
@@ -165,7 +188,7 @@ func (b *refresher) assumeSuperseded(t *term, it *item, start time.Time) {
 	}
 	b.log.Warn("token fetch outcome unknown; assuming the stored token ends after the overlap",
 		append(itemFields(it), zapTok(cur.Value), zap.Time("assumed_expiry", limit))...)
-	if _, err := b.save(t, it, &record{Value: cur.Value, ExpiresAt: limit, FetchedAt: cur.FetchedAt, Src: cur.Src}, false); err != nil && !errors.Is(err, errFenced) {
+	if _, err := b.save(t, it, &record{Value: cur.Value, ExpiresAt: limit, FetchedAt: cur.FetchedAt, Src: cur.Src, Sealed: cur.Sealed}, false); err != nil && !errors.Is(err, errFenced) {
 		b.log.Warn("cannot shorten the stored token's expiry", append(itemFields(it), zapErr(err))...)
 	}
 }
@@ -223,16 +246,16 @@ func (b *refresher) conclude(t *term, k *task, began time.Time, rec *record, err
 	}
 	switch {
 	case err == nil:
-		b.m.TokenRefresh.WithLabelValues(it.ns, it.appid, it.kind, metrics.ResultSuccess).Inc()
+		b.m.TokenRefresh.WithLabelValues(it.ns, it.label(), it.kind, metrics.ResultSuccess).Inc()
 		b.m.TokenRefreshDuration.WithLabelValues(it.ns, it.kind).Observe(time.Since(began).Seconds())
 		b.recordStatus(t, it, &refreshStatus{LastRefresh: rec.FetchedAt})
 		b.ex.clearStopped(it)
 		return outcome{rec: rec}
-	case errors.Is(err, errLeaseShort), errors.Is(err, errNoAccessToken), errors.Is(err, ErrForceLimited):
+	case errors.Is(err, errLeaseShort), waiting(err), errors.Is(err, ErrForceLimited):
 		return outcome{err: err}
 	}
 
-	b.m.TokenRefresh.WithLabelValues(it.ns, it.appid, it.kind, metrics.ResultError).Inc()
+	b.m.TokenRefresh.WithLabelValues(it.ns, it.label(), it.kind, metrics.ResultError).Inc()
 	b.m.TokenRefreshDuration.WithLabelValues(it.ns, it.kind).Observe(time.Since(began).Seconds())
 	var ae *wechat.APIError
 	if errors.As(err, &ae) && (ae.ConfigError() || ae.QuotaExceeded()) {
@@ -287,4 +310,12 @@ func errorInfo(err error, at time.Time) *ErrorInfo {
 		info.API, info.Transport = te.API, te.Kind.String()
 	}
 	return info
+}
+
+// waiting reports an error that is no attempt but a wait for something
+// else: the access token a ticket needs, the component token an authorizer
+// needs, a verify ticket, or an authorizer that is no longer active. What
+// brings it (a stored token, a ticket, a grant) makes the item due again.
+func waiting(err error) bool {
+	return errors.Is(err, errNoAccessToken) || errors.Is(err, errNoVerifyTicket) || errors.Is(err, errNotActive)
 }

@@ -92,6 +92,7 @@ func (b *Broker) commitCatalog(prev, next *catalog) {
 		}
 		cancel()
 	}
+	b.op.reloaded(prev, next)
 	if t := b.el.term.Load(); t != nil {
 		t.sched().wake() // the schedule follows the catalog at its next tick
 	}

@@ -231,13 +231,13 @@ var roomOrder = []struct {
 	room  string
 	files []string
 }{
-	{"store", []string{"store.go", "store_scripts.go"}},
-	{"catalog", []string{"doc.go", "kinds.go", "catalog.go", "log.go", "openplatform_types.go"}},
+	{"store", []string{"store.go", "store_scripts.go", "store_platform.go"}},
+	{"catalog", []string{"doc.go", "kinds.go", "catalog.go", "catalog_platform.go", "log.go", "openplatform_types.go"}},
 	{"core", []string{"core.go", "cluster.go", "metrics.go"}},
-	{"replica", []string{"cache.go", "subscribe.go", "reconcile.go", "pause.go", "issued.go"}},
+	{"replica", []string{"cache.go", "subscribe.go", "reconcile.go", "pause.go", "issued.go", "opcache.go"}},
 	{"lease", []string{"election.go", "epoch.go", "lostlease.go"}},
-	{"leader", []string{"fence.go", "intent.go", "quota.go", "verify.go", "refresh.go", "scheduler.go", "repair.go", "invalidate.go"}},
-	{"front", []string{"report.go", "status.go", "reload.go", "broker.go"}},
+	{"leader", []string{"fence.go", "intent.go", "quota.go", "verify.go", "refresh.go", "scheduler.go", "repair.go", "invalidate.go", "oprefresh.go"}},
+	{"front", []string{"report.go", "status.go", "reload.go", "broker.go", "openplatform.go"}},
 }
 
 // TestRoomOrder type-checks the production files of the package and fails

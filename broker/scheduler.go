@@ -41,6 +41,10 @@ type task struct {
 	// Atomic: the term's first schedule reads it while a report may already
 	// be storing a new token.
 	superseded atomic.Bool
+	// recoverFirst: an authorizer whose refresh token a previous leader's
+	// call may have retired: recover it from the authorizer list before
+	// the next call (intent.go, oprefresh.go).
+	recoverFirst atomic.Bool
 }
 
 func (k *task) acquire(ctx context.Context) bool {
@@ -289,8 +293,8 @@ func (s *scheduler) next(k *task, o outcome, now time.Time) (time.Time, bool) {
 		return now.Add(s.retryWait(it, k.failures, 0, now)), true
 	case errors.Is(o.err, errLeaseShort):
 		return now.Add(b.cfg.Leader.RenewInterval / 4), true
-	case errors.Is(o.err, errNoAccessToken):
-		return now.Add(far), true // a new access token makes its tickets due (stored)
+	case waiting(o.err):
+		return now.Add(far), true // a new access token makes its tickets due (stored), a ticket or a grant its platform credential (oprefresh.go)
 	case !o.stopUntil.IsZero():
 		k.stopped.Store(true)
 		return o.stopUntil, true
@@ -310,16 +314,17 @@ func (s *scheduler) next(k *task, o outcome, now time.Time) (time.Time, bool) {
 // credential call returned ends a previous leader's supersession, and a new
 // access token value makes its tickets due at once.
 func (s *scheduler) stored(it *item, fetched, newValue bool) {
-	if it.kind != KindAccessToken {
-		return
-	}
-	if k := s.task(it); fetched && k != nil {
+	if k := s.task(it); fetched && k != nil && it.spec().Exclusive() {
 		k.superseded.Store(false)
 	}
-	if newValue {
-		for _, tk := range it.dependents() {
-			s.kick(tk)
-		}
+	if it.kind == KindComponentToken && newValue {
+		s.componentStored(it)
+	}
+	if it.kind != KindAccessToken || !newValue {
+		return
+	}
+	for _, tk := range it.dependents() {
+		s.kick(tk)
 	}
 }
 
@@ -396,6 +401,7 @@ func (s *scheduler) dueFor(k *task, now time.Time) time.Time {
 		return now
 	}
 	dep := k.it.needed()
+	follows := dep != nil && k.it.spec().Follows()
 	var depRec *record
 	if dep != nil {
 		depRec = dep.cur.Load()
@@ -419,7 +425,7 @@ func (s *scheduler) dueFor(k *task, now time.Time) time.Time {
 	// call ends before the record stops being served (minServeLife).
 	latest := rec.ExpiresAt.Add(-minServeLife - s.b.cfg.WeChat.Timeout)
 	due := k.it.spec().Due(r, rec.ExpiresAt, life, k.jitter, latest)
-	if dep == nil {
+	if !follows {
 		return due
 	}
 	// A dependent credential follows the one it is fetched with: a new
@@ -532,4 +538,31 @@ func (s *scheduler) goForwarded(key string, fn func()) {
 		}()
 		fn()
 	})
+}
+
+// componentStored is told of a component token the leader stored: its
+// authorizers that wait for one (none was valid when they fell due) are due
+// at once; the others keep their schedule, their tokens stay valid.
+func (s *scheduler) componentStored(it *item) {
+	ce, ok := s.b.catalog().component(it.ns, it.appid)
+	if !ok {
+		return
+	}
+	horizon := s.b.now().Add(far / 2)
+	s.mu.Lock()
+	for _, a := range ce.auths {
+		if k := s.tasks[a]; k != nil && k.idx >= 0 && k.due.After(horizon) {
+			k.due = s.b.now()
+			heap.Fix(&s.h, k.idx)
+		}
+	}
+	s.mu.Unlock()
+	s.wake()
+}
+
+// isStopped reports whether it's retries stopped (an error retrying cannot
+// fix).
+func (s *scheduler) isStopped(it *item) bool {
+	k := s.task(it)
+	return k != nil && k.stopped.Load()
 }

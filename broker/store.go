@@ -65,6 +65,7 @@ type store struct {
 	rdb        RedisClient
 	keys       keys
 	scripts    scripts
+	ops        opScripts
 	namespaces atomic.Pointer[[]string] // configured namespaces, in config order (a reload changes them)
 	// observe is told every command's outcome (Broker.setRedis); nil: none.
 	observe func(error)
@@ -74,7 +75,7 @@ func newStore(rdb RedisClient, prefix string, namespaces []string, observe func(
 	if observe == nil {
 		observe = func(error) {}
 	}
-	s := &store{rdb: rdb, keys: newKeys(prefix), scripts: newScripts(), observe: observe}
+	s := &store{rdb: rdb, keys: newKeys(prefix), scripts: newScripts(), ops: newOpScripts(), observe: observe}
 	s.setNamespaces(namespaces)
 	return s
 }
@@ -120,6 +121,16 @@ type recordWrite struct {
 	curGen    int64  // generation the leader knows: a Redis that lost its data does not restart the count
 	settles   string // intent field removed in the same script ("": none)
 	issuedTTL string // access tokens: TTL (ms) of the issued-token entry ("0": none); "": not an access token
+	sealed    string // authorizers: the sealed refresh token stored with the value
+	az        *azWrite
+}
+
+// azWrite is the registry entry an authorizer's record write also replaces,
+// if the entry still has seq expected (store_platform.go).
+type azWrite struct {
+	comp, authorizer string
+	expected         string
+	entry            azEntry
 }
 
 // writeRecord stores a record under fence f, assigning its revision and
@@ -132,16 +143,28 @@ func (s *store) writeRecord(ctx context.Context, f fence, w recordWrite) (*recor
 	}
 	keys := []string{s.keys.lock(), s.keys.epoch(), s.keys.tok(w.ns), s.keys.rev(), s.keys.intent(w.ns)}
 	args := []any{w.ns, w.field, w.curGen, same, recordTail(w.value, w.exp, w.at, w.src), s.keys.events(), w.settles}
-	if w.issuedTTL != "" {
+	if w.sealed != "" {
+		args[4] = args[4].(string) + "\t" + w.sealed
+	}
+	if w.issuedTTL != "" || w.az != nil {
+		ttl := w.issuedTTL
+		if ttl == "" {
+			ttl = "0"
+		}
 		keys = append(keys, s.keys.issued(w.ns, w.value))
-		args = append(args, w.issuedTTL, strconv.FormatInt(w.exp.UnixMilli(), 10))
+		args = append(args, ttl, strconv.FormatInt(w.exp.UnixMilli(), 10))
+	}
+	if w.az != nil {
+		keys = append(keys, s.keys.opAuth(w.ns, w.az.comp))
+		args = append(args, w.az.authorizer, w.az.expected, w.az.entry.encode(), s.keys.opChannel(),
+			opPayload(w.ns, w.az.comp, w.az.authorizer))
 	}
 	out, err := s.runFenced(ctx, s.scripts.writeRecord, f, keys, args...)
 	if err != nil {
 		return nil, err
 	}
 	return &record{Rev: out[2], Gen: out[1], Value: w.value, ExpiresAt: w.exp.Truncate(time.Millisecond),
-		FetchedAt: w.at.Truncate(time.Millisecond), Src: w.src}, nil
+		FetchedAt: w.at.Truncate(time.Millisecond), Src: w.src, Sealed: w.sealed}, nil
 }
 
 // writeStatus stores an item's refresh status under fence f.
@@ -331,6 +354,7 @@ const (
 	chanInval             // reports forwarded to the leader
 	chanInvalDone         // the leader's outcome of a forwarded report
 	chanResume            // resume requests for the leader
+	chanPlatform          // Open Platform registry and ticket changes
 )
 
 // channel is the Redis name of c.
@@ -344,13 +368,15 @@ func (k keys) channel(c channel) string {
 		return k.invalDone()
 	case chanResume:
 		return k.resume()
+	case chanPlatform:
+		return k.opChannel()
 	}
 	return ""
 }
 
 // channelOf is the channel a message arrived on (chanNone: not the broker's).
 func (k keys) channelOf(name string) channel {
-	for _, c := range []channel{chanEvents, chanInval, chanInvalDone, chanResume} {
+	for _, c := range []channel{chanEvents, chanInval, chanInvalDone, chanResume, chanPlatform} {
 		if k.channel(c) == name {
 			return c
 		}
@@ -382,7 +408,7 @@ func (s *store) reloadClusterState() bool {
 
 // subscribe subscribes to the events, invalidation and resume channels.
 func (s *store) subscribe(ctx context.Context) *redis.PubSub {
-	return s.rdb.Subscribe(ctx, s.keys.events(), s.keys.inval(), s.keys.invalDone(), s.keys.resume())
+	return s.rdb.Subscribe(ctx, s.keys.events(), s.keys.inval(), s.keys.invalDone(), s.keys.resume(), s.keys.opChannel())
 }
 
 // lookupIssued reads the issued-token entry of tok in every namespace (one
@@ -460,6 +486,9 @@ type record struct {
 	ExpiresAt time.Time
 	FetchedAt time.Time
 	Src       string // tickets: short hash of the access token they were fetched with
+	// Sealed is an authorizer's refresh token, encrypted (sealer), written
+	// with the access token it came with; "" for other kinds.
+	Sealed string
 }
 
 // recordTail encodes the part of a record the leader supplies; the fenced
@@ -470,7 +499,7 @@ func recordTail(value string, exp, at time.Time, src string) string {
 
 func parseRecord(s string) (*record, error) {
 	f := strings.Split(s, "\t")
-	if len(f) != 6 {
+	if len(f) != 6 && len(f) != 7 {
 		return nil, fmt.Errorf("malformed record: %d fields", len(f))
 	}
 	var n [4]int64
@@ -481,10 +510,14 @@ func parseRecord(s string) (*record, error) {
 		}
 		n[i] = v
 	}
-	return &record{
+	r := &record{
 		Rev: n[0], Gen: n[1], Value: f[2],
 		ExpiresAt: time.UnixMilli(n[2]), FetchedAt: time.UnixMilli(n[3]), Src: f[5],
-	}, nil
+	}
+	if len(f) == 7 {
+		r.Sealed = f[6]
+	}
+	return r, nil
 }
 
 // shortHash identifies a token in logs and ticket records without revealing it.

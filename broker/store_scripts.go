@@ -47,6 +47,15 @@ if KEYS[6] and tonumber(ARGV[10]) > 0 then
   redis.call('SET', KEYS[6], ARGV[3] .. '\t' .. ARGV[4] .. '\t' .. ARGV[11], 'PX', ARGV[10])
 end
 redis.call('PUBLISH', ARGV[8], ARGV[3] .. '\t' .. ARGV[4] .. '\t' .. rec)
+if KEYS[7] then
+  local cur = redis.call('HGET', KEYS[7], ARGV[12])
+  local seq = ''
+  if cur then seq = string.match(cur, '^[^\t]*\t[^\t]*\t[^\t]*\t([^\t]*)\t') or '' end
+  if seq == ARGV[13] then
+    redis.call('HSET', KEYS[7], ARGV[12], ARGV[14])
+    redis.call('PUBLISH', ARGV[15], ARGV[16])
+  end
+end
 return {1, gen, rev}
 `
 

@@ -66,7 +66,7 @@ func (b *replica) dispatch(m *redis.Message) {
 		if ok && ok2 {
 			b.applyRaw(ns, field, raw)
 		}
-	case chanInval, chanInvalDone, chanResume:
+	case chanInval, chanInvalDone, chanResume, chanPlatform:
 		if h := b.handle[b.store.channelOf(m.Channel)]; h != nil {
 			h(m.Payload)
 		}

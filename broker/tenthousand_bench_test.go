@@ -67,6 +67,11 @@ type simSpec struct {
 	Apps           int           `json:"apps"` // appID(0) … appID(Apps-1), secrets secretOf(appid)
 	TokenTTL       time.Duration `json:"token_ttl"`
 	RotationWindow time.Duration `json:"rotation_window"`
+	// Component, when set, is registered with Authorizers authorizers
+	// (authID(0) …) that authorized it; the child prints a second line:
+	// the JSON platformSeed (platform_bench_test.go).
+	Component   string `json:"component,omitempty"`
+	Authorizers int    `json:"authorizers,omitempty"`
 }
 
 // runSimProcess serves the simulator, prints its URL and runs until stdin
@@ -85,12 +90,27 @@ func runSimProcess(specJSON string) int {
 		srv.AddApp(appID(i), secretOf(appID(i)))
 	}
 	fmt.Println(srv.URL)
+	if spec.Component != "" {
+		seed, err := seedPlatform(srv, spec)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "sim:", err)
+			return 2
+		}
+		_ = json.NewEncoder(os.Stdout).Encode(seed)
+	}
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	return 0
 }
 
 // startSimProcess starts the simulator in a child process and returns its URL.
 func startSimProcess(b *testing.B, spec simSpec) string {
+	url, _ := startSimProcessWith(b, spec)
+	return url
+}
+
+// startSimProcessWith is startSimProcess that also returns the child's
+// output after the URL line.
+func startSimProcessWith(b *testing.B, spec simSpec) (string, *bufio.Reader) {
 	b.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -118,11 +138,12 @@ func startSimProcess(b *testing.B, spec simSpec) string {
 		_ = stdin.Close()
 		_ = cmd.Wait()
 	})
-	line, err := bufio.NewReader(stdout).ReadString('\n')
+	rd := bufio.NewReader(stdout)
+	line, err := rd.ReadString('\n')
 	if err != nil {
 		b.Fatalf("simulator process: %v", err)
 	}
-	return strings.TrimSpace(line)
+	return strings.TrimSpace(line), rd
 }
 
 // tenAppsConfig is production's defaults with n apps in namespace prod.

@@ -56,7 +56,7 @@ func (b *refresher) verifyReport(ctx context.Context, k *task, failed string, co
 	if ae != nil {
 		code = ae.Code
 	}
-	b.m.WeChatErrors.WithLabelValues(it.ns, it.appid, wechat.APIDomainIP, metrics.ErrcodeLabel(code)).Inc()
+	b.m.WeChatErrors.WithLabelValues(it.ns, it.label(), wechat.APIDomainIP, metrics.ErrcodeLabel(code)).Inc()
 	if confirm {
 		b.log.Warn("cannot check the reported token with wechat; not refreshing it on an unconfirmed report",
 			append(itemFields(it), zapTok(failed), zapErr(err))...)

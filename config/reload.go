@@ -6,7 +6,8 @@ import (
 )
 
 // What a running wxbroker takes from a reloaded file: the credentials
-// (namespaces and their apps: added, removed, secrets and settings changed)
+// (namespaces with their apps and Open Platform components: added, removed,
+// secrets and settings changed; open_platform while no component runs)
 // and the clients (keys, allow-lists, admin, invalidation). Everything else
 // is bound at start-up to a socket, a Redis connection, a lease or a
 // running component, and needs a restart.
@@ -48,6 +49,17 @@ func ReloadProblems(cur, next *Config) []Problem {
 			Key:     k.key,
 			Message: "changed, but it cannot change while wxbroker runs (only namespaces and clients reload)",
 			Fix:     fmt.Sprintf("restore the running value of %s and reload, or restart every replica to apply it", k.key),
+		})
+	}
+	// The stored authorizer refresh tokens are sealed with the running key:
+	// a replica on another key could not read them while one on the old
+	// key writes more. Setting a first key (no component ran) is a reload.
+	if len(cur.Components()) > 0 && cur.OpenPlatform.RefreshTokenEncryptionKey != next.OpenPlatform.RefreshTokenEncryptionKey {
+		out = append(out, Problem{
+			Key:     "open_platform.refresh_token_encryption_key",
+			Message: "changed while components run: the stored authorizer refresh tokens are encrypted with the running key",
+			Fix: "restore the running key and reload, or restart every replica with the new key (the leader then recovers " +
+				"the refresh tokens it cannot decrypt from api_get_authorizer_list)",
 		})
 	}
 	return out

@@ -30,6 +30,11 @@ func TestReloadProblems(t *testing.T) {
 			c.Leader.LockTTL += time.Second
 			c.Refresh.Concurrency++
 		}, []string{"leader", "refresh"}},
+		{"components and a first refresh-token key", func(c *Config) {
+			c.Namespaces["prod"].Components = []*Component{{AppID: "wx0123456789abced", Secret: "s", Token: "t",
+				EncodingAESKey: "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"}}
+			c.OpenPlatform.RefreshTokenEncryptionKey = "a2V5"
+		}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			next := base()
@@ -45,5 +50,25 @@ func TestReloadProblems(t *testing.T) {
 				t.Errorf("ReloadProblems keys = %v; want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestReloadRefreshTokenKey: with components running, a new
+// open_platform.refresh_token_encryption_key needs a restart; removing the
+// last component with it, or keeping the key, reloads.
+func TestReloadRefreshTokenKey(t *testing.T) {
+	withComp := func(key string) *Config {
+		c := Default()
+		c.Namespaces = map[string]*Namespace{"prod": {Components: []*Component{{AppID: "wx0123456789abced", Secret: "s",
+			Token: "t", EncodingAESKey: "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"}}}}
+		c.OpenPlatform.RefreshTokenEncryptionKey = Secret(key)
+		return c
+	}
+	if got := ReloadProblems(withComp("k1"), withComp("k1")); len(got) != 0 {
+		t.Errorf("same key: %v", got)
+	}
+	got := ReloadProblems(withComp("k1"), withComp("k2"))
+	if len(got) != 1 || got[0].Key != "open_platform.refresh_token_encryption_key" || strings.Contains(got[0].Message+got[0].Fix, "k2") {
+		t.Errorf("new key: %+v; want one problem naming the key, not its value", got)
 	}
 }

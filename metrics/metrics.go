@@ -70,6 +70,7 @@ type Metrics struct {
 
 	Reload        Reload               // configuration reloads (reload.go)
 	Redis         Redis                // this replica's Redis round trips (store.go)
+	OpenPlatform  OpenPlatform         // Open Platform components and authorizers (openplatform.go)
 	TLSCertExpiry *prometheus.GaugeVec // no labels; absent without tls (SetTLSCertificate)
 
 	// OpenPlatformEvents counts the pushes to the components' event URLs
@@ -82,10 +83,10 @@ type Metrics struct {
 func New(reg prometheus.Registerer) *Metrics {
 	f := promauto.With(reg)
 	m := &Metrics{
-		Gateway: newGateway(f),
-		Reload:  newReload(f, time.Now()),
-		Redis:   newRedis(f),
-
+		Gateway:            newGateway(f),
+		Reload:             newReload(f, time.Now()),
+		Redis:              newRedis(f),
+		OpenPlatform:       newOpenPlatform(f),
 		OpenPlatformEvents: newOpenPlatformEvents(f),
 		TLSCertExpiry: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "wxbroker_tls_certificate_expiry_timestamp_seconds",

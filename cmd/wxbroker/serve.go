@@ -160,10 +160,10 @@ type openPlatform interface {
 	api.EventSink
 }
 
-// platformOf returns b's Open Platform engine, or nil while the broker has
-// none: the component routes then answer 404 and no event URL is served.
+// platformOf returns b's Open Platform engine (with no component configured
+// it answers ErrUnknownComponent: the component routes and event URLs 404).
 func platformOf(b *broker.Broker) openPlatform {
-	return nil // issue 17: return b.Platform() once the engine has landed
+	return b.Platform()
 }
 
 // runSystem builds the broker, the internal API and, when configured, the
