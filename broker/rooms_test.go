@@ -1,143 +1,225 @@
 package broker
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"go/ast"
 	"go/importer"
 	"go/parser"
 	gotoken "go/token"
 	"go/types"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"testing"
 )
 
-// maxMethods is the most methods a type of package broker may have, its
-// own and those promoted from embedded types of the package (a room with
-// one door, not a building: docs/ARCHITECTURE.md).
+// maxMethods is the most methods a named type of any package under broker/
+// may have: its method set through a pointer, so value and pointer
+// receivers, exported and unexported, own and promoted from embedded types
+// alike (a room with one door, not a building: docs/ARCHITECTURE.md).
 const maxMethods = 25
 
-// TestMethodCount keeps every type of the package, in its production
-// files, at maxMethods or fewer, exported and unexported methods alike.
+// TestMethodCount type-checks the production files of every package under
+// broker/ (this one, broker/api, broker/login and any package added later)
+// against the export data of their imports, and keeps every named type at
+// maxMethods or fewer. Its failure names the type, its count and the files
+// that declare the methods.
 func TestMethodCount(t *testing.T) {
-	counts, err := methodCounts(".")
+	pkgs, err := methodCounts("./...")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if counts["Broker"] == 0 {
-		t.Fatalf("no methods found on Broker: the counter is broken (counts: %v)", counts)
+	found := map[string]bool{}
+	for _, p := range pkgs {
+		found[p.path] = true
 	}
-	names := make([]string, 0, len(counts))
-	for n := range counts {
-		names = append(names, n)
+	for _, want := range []string{"broker", "broker/api", "broker/login"} {
+		if !found[want] {
+			t.Fatalf("package %s not type-checked (found %v): the counter is broken", want, found)
+		}
 	}
-	sort.Slice(names, func(i, j int) bool { return counts[names[i]] > counts[names[j]] })
-	var top []string
-	for _, n := range names[:min(6, len(names))] {
-		top = append(top, n+"="+itoa(counts[n]))
+	if n := countOf(pkgs, "broker", "Broker"); n == 0 {
+		t.Fatal("no methods found on broker.Broker: the counter is broken")
 	}
-	t.Logf("largest types: %s", strings.Join(top, ", "))
-	for _, n := range names {
-		if counts[n] > maxMethods {
-			t.Errorf("type %s has %d methods (own and promoted); split it: at most %d", n, counts[n], maxMethods)
+	for _, p := range pkgs {
+		sort.Slice(p.types, func(i, j int) bool {
+			if p.types[i].methods != p.types[j].methods {
+				return p.types[i].methods > p.types[j].methods
+			}
+			return p.types[i].name < p.types[j].name
+		})
+		var top []string
+		for _, tc := range p.types[:min(4, len(p.types))] {
+			top = append(top, tc.name+"="+itoa(tc.methods))
+		}
+		t.Logf("%s: largest types %s", p.path, strings.Join(top, ", "))
+		for _, tc := range p.types {
+			if tc.methods > maxMethods {
+				t.Errorf("type %s.%s has %d methods (%s); split it: at most %d",
+					p.name, tc.name, tc.methods, tc.filesText(), maxMethods)
+			}
 		}
 	}
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
-// methodCounts parses the non-test files of dir and returns, per type, its
-// declared methods plus those promoted from embedded types declared there.
-func methodCounts(dir string) (map[string]int, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	fset := gotoken.NewFileSet()
-	own := map[string]map[string]bool{} // type → method names
-	embeds := map[string][]string{}     // type → embedded local types
-	for _, e := range entries {
-		name := e.Name()
-		if !strings.HasSuffix(name, ".go") || strings.HasSuffix(name, "_test.go") {
-			continue
-		}
-		f, err := parser.ParseFile(fset, filepath.Join(dir, name), nil, 0)
-		if err != nil {
-			return nil, err
-		}
-		for _, d := range f.Decls {
-			switch d := d.(type) {
-			case *ast.FuncDecl:
-				if d.Recv == nil || len(d.Recv.List) == 0 {
-					continue
-				}
-				typ := recvName(d.Recv.List[0].Type)
-				if own[typ] == nil {
-					own[typ] = map[string]bool{}
-				}
-				own[typ][d.Name.Name] = true
-			case *ast.GenDecl:
-				for _, s := range d.Specs {
-					ts, ok := s.(*ast.TypeSpec)
-					if !ok {
-						continue
-					}
-					st, ok := ts.Type.(*ast.StructType)
-					if !ok {
-						continue
-					}
-					for _, fld := range st.Fields.List {
-						if len(fld.Names) == 0 {
-							embeds[ts.Name.Name] = append(embeds[ts.Name.Name], recvName(fld.Type))
-						}
-					}
-				}
-			}
-		}
-	}
-	var all func(typ string, seen map[string]bool) map[string]bool
-	all = func(typ string, seen map[string]bool) map[string]bool {
-		out := map[string]bool{}
-		if seen[typ] {
-			return out
-		}
-		seen[typ] = true
-		for m := range own[typ] {
-			out[m] = true
-		}
-		for _, e := range embeds[typ] {
-			for m := range all(e, seen) {
-				out[m] = true
-			}
-		}
-		return out
-	}
-	counts := map[string]int{}
-	for typ := range own {
-		counts[typ] = len(all(typ, map[string]bool{}))
-	}
-	for typ := range embeds {
-		counts[typ] = len(all(typ, map[string]bool{}))
-	}
-	return counts, nil
+// pkgCount is the method count of every named type of one package.
+type pkgCount struct {
+	path  string // relative to the module, e.g. "broker/api"
+	name  string // the package name
+	types []typeCount
 }
 
-// recvName is the type name of a receiver or embedded field expression.
-func recvName(e ast.Expr) string {
-	switch e := e.(type) {
-	case *ast.StarExpr:
-		return recvName(e.X)
-	case *ast.Ident:
-		return e.Name
-	case *ast.IndexExpr:
-		return recvName(e.X)
-	case *ast.SelectorExpr:
-		return e.Sel.Name
+// typeCount is one named type: its method count and, per file, how many of
+// its methods that file declares.
+type typeCount struct {
+	name    string
+	methods int
+	files   map[string]int
+}
+
+func (tc typeCount) filesText() string {
+	names := make([]string, 0, len(tc.files))
+	for f := range tc.files {
+		names = append(names, f)
 	}
-	return ""
+	sort.Slice(names, func(i, j int) bool {
+		if tc.files[names[i]] != tc.files[names[j]] {
+			return tc.files[names[i]] > tc.files[names[j]]
+		}
+		return names[i] < names[j]
+	})
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = n + " " + itoa(tc.files[n])
+	}
+	return strings.Join(parts, ", ")
+}
+
+func countOf(pkgs []pkgCount, path, typ string) int {
+	for _, p := range pkgs {
+		if p.path != path {
+			continue
+		}
+		for _, tc := range p.types {
+			if tc.name == typ {
+				return tc.methods
+			}
+		}
+	}
+	return 0
+}
+
+// listedPackage is what methodCounts reads of `go list -json`.
+type listedPackage struct {
+	ImportPath string
+	Dir        string
+	Name       string
+	Export     string
+	GoFiles    []string
+	Module     *struct{ Path string }
+	DepOnly    bool
+}
+
+// methodCounts type-checks the packages matching pattern (relative to the
+// test's directory) with the export data `go list -export` gives for their
+// imports, and counts the method set of every named type they declare.
+func methodCounts(pattern string) ([]pkgCount, error) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	cmd := exec.Command(goBin, "list", "-export", "-deps",
+		"-json=ImportPath,Dir,Name,Export,GoFiles,Module,DepOnly", pattern)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("go list: %w: %s", err, stderr.String())
+	}
+	exports := map[string]string{}
+	var targets []listedPackage
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for {
+		var p listedPackage
+		if err := dec.Decode(&p); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return nil, fmt.Errorf("decode go list: %w", err)
+		}
+		exports[p.ImportPath] = p.Export
+		if !p.DepOnly {
+			targets = append(targets, p)
+		}
+	}
+	if len(targets) == 0 {
+		return nil, errors.New("go list matched no package")
+	}
+	fset := gotoken.NewFileSet()
+	imp := importer.ForCompiler(fset, "gc", func(path string) (io.ReadCloser, error) {
+		f, ok := exports[path]
+		if !ok || f == "" {
+			return nil, errors.New("no export data for " + path)
+		}
+		return os.Open(f)
+	})
+	var res []pkgCount
+	for _, p := range targets {
+		var files []*ast.File
+		for _, name := range p.GoFiles {
+			f, err := parser.ParseFile(fset, filepath.Join(p.Dir, name), nil, 0)
+			if err != nil {
+				return nil, err
+			}
+			files = append(files, f)
+		}
+		conf := types.Config{Importer: imp}
+		pkg, err := conf.Check(p.ImportPath, fset, files, nil)
+		if err != nil {
+			return nil, fmt.Errorf("type-check %s: %w", p.ImportPath, err)
+		}
+		rel := p.ImportPath
+		if p.Module != nil {
+			rel = strings.TrimPrefix(strings.TrimPrefix(rel, p.Module.Path), "/")
+		}
+		pc := pkgCount{path: rel, name: p.Name}
+		for _, n := range pkg.Scope().Names() {
+			tn, ok := pkg.Scope().Lookup(n).(*types.TypeName)
+			if !ok || tn.IsAlias() {
+				continue
+			}
+			tc := typeCount{name: n, files: map[string]int{}}
+			if it, ok := tn.Type().Underlying().(*types.Interface); ok {
+				tc.methods = it.NumMethods()
+				for i := range it.NumMethods() {
+					tc.files[filepath.Base(fset.Position(it.Method(i).Pos()).Filename)]++
+				}
+			} else {
+				ms := types.NewMethodSet(types.NewPointer(tn.Type()))
+				tc.methods = ms.Len()
+				for i := range ms.Len() {
+					obj := ms.At(i).Obj()
+					file := "promoted from " + obj.Pkg().Path()
+					if obj.Pkg() == pkg {
+						file = filepath.Base(fset.Position(obj.Pos()).Filename)
+					}
+					tc.files[file]++
+				}
+			}
+			pc.types = append(pc.types, tc)
+		}
+		res = append(res, pc)
+	}
+	return res, nil
 }
 
 // roomOrder is the order of the rooms of package broker, lowest first

@@ -170,7 +170,7 @@ func TestAlertRules(t *testing.T) {
 		"WxbrokerInvalidCredentialFastBurn", "WxbrokerInvalidCredentialSlowBurn",
 		"WxbrokerNamespaceInvalidCredentialFastBurn", "WxbrokerNamespaceInvalidCredentialSlowBurn",
 		"WxbrokerGatewayRetryFailing", "WxbrokerGatewayUnavailable", "WxbrokerGatewayUnreachable", "WxbrokerGatewaySlow",
-		"WxbrokerRedisUnreachable", "WxbrokerRedisSlow", "WxbrokerTLSCertificateExpiry", "WxbrokerConfigReloadFailed",
+		"WxbrokerRedisUnreachable", "WxbrokerRedisSlow", "WxbrokerTLSCertificateExpiry", "WxbrokerConfigReloadFailed", "WxbrokerConfigDrift",
 		"WxbrokerRefreshFailing", "WxbrokerRefreshLate", "WxbrokerTokenNearExpiry",
 		"WxbrokerNoLeader", "WxbrokerSplitLeader", "WxbrokerLeaderFlapping", "WxbrokerDown", "WxbrokerQuotaHigh",
 		"WxbrokerForcedRefreshBudgetLow", "WxbrokerConfigError", "WxbrokerExternalInvalidation", "WxbrokerAppUnavailable",

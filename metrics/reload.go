@@ -17,10 +17,13 @@ const (
 // when the configuration in use was last loaded. Both results exist at 0
 // from start-up and the last-success time starts at the start-up load, so
 // the WxbrokerConfigReloadFailed alert reads an increase from the first
-// failure on. Its methods are safe for concurrent use.
+// failure on. Hash identifies the configuration in use (config.Config.Hash):
+// set at start-up and by every successful reload. Its methods are safe for
+// concurrent use.
 type Reload struct {
 	Total       *prometheus.CounterVec // result
 	LastSuccess prometheus.Gauge
+	Hash        prometheus.Gauge
 }
 
 func newReload(f promauto.Factory, start time.Time) Reload {
@@ -32,6 +35,10 @@ func newReload(f promauto.Factory, start time.Time) Reload {
 		LastSuccess: f.NewGauge(prometheus.GaugeOpts{
 			Name: "wxbroker_config_last_reload_success_timestamp_seconds",
 			Help: "Unix time at which the configuration in use was loaded: start-up, or the last successful reload.",
+		}),
+		Hash: f.NewGauge(prometheus.GaugeOpts{
+			Name: "wxbroker_config_hash",
+			Help: "Hash of the configuration in use (first 48 bits of the SHA-256 of its canonical form, secrets as digests): replicas with the same configuration report the same value.",
 		}),
 	}
 	r.Total.WithLabelValues(ReloadSuccess)
@@ -50,6 +57,12 @@ func (r Reload) Succeeded(at time.Time) {
 // stays in use.
 func (r Reload) Failed() {
 	r.Total.WithLabelValues(ReloadFailure).Inc()
+}
+
+// InUse records the hash of the configuration now in use
+// (config.Config.Hash): at start-up and after a successful reload.
+func (r Reload) InUse(hash uint64) {
+	r.Hash.Set(float64(hash))
 }
 
 func unixSeconds(t time.Time) float64 { return float64(t.UnixMilli()) / 1e3 }

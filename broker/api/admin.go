@@ -31,17 +31,42 @@ var ErrNoConfigFile = errors.New("api: no configuration file to reload")
 
 var errNoAdmin = &apiError{http.StatusNotFound, codeNotFound, "this process does not reload (no configuration file)"}
 
-// adminReload serves POST /v1/admin/reload: the same reload as SIGHUP, on
-// this replica only (every replica reloads on its own signal or request).
-func (a *API) adminReload(c echo.Context) error {
-	if _, err := a.admin(c); err != nil {
+// adminRoutes are the routes for admin clients: the status, the
+// configuration reload and the resume of a stopped refresh.
+type adminRoutes struct {
+	*desk
+	status func(ctx context.Context) broker.Status // TokenSource.Status
+	adm    Admin                                   // nil: reload and resume answer 404
+	log    *zap.Logger
+}
+
+// routes registers the group's routes.
+func (ar *adminRoutes) routes(add addFunc) {
+	add(http.MethodGet, "/v1/status", ar.getStatus)
+	add(http.MethodPost, "/v1/admin/reload", ar.adminReload)
+	add(http.MethodPost, "/v1/admin/namespaces/:ns/apps/:appid/resume", ar.adminResume)
+}
+
+// getStatus serves GET /v1/status to admin clients.
+func (ar *adminRoutes) getStatus(c echo.Context) error {
+	if _, err := ar.admin(c); err != nil {
 		return err
 	}
-	if a.adm == nil {
+	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
+	return c.JSON(http.StatusOK, ar.status(c.Request().Context()))
+}
+
+// adminReload serves POST /v1/admin/reload: the same reload as SIGHUP, on
+// this replica only (every replica reloads on its own signal or request).
+func (ar *adminRoutes) adminReload(c echo.Context) error {
+	if _, err := ar.admin(c); err != nil {
+		return err
+	}
+	if ar.adm == nil {
 		return errNoAdmin
 	}
 	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
-	if err := a.adm.Reload(c.Request().Context()); err != nil {
+	if err := ar.adm.Reload(c.Request().Context()); err != nil {
 		if errors.Is(err, ErrNoConfigFile) {
 			return errNoAdmin
 		}
@@ -57,35 +82,23 @@ func (a *API) adminReload(c echo.Context) error {
 }
 
 // adminResume serves POST /v1/admin/namespaces/{ns}/apps/{appid}/resume.
-func (a *API) adminResume(c echo.Context) error {
-	cl, err := a.admin(c)
+func (ar *adminRoutes) adminResume(c echo.Context) error {
+	cl, err := ar.admin(c)
 	if err != nil {
 		return err
 	}
-	if a.adm == nil {
+	if ar.adm == nil {
 		return errNoAdmin
 	}
 	ns, appid := c.Param("ns"), c.Param("appid")
 	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
-	err = a.adm.Resume(c.Request().Context(), ns, appid)
+	err = ar.adm.Resume(c.Request().Context(), ns, appid)
 	switch {
 	case errors.Is(err, broker.ErrNotStopped):
 		return c.JSON(http.StatusOK, map[string]string{"status": "not stopped"})
 	case err != nil:
 		return err
 	}
-	a.log.Info("refresh resume requested", zap.String("client", cl.name), zap.String("namespace", ns), zap.String("appid", appid))
+	ar.log.Info("refresh resume requested", zap.String("client", cl.name), zap.String("namespace", ns), zap.String("appid", appid))
 	return c.JSON(http.StatusAccepted, map[string]string{"status": "resume requested"})
-}
-
-// admin authenticates an admin client.
-func (a *API) admin(c echo.Context) (*client, error) {
-	cl, err := a.authenticate(c)
-	if err != nil {
-		return nil, err
-	}
-	if !cl.admin {
-		return nil, errAdminOnly
-	}
-	return cl, nil
 }

@@ -16,7 +16,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
 	"github.com/wxbroker/wxbroker/broker"
@@ -76,23 +75,20 @@ type Options struct {
 	Admin Admin
 }
 
-// API is the internal HTTP API. Its handler is safe for concurrent use.
+// API is the internal HTTP API. Its handler is safe for concurrent use. It
+// owns the listener's plumbing (middleware, errors, the current view of the
+// configuration) and registers the route groups, each its own small type
+// holding what its routes need: tokenRoutes (tokens.go), compatRoutes
+// (compat.go, stable.go), adminRoutes (admin.go) and probes (readyz.go),
+// all sharing one desk (desk.go).
 type API struct {
-	tokens   TokenSource
-	adm      Admin // nil: no admin routes
-	cfg      *config.Config
-	log      *zap.Logger
-	audit    auditor
-	stop     func() error
-	m        *metrics.Metrics
-	gatherer prometheus.Gatherer
-	now      func() time.Time
-	// realClock: Options.Now was nil, so now is time.Now and a token read
-	// may use its one clock read for both its audit line and expires_in.
-	realClock bool
-	view      atomic.Pointer[view] // clients and apps; Reload swaps it
-	handouts  *handouts            // compat routes: last token per caller and app
-	routes    map[string]bool
+	tokens TokenSource
+	log    *zap.Logger
+	audit  auditor
+	stop   func() error
+	m      *metrics.Metrics
+	view   atomic.Pointer[view] // clients and apps; Reload swaps it
+	routes map[string]bool
 	// observers holds, per route template (and "unmatched"), the
 	// wxbroker_http_request_duration_seconds children by status code.
 	observers map[string]*routeObservers
@@ -101,9 +97,16 @@ type API struct {
 	handler   http.Handler // echo, behind the gateway's dispatch when enabled
 	stopOnce  sync.Once
 	stopErr   error
-	// lastNotReady is the last /readyz failure logged (readyz.go).
-	lastNotReady atomic.Pointer[string]
+
+	// The route groups (newEcho registers them).
+	reads  *tokenRoutes
+	compat *compatRoutes
+	admin  *adminRoutes
+	probes *probes
 }
+
+// addFunc registers one route of a route group.
+type addFunc func(method, path string, h echo.HandlerFunc)
 
 // unknownNamespace and unknownApp label requests naming a namespace or an
 // app that is not configured: a label value must never come from the request.
@@ -130,24 +133,16 @@ func New(opts Options) (*API, error) {
 		return nil, err
 	}
 	a := &API{
-		tokens:   opts.Tokens,
-		adm:      opts.Admin,
-		cfg:      opts.Config,
-		log:      opts.Logger,
-		audit:    auditor{zap: opts.AuditLogger},
-		m:        opts.Metrics,
-		gatherer: opts.Gatherer,
-		now:      opts.Now,
-		handouts: newHandouts(maxHandouts),
-		routes:   map[string]bool{},
+		tokens: opts.Tokens,
+		log:    opts.Logger,
+		audit:  auditor{zap: opts.AuditLogger},
+		m:      opts.Metrics,
+		routes: map[string]bool{},
 		observers: map[string]*routeObservers{
 			routeUnmatched: {},
 		},
 	}
 	a.view.Store(v)
-	if a.now == nil {
-		a.now, a.realClock = time.Now, true
-	}
 	if a.audit.zap == nil {
 		w := opts.AuditWriter
 		if w == nil {
@@ -156,6 +151,15 @@ func New(opts Options) (*API, error) {
 		a.audit.log = newAuditLog(w, opts.Config.Log.Format)
 		a.stop = a.audit.log.stop
 	}
+	now, realClock := opts.Now, false
+	if now == nil {
+		now, realClock = time.Now, true
+	}
+	d := &desk{view: &a.view, m: a.m, audit: a.audit}
+	a.reads = &tokenRoutes{desk: d, tokens: opts.Tokens, now: now, realClock: realClock}
+	a.compat = &compatRoutes{desk: d, tokens: opts.Tokens, handouts: newHandouts(maxHandouts), log: opts.Logger, now: now}
+	a.admin = &adminRoutes{desk: d, status: opts.Tokens.Status, adm: opts.Admin, log: opts.Logger}
+	a.probes = &probes{ready: opts.Tokens.Ready, gatherer: opts.Gatherer, log: opts.Logger}
 	a.echo = a.newEcho()
 	a.handler = a.echo
 	if opts.Config.Gateway.Enabled {
@@ -243,25 +247,11 @@ func (a *API) newEcho() *echo.Echo {
 		a.routes[path] = true
 		a.observers[path] = &routeObservers{}
 	}
-	const app = "/v1/namespaces/:ns/apps/:appid"
-	add(http.MethodGet, app+"/access_token", a.getAccessToken)
-	add(http.MethodPost, app+"/access_token/invalidate", a.invalidate)
-	add(http.MethodGet, app+"/tickets/:type", a.getTicket)
-	add(http.MethodPost, app+"/jssdk/signature", a.jssdkSignature)
-	add(http.MethodGet, "/v1/status", a.status)
-	add(http.MethodPost, "/v1/admin/reload", a.adminReload)
-	add(http.MethodPost, "/v1/admin/namespaces/:ns/apps/:appid/resume", a.adminResume)
-	add(http.MethodGet, "/cgi-bin/token", a.cgiToken)
-	add(http.MethodPost, "/cgi-bin/stable_token", a.cgiStableToken)
-	add(http.MethodGet, "/cgi-bin/stable_token", a.cgiStableToken)
-	add(http.MethodGet, "/cgi-bin/ticket/getticket", a.cgiGetTicket)
-	add(http.MethodGet, "/healthz", a.healthz)
-	add(http.MethodGet, "/readyz", a.readyz)
-	if a.gatherer != nil {
-		add(http.MethodGet, "/metrics", echo.WrapHandler(promhttp.HandlerFor(a.gatherer, promhttp.HandlerOpts{
-			ErrorLog: zap.NewStdLog(a.log.Named("metrics")),
-		})))
-	}
+	// One line per route group.
+	a.reads.routes(add)
+	a.admin.routes(add)
+	a.compat.routes(add)
+	a.probes.routes(add)
 	return e
 }
 
@@ -342,65 +332,4 @@ func (a *API) guard(c echo.Context, next echo.HandlerFunc) (err error) {
 		r.Body = http.MaxBytesReader(c.Response(), r.Body, MaxBodyBytes)
 	}
 	return next(c)
-}
-
-// record counts a credential request and writes its audit line. token is the
-// credential handed out (or, for a refused request, empty); only a short
-// digest of it is logged.
-func (a *API) record(c echo.Context, event string, cl *client, ns, appid string, err error, token string) {
-	result := metrics.RequestOK
-	if err != nil {
-		result = classify(err).code
-	}
-	a.count(ns, appid, result)
-	a.auditLine(c, event, cl, ns, appid, result, token)
-}
-
-// count counts a credential request of ns/appid by result. Only configured
-// namespaces and apps become label values; the rest count as "unknown".
-func (a *API) count(ns, appid, result string) {
-	if ai := a.view.Load().apps[appKey{ns, appid}]; ai != nil {
-		switch result {
-		case metrics.RequestOK:
-			ai.ok.Inc()
-		case codeUnavailable:
-			ai.unavailable.Inc()
-		default:
-			a.m.TokenRequests.WithLabelValues(ns, appid, result).Inc()
-		}
-		return
-	}
-	if !a.view.Load().nsKnown[ns] {
-		ns = unknownNamespace
-	}
-	a.m.TokenRequests.WithLabelValues(ns, unknownApp, result).Inc()
-}
-
-func (a *API) auditLine(c echo.Context, event string, cl *client, ns, appid, result, token string) {
-	a.auditRef(c, event, cl, ns, appid, result, tokenRef(token))
-}
-
-// auditRef is auditLine with the token's reference already computed.
-func (a *API) auditRef(c echo.Context, event string, cl *client, ns, appid, result, ref string) {
-	name := ""
-	if cl != nil {
-		name = cl.name
-	}
-	a.audit.line(time.Now(), event, name, ns, appid, result, ref, c.Request().RemoteAddr)
-}
-
-func (a *API) healthz(c echo.Context) error {
-	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
-}
-
-func (a *API) readyz(c echo.Context) error {
-	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
-	if err := a.tokens.Ready(); err != nil {
-		a.notReady(err)
-		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": notReadyReason})
-	}
-	if a.lastNotReady.Load() != nil {
-		a.lastNotReady.Store(nil) // log the next failure again, even with the same cause
-	}
-	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"go.uber.org/zap"
@@ -38,9 +39,34 @@ var (
 	wxInternal    = &wxError{-1, "system error", codeInternal}
 )
 
+// compatSource is what the WeChat-compatible routes need of the broker
+// (TokenSource).
+type compatSource interface {
+	tokenReader
+	AppByToken(accessToken string) (ns, appid string, ok bool)
+}
+
+// compatRoutes are the WeChat-compatible routes: /cgi-bin/token,
+// /cgi-bin/stable_token (stable.go) and /cgi-bin/ticket/getticket.
+type compatRoutes struct {
+	*desk
+	tokens   compatSource
+	handouts *handouts // last token per caller and app
+	log      *zap.Logger
+	now      func() time.Time
+}
+
+// routes registers the group's routes.
+func (cr *compatRoutes) routes(add addFunc) {
+	add(http.MethodGet, "/cgi-bin/token", cr.cgiToken)
+	add(http.MethodPost, "/cgi-bin/stable_token", cr.cgiStableToken)
+	add(http.MethodGet, "/cgi-bin/stable_token", cr.cgiStableToken)
+	add(http.MethodGet, "/cgi-bin/ticket/getticket", cr.cgiGetTicket)
+}
+
 // wxFromBroker maps a broker error to WeChat's shape; an unexpected one is
 // logged here, since the caller only sees "system error".
-func (a *API) wxFromBroker(err error, unknownApp *wxError) *wxError {
+func (cr *compatRoutes) wxFromBroker(err error, unknownApp *wxError) *wxError {
 	switch {
 	case errors.Is(err, broker.ErrUnknownApp):
 		return unknownApp
@@ -49,7 +75,7 @@ func (a *API) wxFromBroker(err error, unknownApp *wxError) *wxError {
 	case errors.Is(err, broker.ErrNoToken):
 		return wxUnavailable
 	default:
-		a.log.Error("internal api error", zap.String("route", "cgi-bin"), zap.Error(err))
+		cr.log.Error("internal api error", zap.String("route", "cgi-bin"), zap.Error(err))
 		return wxInternal
 	}
 }
@@ -75,13 +101,13 @@ func appendWeChatError(b []byte, e *wxError) []byte {
 // client's only namespace, else from the app itself (config validation
 // guarantees an AppID is configured in one namespace only). A repeat by the
 // same caller within repeatWindow is read as a failure report (compatToken).
-func (a *API) cgiToken(c echo.Context) error {
+func (cr *compatRoutes) cgiToken(c echo.Context) error {
 	appid := c.QueryParam("appid")
-	cl, ns, werr := a.cgiTokenCheck(c, c.QueryParam("grant_type"), appid, c.QueryParam("secret"))
-	return a.compatToken(c, eventCGIToken, cl, ns, appid, werr, false)
+	cl, ns, werr := cr.cgiTokenCheck(c, c.QueryParam("grant_type"), appid, c.QueryParam("secret"))
+	return cr.compatToken(c, eventCGIToken, cl, ns, appid, werr, false)
 }
 
-func (a *API) cgiTokenCheck(c echo.Context, grant, appid, key string) (*client, string, *wxError) {
+func (cr *compatRoutes) cgiTokenCheck(c echo.Context, grant, appid, key string) (*client, string, *wxError) {
 	ns := c.Request().Header.Get(namespaceHeader)
 	if grant != "client_credential" {
 		return nil, ns, wxBadGrant
@@ -92,7 +118,7 @@ func (a *API) cgiTokenCheck(c echo.Context, grant, appid, key string) (*client, 
 	if key == "" {
 		return nil, ns, wxNoSecret
 	}
-	cl := a.view.Load().keys.lookup(key)
+	cl := cr.view.Load().keys.lookup(key)
 	if cl == nil {
 		return nil, ns, wxBadKey
 	}
@@ -100,7 +126,7 @@ func (a *API) cgiTokenCheck(c echo.Context, grant, appid, key string) (*client, 
 		ns = cl.onlyNS
 	}
 	if ns == "" {
-		ns = a.view.Load().nsOfApp[appid]
+		ns = cr.view.Load().nsOfApp[appid]
 	}
 	if !cl.allows(ns, appid) {
 		return cl, ns, wxForbidden
@@ -111,23 +137,23 @@ func (a *API) cgiTokenCheck(c echo.Context, grant, appid, key string) (*client, 
 // cgiGetTicket serves GET /cgi-bin/ticket/getticket?access_token=..&type=jsapi.
 // It needs no client key: a current access token handed out by the broker is
 // the credential and names the app, as it does at WeChat.
-func (a *API) cgiGetTicket(c echo.Context) error {
-	ns, appid, ok := a.tokens.AppByToken(c.QueryParam("access_token"))
+func (cr *compatRoutes) cgiGetTicket(c echo.Context) error {
+	ns, appid, ok := cr.tokens.AppByToken(c.QueryParam("access_token"))
 	if !ok {
-		a.count(unknownNamespace, unknownApp, wxBadToken.result)
-		a.auditLine(c, eventCGIGetTicket, nil, "", "", wxBadToken.result, "")
+		cr.count(unknownNamespace, unknownApp, wxBadToken.result)
+		cr.auditLine(c, eventCGIGetTicket, nil, "", "", wxBadToken.result, "")
 		return writeWeChatError(c, wxBadToken)
 	}
-	t, err := a.tokens.Ticket(ns, appid, c.QueryParam("type"))
+	t, err := cr.tokens.Ticket(ns, appid, c.QueryParam("type"))
 	if err != nil {
-		werr := a.wxFromBroker(err, wxBadToken)
-		a.count(ns, appid, werr.result)
-		a.auditLine(c, eventCGIGetTicket, nil, ns, appid, werr.result, "")
+		werr := cr.wxFromBroker(err, wxBadToken)
+		cr.count(ns, appid, werr.result)
+		cr.auditLine(c, eventCGIGetTicket, nil, ns, appid, werr.result, "")
 		return writeWeChatError(c, werr)
 	}
-	a.record(c, eventCGIGetTicket, nil, ns, appid, nil, t.Ticket)
+	cr.record(c, eventCGIGetTicket, nil, ns, appid, nil, t.Ticket)
 	buf := getBuf()
 	defer putBuf(buf)
-	*buf = appendWeChatTicketJSON(*buf, t.Ticket, t.ExpiresAt, a.now())
+	*buf = appendWeChatTicketJSON(*buf, t.Ticket, t.ExpiresAt, cr.now())
 	return writeJSON(c, http.StatusOK, *buf)
 }

@@ -70,7 +70,7 @@ func (f *fakeAdmin) Resume(_ context.Context, ns, appid string) error {
 func TestAdminRoutes(t *testing.T) {
 	h := newHarness(t)
 	adm := &fakeAdmin{}
-	h.api.adm = adm
+	h.api.admin.adm = adm
 	const resume = "/v1/admin/namespaces/prod/apps/" + appA + "/resume"
 	for _, tc := range []struct {
 		name, target, key string
@@ -98,7 +98,7 @@ func TestAdminRoutes(t *testing.T) {
 	if r := h.do(t, http.MethodPost, "/v1/admin/reload", keySRE, nil); r.status != http.StatusNotFound {
 		t.Errorf("reload without a file = %d; want 404", r.status)
 	}
-	h.api.adm = nil
+	h.api.admin.adm = nil
 	if r := h.do(t, http.MethodPost, "/v1/admin/reload", keySRE, nil); r.status != http.StatusNotFound {
 		t.Errorf("reload without Admin = %d; want 404", r.status)
 	}

@@ -32,21 +32,21 @@ type stableTokenRequest struct {
 // (secret = the wxbroker client key) from the cache, in WeChat's shape.
 // force_refresh true reports the token this caller was last handed for the
 // app as failed (compatToken). GET answers 43002, as WeChat does.
-func (a *API) cgiStableToken(c echo.Context) error {
+func (cr *compatRoutes) cgiStableToken(c echo.Context) error {
 	if c.Request().Method != http.MethodPost {
-		a.count("", "", wxNeedsPOST.result)
-		a.auditLine(c, eventCGIStableToken, nil, "", "", wxNeedsPOST.result, "")
+		cr.count("", "", wxNeedsPOST.result)
+		cr.auditLine(c, eventCGIStableToken, nil, "", "", wxNeedsPOST.result, "")
 		return writeWeChatError(c, wxNeedsPOST)
 	}
 	var req stableTokenRequest
 	if werr := decodeWeChatJSON(c, &req); werr != nil {
 		ns := c.Request().Header.Get(namespaceHeader)
-		a.count(ns, "", werr.result)
-		a.auditLine(c, eventCGIStableToken, nil, ns, "", werr.result, "")
+		cr.count(ns, "", werr.result)
+		cr.auditLine(c, eventCGIStableToken, nil, ns, "", werr.result, "")
 		return writeWeChatError(c, werr)
 	}
-	cl, ns, werr := a.cgiTokenCheck(c, req.GrantType, req.AppID, req.Secret)
-	return a.compatToken(c, eventCGIStableToken, cl, ns, req.AppID, werr, req.ForceRefresh)
+	cl, ns, werr := cr.cgiTokenCheck(c, req.GrantType, req.AppID, req.Secret)
+	return cr.compatToken(c, eventCGIStableToken, cl, ns, req.AppID, werr, req.ForceRefresh)
 }
 
 // decodeWeChatJSON decodes one JSON object from the (size-limited) body,
@@ -81,22 +81,22 @@ func decodeWeChatJSON(c echo.Context, v any) *wxError {
 // is spent (InvalidateUnproven); if it cannot be served (force budget spent,
 // no new token in time), the current token is answered, as WeChat answers a
 // forced refresh inside its 30 s interval.
-func (a *API) compatToken(c echo.Context, event string, cl *client, ns, appid string, werr *wxError, force bool) error {
+func (cr *compatRoutes) compatToken(c echo.Context, event string, cl *client, ns, appid string, werr *wxError, force bool) error {
 	if werr != nil {
-		a.count(ns, appid, werr.result)
-		a.auditLine(c, event, cl, ns, appid, werr.result, "")
+		cr.count(ns, appid, werr.result)
+		cr.auditLine(c, event, cl, ns, appid, werr.result, "")
 		return writeWeChatError(c, werr)
 	}
-	tok, err := a.tokens.AccessToken(ns, appid)
+	tok, err := cr.tokens.AccessToken(ns, appid)
 	if err != nil {
-		werr = a.wxFromBroker(err, wxUnknownApp)
-		a.count(ns, appid, werr.result)
-		a.auditLine(c, event, cl, ns, appid, werr.result, "")
+		werr = cr.wxFromBroker(err, wxUnknownApp)
+		cr.count(ns, appid, werr.result)
+		cr.auditLine(c, event, cl, ns, appid, werr.result, "")
 		return writeWeChatError(c, werr)
 	}
-	now := a.now()
+	now := cr.now()
 	key := callerApp{client: cl.name, ip: remoteIP(c.Request().RemoteAddr), ns: ns, appid: appid}
-	last, seen := a.handouts.last(key)
+	last, seen := cr.handouts.last(key)
 	failed := ""
 	switch {
 	case force && seen:
@@ -108,24 +108,24 @@ func (a *API) compatToken(c echo.Context, event string, cl *client, ns, appid st
 	}
 	if failed != "" {
 		ctx, cancel := context.WithTimeout(c.Request().Context(), invalidateTimeout)
-		fresh, rerr := a.tokens.ReportFailure(ctx, ns, appid, broker.Report{Token: failed, Source: metrics.SourceCompat, Proof: broker.Unproven})
+		fresh, rerr := cr.tokens.ReportFailure(ctx, ns, appid, broker.Report{Token: failed, Source: metrics.SourceCompat, Proof: broker.Unproven})
 		cancel()
 		if rerr == nil {
 			tok = fresh
-		} else if cur, err := a.tokens.AccessToken(ns, appid); err == nil {
+		} else if cur, err := cr.tokens.AccessToken(ns, appid); err == nil {
 			tok = cur
-			if ce := a.log.Check(zap.DebugLevel, "compat failure report not served; answering the current token"); ce != nil {
+			if ce := cr.log.Check(zap.DebugLevel, "compat failure report not served; answering the current token"); ce != nil {
 				ce.Write(zap.String("namespace", ns), zap.String("appid", appid), zap.Error(rerr))
 			}
 		} else {
-			werr = a.wxFromBroker(err, wxUnknownApp)
-			a.count(ns, appid, werr.result)
-			a.auditLine(c, event, cl, ns, appid, werr.result, "")
+			werr = cr.wxFromBroker(err, wxUnknownApp)
+			cr.count(ns, appid, werr.result)
+			cr.auditLine(c, event, cl, ns, appid, werr.result, "")
 			return writeWeChatError(c, werr)
 		}
 	}
-	a.handouts.put(handout{key: key, token: tok.AccessToken, at: now})
-	a.record(c, event, cl, ns, appid, nil, tok.AccessToken)
+	cr.handouts.put(handout{key: key, token: tok.AccessToken, at: now})
+	cr.record(c, event, cl, ns, appid, nil, tok.AccessToken)
 	buf := getBuf()
 	defer putBuf(buf)
 	*buf = appendWeChatTokenJSON(*buf, tok.AccessToken, tok.ExpiresAt, now)

@@ -38,27 +38,31 @@ func writeJSON(c echo.Context, status int, body []byte) error {
 	return err
 }
 
-// authenticate returns the client whose key the request carries.
-func (a *API) authenticate(c echo.Context) (*client, error) {
-	cl := a.view.Load().keys.lookup(bearer(c.Request().Header.Get(echo.HeaderAuthorization)))
-	if cl == nil {
-		return nil, errNoKey
-	}
-	return cl, nil
+// tokenReader is what the token routes need of the broker (TokenSource).
+type tokenReader interface {
+	AccessToken(ns, appid string) (broker.Token, error)
+	Ticket(ns, appid, typ string) (broker.Ticket, error)
+	ReportFailure(ctx context.Context, ns, appid string, r broker.Report) (broker.Token, error)
 }
 
-// authorize authenticates the request and checks that its client may read
-// ns/appid. The allow check comes before any lookup, so a client learns
-// nothing about apps it may not read.
-func (a *API) authorize(c echo.Context, ns, appid string) (*client, error) {
-	cl, err := a.authenticate(c)
-	if err != nil {
-		return nil, err
-	}
-	if !cl.allows(ns, appid) {
-		return cl, errForbidden
-	}
-	return cl, nil
+// tokenRoutes are the credential routes of /v1: token and ticket reads, the
+// conditional invalidation and the JS-SDK signature.
+type tokenRoutes struct {
+	*desk
+	tokens tokenReader
+	now    func() time.Time
+	// realClock: Options.Now was nil, so now is time.Now and a token read
+	// may use its one clock read for both its audit line and expires_in.
+	realClock bool
+}
+
+// routes registers the group's routes.
+func (tr *tokenRoutes) routes(add addFunc) {
+	const app = "/v1/namespaces/:ns/apps/:appid"
+	add(http.MethodGet, app+"/access_token", tr.getAccessToken)
+	add(http.MethodPost, app+"/access_token/invalidate", tr.invalidate)
+	add(http.MethodGet, app+"/tickets/:type", tr.getTicket)
+	add(http.MethodPost, app+"/jssdk/signature", tr.jssdkSignature)
 }
 
 // getAccessToken serves GET /v1/namespaces/:ns/apps/:appid/access_token.
@@ -66,23 +70,23 @@ func (a *API) authorize(c echo.Context, ns, appid string) (*client, error) {
 // one map lookup finds the app's counter and the memo of its current token
 // (audit reference, quoted value, expires_at text), so a read does no
 // hashing, formatting or allocation of its own.
-func (a *API) getAccessToken(c echo.Context) error {
+func (tr *tokenRoutes) getAccessToken(c echo.Context) error {
 	ns, appid := c.Param("ns"), c.Param("appid")
-	cl, err := a.authorize(c, ns, appid)
+	cl, err := tr.authorize(c, ns, appid)
 	if err != nil {
-		a.record(c, eventAccessToken, cl, ns, appid, err, "")
+		tr.record(c, eventAccessToken, cl, ns, appid, err, "")
 		return err
 	}
-	tok, err := a.tokens.AccessToken(ns, appid)
-	ai := a.view.Load().apps[appKey{ns, appid}]
+	tok, err := tr.tokens.AccessToken(ns, appid)
+	ai := tr.view.Load().apps[appKey{ns, appid}]
 	if err != nil || ai == nil {
-		a.record(c, eventAccessToken, cl, ns, appid, err, tok.AccessToken)
+		tr.record(c, eventAccessToken, cl, ns, appid, err, tok.AccessToken)
 		if err != nil {
 			return err
 		}
 		buf := getBuf()
 		defer putBuf(buf)
-		*buf = appendTokenJSON(*buf, tok.AccessToken, tok.ExpiresAt, a.now(), tok.Generation)
+		*buf = appendTokenJSON(*buf, tok.AccessToken, tok.ExpiresAt, tr.now(), tok.Generation)
 		return writeJSON(c, http.StatusOK, *buf)
 	}
 	m := ai.memoFor(tok)
@@ -90,25 +94,14 @@ func (a *API) getAccessToken(c echo.Context) error {
 	// One clock read serves the audit line and expires_in, unless a clock
 	// was injected for expires_in (tests).
 	now := time.Now()
-	a.auditRead(c, now, cl, ai, m.ref)
-	if !a.realClock {
-		now = a.now()
+	tr.auditRead(c, now, cl, ai, m.ref)
+	if !tr.realClock {
+		now = tr.now()
 	}
 	buf := getBuf()
 	defer putBuf(buf)
 	*buf = m.appendJSON(*buf, now, tok.Generation)
 	return writeJSON(c, http.StatusOK, *buf)
-}
-
-// auditRead writes the audit line of a successful token read of ai by cl.
-// With the default audit log, the line's fields up to the token reference
-// are encoded once per client and app and then copied (client.auditFields).
-func (a *API) auditRead(c echo.Context, now time.Time, cl *client, ai *appInfo, ref string) {
-	if a.audit.log == nil {
-		a.auditRef(c, eventAccessToken, cl, ai.ns, ai.appid, metrics.RequestOK, ref)
-		return
-	}
-	a.audit.log.linePrefixed(now, cl.auditFields(a.audit.log, ai), ref, c.Request().RemoteAddr)
 }
 
 // appInfo is what a token read needs about one configured app. Built by New;
@@ -168,21 +161,21 @@ type invalidateRequest struct {
 }
 
 // invalidate serves POST /v1/namespaces/:ns/apps/:appid/access_token/invalidate.
-func (a *API) invalidate(c echo.Context) error {
+func (tr *tokenRoutes) invalidate(c echo.Context) error {
 	ns, appid := c.Param("ns"), c.Param("appid")
-	cl, tok, err := a.doInvalidate(c, ns, appid)
-	a.record(c, eventInvalidate, cl, ns, appid, err, tok.AccessToken)
+	cl, tok, err := tr.doInvalidate(c, ns, appid)
+	tr.record(c, eventInvalidate, cl, ns, appid, err, tok.AccessToken)
 	if err != nil {
 		return err
 	}
 	buf := getBuf()
 	defer putBuf(buf)
-	*buf = appendTokenJSON(*buf, tok.AccessToken, tok.ExpiresAt, a.now(), tok.Generation)
+	*buf = appendTokenJSON(*buf, tok.AccessToken, tok.ExpiresAt, tr.now(), tok.Generation)
 	return writeJSON(c, http.StatusOK, *buf)
 }
 
-func (a *API) doInvalidate(c echo.Context, ns, appid string) (*client, broker.Token, error) {
-	cl, err := a.authorize(c, ns, appid)
+func (tr *tokenRoutes) doInvalidate(c echo.Context, ns, appid string) (*client, broker.Token, error) {
+	cl, err := tr.authorize(c, ns, appid)
 	if err != nil {
 		return cl, broker.Token{}, err
 	}
@@ -201,7 +194,7 @@ func (a *API) doInvalidate(c echo.Context, ns, appid string) (*client, broker.To
 	// A client's word carries no WeChat answer: the broker checks it first.
 	// The client's report budget pays only for a report that costs WeChat
 	// a call.
-	tok, err := a.tokens.ReportFailure(ctx, ns, appid, broker.Report{Token: req.AccessToken,
+	tok, err := tr.tokens.ReportFailure(ctx, ns, appid, broker.Report{Token: req.AccessToken,
 		Source: metrics.SourceClient, Proof: broker.Unproven, Charge: chargeTo(cl.reports)})
 	return cl, tok, err
 }
@@ -212,21 +205,21 @@ func (a *API) doInvalidate(c echo.Context, ns, appid string) (*client, broker.To
 func tokenError(code int) bool { return wechat.TokenRejected(code) }
 
 // getTicket serves GET /v1/namespaces/:ns/apps/:appid/tickets/:type.
-func (a *API) getTicket(c echo.Context) error {
+func (tr *tokenRoutes) getTicket(c echo.Context) error {
 	ns, appid, typ := c.Param("ns"), c.Param("appid"), c.Param("type")
-	cl, err := a.authorize(c, ns, appid)
+	cl, err := tr.authorize(c, ns, appid)
 	if err != nil {
-		a.record(c, eventTicket, cl, ns, appid, err, "")
+		tr.record(c, eventTicket, cl, ns, appid, err, "")
 		return err
 	}
-	t, err := a.tokens.Ticket(ns, appid, typ)
-	a.record(c, eventTicket, cl, ns, appid, err, t.Ticket)
+	t, err := tr.tokens.Ticket(ns, appid, typ)
+	tr.record(c, eventTicket, cl, ns, appid, err, t.Ticket)
 	if err != nil {
 		return err
 	}
 	buf := getBuf()
 	defer putBuf(buf)
-	*buf = appendTicketJSON(*buf, t.Ticket, t.ExpiresAt, a.now())
+	*buf = appendTicketJSON(*buf, t.Ticket, t.ExpiresAt, tr.now())
 	return writeJSON(c, http.StatusOK, *buf)
 }
 
@@ -243,9 +236,9 @@ type signatureResponse struct {
 
 // jssdkSignature serves POST /v1/namespaces/:ns/apps/:appid/jssdk/signature:
 // the wx.config parameters for a page, signed with the app's jsapi ticket.
-func (a *API) jssdkSignature(c echo.Context) error {
+func (tr *tokenRoutes) jssdkSignature(c echo.Context) error {
 	ns, appid := c.Param("ns"), c.Param("appid")
-	cl, err := a.authorize(c, ns, appid)
+	cl, err := tr.authorize(c, ns, appid)
 	var req signatureRequest
 	if err == nil {
 		err = decodeJSON(c, &req)
@@ -254,16 +247,16 @@ func (a *API) jssdkSignature(c echo.Context) error {
 		err = checkPageURL(req.URL)
 	}
 	if err != nil {
-		a.record(c, eventJSSDK, cl, ns, appid, err, "")
+		tr.record(c, eventJSSDK, cl, ns, appid, err, "")
 		return err
 	}
-	t, err := a.tokens.Ticket(ns, appid, "jsapi")
-	a.record(c, eventJSSDK, cl, ns, appid, err, t.Ticket)
+	t, err := tr.tokens.Ticket(ns, appid, "jsapi")
+	tr.record(c, eventJSSDK, cl, ns, appid, err, t.Ticket)
 	if err != nil {
 		return err
 	}
 	nonce := rand.Text()[:16]
-	ts := a.now().Unix()
+	ts := tr.now().Unix()
 	return c.JSON(http.StatusOK, signatureResponse{
 		AppID:     appid,
 		Timestamp: ts,
@@ -282,19 +275,6 @@ func checkPageURL(raw string) error {
 		return badRequest("url must be the absolute http(s) URL of the page")
 	}
 	return nil
-}
-
-// status serves GET /v1/status to admin clients.
-func (a *API) status(c echo.Context) error {
-	cl, err := a.authenticate(c)
-	if err != nil {
-		return err
-	}
-	if !cl.admin {
-		return errAdminOnly
-	}
-	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
-	return c.JSON(http.StatusOK, a.tokens.Status(c.Request().Context()))
 }
 
 // decodeJSON decodes exactly one JSON value from the (size-limited) body.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"go.uber.org/zap"
@@ -20,26 +21,6 @@ func bearer(c echo.Context) string {
 		return strings.TrimSpace(h[7:])
 	}
 	return ""
-}
-
-// authenticate checks the Bearer access token: signature, expiry, logout
-// denylist and family revocation, all per request.
-func (s *Server) authenticate(c echo.Context) (*claims, error) {
-	tok := bearer(c)
-	if tok == "" {
-		return nil, errUnauthorized("缺少访问令牌 / missing Authorization: Bearer access token")
-	}
-	cl, err := s.signer.verify(tok, s.now(), 0)
-	if err != nil {
-		return nil, errUnauthorized("访问令牌无效或已过期 / access token invalid or expired")
-	}
-	if err := s.checkRevoked(c.Request().Context(), cl); err != nil {
-		if errors.Is(err, errFamilyRevoked) {
-			return nil, errUnauthorized("登录已失效，请重新登录 / session ended, log in again")
-		}
-		return nil, err
-	}
-	return cl, nil
 }
 
 // decodeBody decodes an optional JSON body into v; an empty body is fine.
@@ -64,76 +45,89 @@ func decodeBody(c echo.Context, v any) error {
 
 func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
 
+// authRoutes are the JSON routes of the tokens a login hands out:
+// refresh, logout and the profile of the user they belong to.
+type authRoutes struct {
+	responder
+	families     *families
+	users        *users
+	signer       *signer       // refresh with an access token past its expiry
+	accessLeeway time.Duration // login.jwt.access_refresh_leeway
+	store        *store        // web sessions: the profile's user without a Bearer token
+	mp           *flowApp      // nil: no mini program; the profile's openid is the website's
+	log          *zap.Logger
+}
+
 // refresh serves POST /api/v1/auth/refresh: the body's refresh_token, or
 // the Bearer access token (as the seed front end sends), is exchanged for a
 // new pair. An access token may have expired at most
 // login.jwt.access_refresh_leeway ago: access tokens travel to every
 // downstream service and end up in their logs, so an old one must not work
 // as a refresh credential for refresh_ttl.
-func (s *Server) refresh(c echo.Context) error {
+func (ar *authRoutes) refresh(c echo.Context) error {
 	ctx := c.Request().Context()
 	var req struct {
 		RefreshToken string `json:"refresh_token"`
 	}
 	if err := decodeBody(c, &req); err != nil {
-		s.count(metrics.FlowRefresh, resultInvalid)
+		ar.count(metrics.FlowRefresh, resultInvalid)
 		return err
 	}
 	var fid, kind, value string
 	switch {
 	case req.RefreshToken != "":
-		f, err := s.familyOf(ctx, req.RefreshToken)
+		f, err := ar.families.familyOf(ctx, req.RefreshToken)
 		if err != nil {
-			return s.refreshFailed(err)
+			return ar.refreshFailed(err)
 		}
 		fid, kind, value = f, credRefresh, req.RefreshToken
 	case bearer(c) != "":
-		cl, err := s.signer.verify(bearer(c), s.now(), s.accessLeeway)
+		cl, err := ar.signer.verify(bearer(c), ar.now(), ar.accessLeeway)
 		if err != nil {
-			s.count(metrics.FlowRefresh, resultUnauthorized)
+			ar.count(metrics.FlowRefresh, resultUnauthorized)
 			return errUnauthorized("访问令牌无效 / access token invalid")
 		}
-		if err := s.checkRevoked(ctx, cl); err != nil {
-			return s.refreshFailed(err)
+		if err := ar.families.checkRevoked(ctx, cl); err != nil {
+			return ar.refreshFailed(err)
 		}
 		fid, kind, value = cl.SID, credJTI, cl.ID
 	default:
-		s.count(metrics.FlowRefresh, resultInvalid)
+		ar.count(metrics.FlowRefresh, resultInvalid)
 		return errBadRequest("缺少 refresh_token 或 Bearer 访问令牌 / send {\"refresh_token\"} or Authorization: Bearer")
 	}
-	r, err := s.rotate(ctx, fid, kind, value)
+	r, err := ar.families.rotate(ctx, fid, kind, value)
 	if err != nil {
 		if errors.Is(err, errFamilyReuse) {
-			s.log.Warn("rotated refresh credential reused, session revoked", zap.String("user_id", r.uid))
+			ar.log.Warn("rotated refresh credential reused, session revoked", zap.String("user_id", r.uid))
 		}
-		return s.refreshFailed(err)
+		return ar.refreshFailed(err)
 	}
 	if r.replayed {
 		// Metered: a client retrying a lost answer is normal now and then;
 		// a steady rate means clients racing their own refreshes.
-		s.count(metrics.FlowRefresh, resultReplayed)
-		if ce := s.log.Check(zap.InfoLevel, "previous refresh credential presented again within the reuse window"); ce != nil {
-			ce.Write(zap.String("user_id", r.uid), zap.Duration("reuse_window", s.reuseWindow))
+		ar.count(metrics.FlowRefresh, resultReplayed)
+		if ce := ar.log.Check(zap.InfoLevel, "previous refresh credential presented again within the reuse window"); ce != nil {
+			ce.Write(zap.String("user_id", r.uid), zap.Duration("reuse_window", ar.families.reuseWindow))
 		}
 	} else {
-		s.count(metrics.FlowRefresh, metrics.ResultSuccess)
+		ar.count(metrics.FlowRefresh, metrics.ResultSuccess)
 	}
-	return s.ok(c, "success", s.tokenData(r.pair, nil))
+	return ar.ok(c, "success", ar.families.tokenData(r.pair, nil))
 }
 
-func (s *Server) refreshFailed(err error) error {
+func (ar *authRoutes) refreshFailed(err error) error {
 	switch {
 	case errors.Is(err, errFamilyReuse):
-		s.count(metrics.FlowRefresh, resultReuse)
+		ar.count(metrics.FlowRefresh, resultReuse)
 		return errUnauthorized("刷新令牌已被使用，登录已失效，请重新登录 / refresh token reused: session revoked, log in again")
 	case errors.Is(err, errFamilyRevoked):
-		s.count(metrics.FlowRefresh, resultUnauthorized)
+		ar.count(metrics.FlowRefresh, resultUnauthorized)
 		return errUnauthorized("登录已失效，请重新登录 / session ended, log in again")
 	case errors.Is(err, errFamilyGone):
-		s.count(metrics.FlowRefresh, resultUnauthorized)
+		ar.count(metrics.FlowRefresh, resultUnauthorized)
 		return errUnauthorized("刷新令牌无效或已过期 / refresh token invalid or expired")
 	default:
-		s.count(metrics.FlowRefresh, metrics.ResultError)
+		ar.count(metrics.FlowRefresh, metrics.ResultError)
 		return err
 	}
 }
@@ -141,63 +135,63 @@ func (s *Server) refreshFailed(err error) error {
 // logout serves POST /api/v1/auth/logout: the Bearer access token is
 // denylisted until it expires and its refresh family revoked. A body
 // {"refresh_token"} alone revokes that token's family.
-func (s *Server) logout(c echo.Context) error {
+func (ar *authRoutes) logout(c echo.Context) error {
 	ctx := c.Request().Context()
 	if bearer(c) == "" {
 		var req struct {
 			RefreshToken string `json:"refresh_token"`
 		}
 		if err := decodeBody(c, &req); err != nil {
-			s.count(metrics.FlowLogout, resultInvalid)
+			ar.count(metrics.FlowLogout, resultInvalid)
 			return err
 		}
 		if req.RefreshToken == "" {
-			s.count(metrics.FlowLogout, resultUnauthorized)
+			ar.count(metrics.FlowLogout, resultUnauthorized)
 			return errUnauthorized("缺少访问令牌 / missing Authorization: Bearer access token")
 		}
-		fid, err := s.familyOf(ctx, req.RefreshToken)
+		fid, err := ar.families.familyOf(ctx, req.RefreshToken)
 		if err != nil {
-			s.count(metrics.FlowLogout, resultUnauthorized)
+			ar.count(metrics.FlowLogout, resultUnauthorized)
 			if errors.Is(err, errFamilyGone) {
 				return errUnauthorized("刷新令牌无效或已过期 / refresh token invalid or expired")
 			}
 			return err
 		}
-		if err := s.revoke(ctx, fid, "", s.now()); err != nil {
-			s.count(metrics.FlowLogout, metrics.ResultError)
+		if err := ar.families.revoke(ctx, fid, "", ar.now()); err != nil {
+			ar.count(metrics.FlowLogout, metrics.ResultError)
 			return err
 		}
-		s.count(metrics.FlowLogout, metrics.ResultSuccess)
-		return s.ok(c, "退出成功", map[string]string{"message": "退出成功"})
+		ar.count(metrics.FlowLogout, metrics.ResultSuccess)
+		return ar.ok(c, "退出成功", map[string]string{"message": "退出成功"})
 	}
-	cl, err := s.authenticate(c)
+	cl, err := ar.families.authenticate(c)
 	if err != nil {
-		s.count(metrics.FlowLogout, resultUnauthorized)
+		ar.count(metrics.FlowLogout, resultUnauthorized)
 		return err
 	}
-	if err := s.revoke(ctx, cl.SID, cl.ID, cl.ExpiresAt.Time); err != nil {
-		s.count(metrics.FlowLogout, metrics.ResultError)
+	if err := ar.families.revoke(ctx, cl.SID, cl.ID, cl.ExpiresAt.Time); err != nil {
+		ar.count(metrics.FlowLogout, metrics.ResultError)
 		return err
 	}
-	s.count(metrics.FlowLogout, metrics.ResultSuccess)
-	if ce := s.log.Check(zap.DebugLevel, "user logged out"); ce != nil {
+	ar.count(metrics.FlowLogout, metrics.ResultSuccess)
+	if ce := ar.log.Check(zap.DebugLevel, "user logged out"); ce != nil {
 		ce.Write(zap.String("user_id", cl.uid))
 	}
-	return s.ok(c, "退出成功", map[string]string{"message": "退出成功"})
+	return ar.ok(c, "退出成功", map[string]string{"message": "退出成功"})
 }
 
 // currentUser finds the user of the Bearer token, else of the session cookie.
-func (s *Server) currentUser(c echo.Context) (*user, error) {
+func (ar *authRoutes) currentUser(c echo.Context) (*user, error) {
 	ctx := c.Request().Context()
 	var uid string
 	if bearer(c) != "" {
-		cl, err := s.authenticate(c)
+		cl, err := ar.families.authenticate(c)
 		if err != nil {
 			return nil, err
 		}
 		uid = cl.uid
 	} else {
-		id, err := s.sessionUser(c)
+		id, err := sessionUser(c, ar.store)
 		if err != nil {
 			return nil, err
 		}
@@ -206,7 +200,7 @@ func (s *Server) currentUser(c echo.Context) (*user, error) {
 		}
 		uid = id
 	}
-	u, err := s.loadUser(ctx, uid)
+	u, err := ar.users.loadUser(ctx, uid)
 	if errors.Is(err, errNoUser) {
 		return nil, errUnauthorized("用户不存在 / user no longer exists")
 	}
@@ -214,14 +208,14 @@ func (s *Server) currentUser(c echo.Context) (*user, error) {
 }
 
 // profile serves GET /api/v1/user/profile.
-func (s *Server) profile(c echo.Context) error {
-	u, err := s.currentUser(c)
+func (ar *authRoutes) profile(c echo.Context) error {
+	u, err := ar.currentUser(c)
 	if err != nil {
 		return err
 	}
 	appid := ""
-	if s.mp != nil {
-		appid = s.mp.appid
+	if ar.mp != nil {
+		appid = ar.mp.appid
 	}
-	return s.ok(c, "success", s.view(u, appid))
+	return ar.ok(c, "success", ar.users.view(u, appid))
 }

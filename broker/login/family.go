@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/labstack/echo/v4"
 )
 
 // A refresh family is one login: the chain of refresh tokens (and access
@@ -30,8 +32,21 @@ type tokenData struct {
 	User         *userView `json:"user,omitempty"`
 }
 
-func (s *Server) tokenData(p pair, u *userView) tokenData {
-	in := int64(p.ExpiresAt.Sub(s.now()).Round(time.Second) / time.Second)
+// families are the refresh families and the access tokens they mint:
+// issued at login, rotated by refresh, revoked by logout, and checked on
+// every request that carries an access token (authenticate).
+type families struct {
+	store       *store
+	signer      *signer
+	seal        *sealer
+	users       *users // the public id of a family from before public ids
+	now         func() time.Time
+	reuseWindow time.Duration // login.jwt.refresh_reuse_window
+}
+
+// tokenData is the answer of pair p, with u when given.
+func (fam *families) tokenData(p pair, u *userView) tokenData {
+	in := int64(p.ExpiresAt.Sub(fam.now()).Round(time.Second) / time.Second)
 	if in < 0 {
 		in = 0
 	}
@@ -39,16 +54,16 @@ func (s *Server) tokenData(p pair, u *userView) tokenData {
 }
 
 // issue starts a new family for user u and returns its first pair.
-func (s *Server) issue(ctx context.Context, u *user, flow string) (pair, error) {
-	now := s.now()
+func (fam *families) issue(ctx context.Context, u *user, flow string) (pair, error) {
+	now := fam.now()
 	uid, sub := u.id, u.fields[fieldPublicID]
 	fid, rt, jti := randomToken(16), randomToken(32), randomToken(16)
-	at, exp, err := s.signer.sign(sub, fid, jti, now)
+	at, exp, err := fam.signer.sign(sub, fid, jti, now)
 	if err != nil {
 		return pair{}, err
 	}
-	ttl := s.signer.refreshTTL
-	err = s.store.createFamily(ctx, newFamily{fid: fid, uid: uid, sub: sub, flow: flow, refreshToken: rt, jti: jti,
+	ttl := fam.signer.refreshTTL
+	err = fam.store.createFamily(ctx, newFamily{fid: fid, uid: uid, sub: sub, flow: flow, refreshToken: rt, jti: jti,
 		exp: now.Add(ttl), ttl: ttl})
 	if err != nil {
 		return pair{}, err
@@ -73,8 +88,8 @@ type rotation struct {
 }
 
 // rotate exchanges a credential of family fid for a new pair.
-func (s *Server) rotate(ctx context.Context, fid, kind, value string) (rotation, error) {
-	uid, sub, err := s.store.familyUser(ctx, fid)
+func (fam *families) rotate(ctx context.Context, fid, kind, value string) (rotation, error) {
+	uid, sub, err := fam.store.familyUser(ctx, fid)
 	if err != nil {
 		return rotation{}, err
 	}
@@ -82,16 +97,16 @@ func (s *Server) rotate(ctx context.Context, fid, kind, value string) (rotation,
 		return rotation{}, errFamilyGone
 	}
 	if sub == "" { // a family from before public ids
-		if sub, err = s.publicIDOf(ctx, uid); err != nil {
+		if sub, err = fam.users.publicIDOf(ctx, uid); err != nil {
 			if errors.Is(err, errNoUser) {
 				return rotation{uid: uid}, errFamilyGone
 			}
 			return rotation{uid: uid}, err
 		}
 	}
-	now := s.now()
+	now := fam.now()
 	rt, jti := randomToken(32), randomToken(16)
-	at, exp, err := s.signer.sign(sub, fid, jti, now)
+	at, exp, err := fam.signer.sign(sub, fid, jti, now)
 	if err != nil {
 		return rotation{uid: uid}, err
 	}
@@ -100,10 +115,10 @@ func (s *Server) rotate(ctx context.Context, fid, kind, value string) (rotation,
 	if err != nil {
 		return rotation{uid: uid}, fmt.Errorf("login: encode pair: %w", err)
 	}
-	ttl := s.signer.refreshTTL
-	outcome, sealed, err := s.store.rotateFamily(ctx, rotateArgs{
-		fid: fid, kind: kind, value: value, now: now, grace: s.reuseWindow,
-		refreshToken: rt, jti: jti, next: s.seal.Seal(string(blob), "refresh-next|"+fid),
+	ttl := fam.signer.refreshTTL
+	outcome, sealed, err := fam.store.rotateFamily(ctx, rotateArgs{
+		fid: fid, kind: kind, value: value, now: now, grace: fam.reuseWindow,
+		refreshToken: rt, jti: jti, next: fam.seal.Seal(string(blob), "refresh-next|"+fid),
 		exp: now.Add(ttl), ttl: ttl,
 	})
 	if err != nil {
@@ -113,7 +128,7 @@ func (s *Server) rotate(ctx context.Context, fid, kind, value string) (rotation,
 	case rotRotated:
 		return rotation{pair: next, uid: uid}, nil
 	case rotReplay:
-		plain, err := s.seal.Open(sealed, "refresh-next|"+fid)
+		plain, err := fam.seal.Open(sealed, "refresh-next|"+fid)
 		if err != nil {
 			return rotation{uid: uid}, err
 		}
@@ -132,8 +147,8 @@ func (s *Server) rotate(ctx context.Context, fid, kind, value string) (rotation,
 }
 
 // familyOf names the family of a refresh token.
-func (s *Server) familyOf(ctx context.Context, refreshToken string) (string, error) {
-	fid, ok, err := s.store.familyOf(ctx, refreshToken)
+func (fam *families) familyOf(ctx context.Context, refreshToken string) (string, error) {
+	fid, ok, err := fam.store.familyOf(ctx, refreshToken)
 	if err != nil {
 		return "", err
 	}
@@ -145,14 +160,14 @@ func (s *Server) familyOf(ctx context.Context, refreshToken string) (string, err
 
 // revoke ends a family and, when jti is set, denylists that access token
 // until its expiry. Every replica checks both per request.
-func (s *Server) revoke(ctx context.Context, fid, jti string, exp time.Time) error {
-	return s.store.revoke(ctx, fid, jti, exp.Sub(s.now()))
+func (fam *families) revoke(ctx context.Context, fid, jti string, exp time.Time) error {
+	return fam.store.revoke(ctx, fid, jti, exp.Sub(fam.now()))
 }
 
 // checkRevoked fails when the access token was logged out or its family
 // revoked; otherwise it sets c.uid to the family's (internal) user id.
-func (s *Server) checkRevoked(ctx context.Context, c *claims) error {
-	uid, live, err := s.store.accessLive(ctx, c.ID, c.SID)
+func (fam *families) checkRevoked(ctx context.Context, c *claims) error {
+	uid, live, err := fam.store.accessLive(ctx, c.ID, c.SID)
 	if err != nil {
 		return err
 	}
@@ -161,4 +176,24 @@ func (s *Server) checkRevoked(ctx context.Context, c *claims) error {
 	}
 	c.uid = uid
 	return nil
+}
+
+// authenticate checks the Bearer access token: signature, expiry, logout
+// denylist and family revocation, all per request.
+func (fam *families) authenticate(c echo.Context) (*claims, error) {
+	tok := bearer(c)
+	if tok == "" {
+		return nil, errUnauthorized("缺少访问令牌 / missing Authorization: Bearer access token")
+	}
+	cl, err := fam.signer.verify(tok, fam.now(), 0)
+	if err != nil {
+		return nil, errUnauthorized("访问令牌无效或已过期 / access token invalid or expired")
+	}
+	if err := fam.checkRevoked(c.Request().Context(), cl); err != nil {
+		if errors.Is(err, errFamilyRevoked) {
+			return nil, errUnauthorized("登录已失效，请重新登录 / session ended, log in again")
+		}
+		return nil, err
+	}
+	return cl, nil
 }

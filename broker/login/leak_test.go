@@ -27,11 +27,11 @@ func TestDebugLogsLeakNoSecret(t *testing.T) {
 	d := decodeData[loginData](t, e.post(routeWxLogin, "", map[string]string{"code": code, "nickName": "Pat"}))
 	keep(d.AccessToken, d.RefreshToken)
 	e.post(routeWxLogin, "", map[string]string{"code": code}) // 40163
-	usr, err := e.srv.loadUser(t.Context(), "1")
+	usr, err := e.srv.users.loadUser(t.Context(), "1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	sk, _ := e.srv.secret(usr, fieldSessionKey+mpAppID)
+	sk, _ := e.srv.users.secret(usr, fieldSessionKey+mpAppID)
 	keep(sk)
 	phoneCode := e.sim.MintPhoneCode(mpAppID, "13700137000")
 	keep(phoneCode)
@@ -52,11 +52,11 @@ func TestDebugLogsLeakNoSecret(t *testing.T) {
 	// Website: login, declined, attacks.
 	sess := e.webLogin("quinn")
 	keep(sess.Value)
-	wu, err := e.srv.loadUser(t.Context(), "2")
+	wu, err := e.srv.users.loadUser(t.Context(), "2")
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, _ := e.srv.secret(wu, fieldOAuth+webAppID)
+	raw, _ := e.srv.users.secret(wu, fieldOAuth+webAppID)
 	var rec oauthRecord
 	if err := jsonUnmarshal(raw, &rec); err != nil {
 		t.Fatal(err)

@@ -84,7 +84,7 @@ func (s *Server) jsonLimit(flow string) []echo.MiddlewareFunc {
 // htmlLimit is limit for the website routes, answering with a page.
 func (s *Server) htmlLimit(perMinute, burst int, flow string) []echo.MiddlewareFunc {
 	m := s.limit(perMinute, burst, flow, func(c echo.Context) error {
-		return s.htmlError(c, http.StatusTooManyRequests, "请求过于频繁", "Too many login attempts",
+		return htmlError(c, http.StatusTooManyRequests, "请求过于频繁", "Too many login attempts",
 			"请稍等一分钟后再试。", "Wait a minute and try again.")
 	})
 	if m == nil {

@@ -58,11 +58,11 @@ func TestMiniProgramLoginNewAndReturningUser(t *testing.T) {
 	}
 
 	// session_key is stored, sealed: no Redis value holds it in clear.
-	usr, err := e.srv.loadUser(t.Context(), e.uid(u.ID))
+	usr, err := e.srv.users.loadUser(t.Context(), e.uid(u.ID))
 	if err != nil {
 		t.Fatal(err)
 	}
-	sk, err := e.srv.secret(usr, fieldSessionKey+mpAppID)
+	sk, err := e.srv.users.secret(usr, fieldSessionKey+mpAppID)
 	if err != nil || sk == "" {
 		t.Fatalf("session_key = %q, %v; want it stored", sk, err)
 	}
@@ -291,11 +291,11 @@ func encryptUserData(t *testing.T, sessionKey string, plain []byte) (string, str
 func TestDecryptWithStoredSessionKey(t *testing.T) {
 	e := newEnv(t)
 	d := e.miniLogin("frank", "Frank", "")
-	usr, err := e.srv.loadUser(context.Background(), e.uid(d.User.ID))
+	usr, err := e.srv.users.loadUser(context.Background(), e.uid(d.User.ID))
 	if err != nil {
 		t.Fatal(err)
 	}
-	sk, err := e.srv.secret(usr, fieldSessionKey+mpAppID)
+	sk, err := e.srv.users.secret(usr, fieldSessionKey+mpAppID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -86,7 +86,7 @@ var pageTemplate = template.Must(template.New("page").Parse(`<!DOCTYPE html>
 </html>
 `))
 
-func (s *Server) renderPage(c echo.Context, status int, p page) error {
+func renderPage(c echo.Context, status int, p page) error {
 	var buf bytes.Buffer
 	if err := pageTemplate.Execute(&buf, p); err != nil {
 		return err
@@ -99,8 +99,8 @@ func (s *Server) renderPage(c echo.Context, status int, p page) error {
 }
 
 // htmlError answers a browser route's failure with a readable page.
-func (s *Server) htmlError(c echo.Context, status int, title, titleEN, detail, detailEN string) error {
-	return s.renderPage(c, status, page{
+func htmlError(c echo.Context, status int, title, titleEN, detail, detailEN string) error {
+	return renderPage(c, status, page{
 		Title: title + " / " + titleEN, Heading: title, HeadingEN: titleEN,
 		Detail: detail, DetailEN: detailEN, LoginURL: routeLoginPage,
 	})
@@ -108,32 +108,32 @@ func (s *Server) htmlError(c echo.Context, status int, title, titleEN, detail, d
 
 // loginPage serves GET /login: the logged-in profile when the session cookie
 // is valid, else the "log in with WeChat" button (keeping ?return_to).
-func (s *Server) loginPage(c echo.Context) error {
-	uid, err := s.sessionUser(c)
+func (w *webFlow) loginPage(c echo.Context) error {
+	uid, err := sessionUser(c, w.store)
 	if err != nil {
 		return err
 	}
 	if uid != "" {
-		u, err := s.loadUser(c.Request().Context(), uid)
+		u, err := w.users.loadUser(c.Request().Context(), uid)
 		if err == nil {
 			appid := ""
-			if s.web != nil {
-				appid = s.web.appid
+			if w.app != nil {
+				appid = w.app.appid
 			}
-			return s.renderPage(c, http.StatusOK, page{Title: "已登录 / Logged in", User: s.view(u, appid)})
+			return renderPage(c, http.StatusOK, page{Title: "已登录 / Logged in", User: w.users.view(u, appid)})
 		}
 		if !errors.Is(err, errNoUser) {
 			return err
 		}
 	}
-	if s.web == nil {
-		return s.webOff(c)
+	if w.app == nil {
+		return webOff(c)
 	}
 	authorize := routeWebAuthorize
 	if rt := c.QueryParam("return_to"); rt != "" {
 		authorize += "?return_to=" + url.QueryEscape(rt)
 	}
-	return s.renderPage(c, http.StatusOK, page{
+	return renderPage(c, http.StatusOK, page{
 		Title: "登录 / Log in", Heading: "登录", HeadingEN: "Log in",
 		Detail: "使用微信扫码登录，无需注册。", DetailEN: "Scan a QR code with WeChat: no sign-up needed.",
 		AuthorizeURL: authorize,

@@ -18,11 +18,11 @@ func newPublicID() string { return "u_" + randomToken(12) }
 
 // ensurePublicID makes sure u has a public id, giving it one (first writer
 // wins across replicas) when it has none.
-func (s *Server) ensurePublicID(ctx context.Context, u *user) error {
+func (us *users) ensurePublicID(ctx context.Context, u *user) error {
 	if u.fields[fieldPublicID] != "" {
 		return nil
 	}
-	id, err := s.store.assignPublicID(ctx, u.id, newPublicID())
+	id, err := us.store.assignPublicID(ctx, u.id, newPublicID())
 	if err != nil {
 		return err
 	}
@@ -31,8 +31,8 @@ func (s *Server) ensurePublicID(ctx context.Context, u *user) error {
 }
 
 // publicIDOf returns the public id of the user with internal id uid.
-func (s *Server) publicIDOf(ctx context.Context, uid string) (string, error) {
-	u, err := s.loadUser(ctx, uid)
+func (us *users) publicIDOf(ctx context.Context, uid string) (string, error) {
+	u, err := us.loadUser(ctx, uid)
 	if err != nil {
 		return "", err
 	}

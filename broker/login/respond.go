@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"go.uber.org/zap"
 
+	"github.com/wxbroker/wxbroker/metrics"
 	"github.com/wxbroker/wxbroker/wechat"
 )
 
@@ -45,8 +47,21 @@ func errUnauthorized(msg string) *apiError {
 	return &apiError{status: http.StatusUnauthorized, message: msg}
 }
 
-func (s *Server) ok(c echo.Context, message string, data any) error {
-	return c.JSON(http.StatusOK, envelope{Code: http.StatusOK, Message: message, Data: data, Timestamp: s.now().UnixMilli()})
+// responder is what every route group of the package shares: the envelope of
+// a JSON answer and the login counter. Each group embeds it.
+type responder struct {
+	metrics *metrics.Metrics
+	now     func() time.Time
+}
+
+// ok answers data in a success envelope.
+func (r responder) ok(c echo.Context, message string, data any) error {
+	return c.JSON(http.StatusOK, envelope{Code: http.StatusOK, Message: message, Data: data, Timestamp: r.now().UnixMilli()})
+}
+
+// count counts a login request of flow by result (wxbroker_login_total).
+func (r responder) count(flow, result string) {
+	r.metrics.Login.WithLabelValues(flow, result).Inc()
 }
 
 // handleError is the one error-to-response mapping: *apiError as given,

@@ -64,8 +64,8 @@ func TestCookieSecureFollowsConfig(t *testing.T) {
 // without a path, for the host, port, scheme and path confusions of open
 // redirects.
 func TestReturnToAllowList(t *testing.T) {
-	s := &Server{cfg: &config.Config{}}
-	s.cfg.Login.Web.AllowedReturnURLs = []string{"https://example.com/", "https://app.example.org/app"}
+	s := &webFlow{cfg: &config.WebLogin{}}
+	s.cfg.AllowedReturnURLs = []string{"https://example.com/", "https://app.example.org/app"}
 	good := []string{
 		"https://example.com/",
 		"https://example.com",
@@ -173,7 +173,7 @@ func TestDenylistBlocksOneAccessToken(t *testing.T) {
 	if _, _, err := jwt.NewParser().ParseUnverified(d.AccessToken, &c); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.srv.revoke(ctx, "", c.ID, c.ExpiresAt.Time); err != nil {
+	if err := e.srv.families.revoke(ctx, "", c.ID, c.ExpiresAt.Time); err != nil {
 		t.Fatal(err)
 	}
 	if s := e.profileStatus(e.URL, d.AccessToken); s != http.StatusUnauthorized {
@@ -248,11 +248,11 @@ func TestResponsesLeakNoSecret(t *testing.T) {
 	e.sim.Fail("getuserphonenumber", 1, wechattest.Fault{Errcode: 40001})
 	decodeData[phoneView](t, e.post(routeWxPhone, d.AccessToken, map[string]string{"code": phoneCode}))
 	e.post(routeWxPhone, d.AccessToken, map[string]string{"code": "nope"})
-	usr, err := e.srv.loadUser(t.Context(), e.uid(d.User.ID))
+	usr, err := e.srv.users.loadUser(t.Context(), e.uid(d.User.ID))
 	if err != nil {
 		t.Fatal(err)
 	}
-	sk, err := e.srv.secret(usr, fieldSessionKey+mpAppID)
+	sk, err := e.srv.users.secret(usr, fieldSessionKey+mpAppID)
 	if err != nil || sk == "" {
 		t.Fatalf("session_key = %q, %v", sk, err)
 	}
@@ -271,11 +271,11 @@ func TestResponsesLeakNoSecret(t *testing.T) {
 	c, cb := e.startWeb("", "wendy", true)
 	e.get(cb, c)
 	e.get(cb, c) // reused state
-	wu, err := e.srv.loadUser(t.Context(), e.uid(d.User.ID))
+	wu, err := e.srv.users.loadUser(t.Context(), e.uid(d.User.ID))
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := e.srv.secret(wu, fieldOAuth+webAppID)
+	raw, err := e.srv.users.secret(wu, fieldOAuth+webAppID)
 	var oauth oauthRecord
 	if err != nil || jsonUnmarshal(raw, &oauth) != nil || oauth.AccessToken == "" {
 		t.Fatalf("oauth record = %q, %v", raw, err)
@@ -311,12 +311,12 @@ func TestSealedFieldsBoundToPlace(t *testing.T) {
 	code := e.sim.MintPhoneCode(mpAppID, "13400134000")
 	decodeData[phoneView](t, e.post(routeWxPhone, a.AccessToken, map[string]string{"code": code}))
 	aid, bid := e.uid(a.User.ID), e.uid(b.User.ID)
-	ua, err := e.srv.loadUser(ctx, aid)
+	ua, err := e.srv.users.loadUser(ctx, aid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	skField := fieldSessionKey + mpAppID
-	sk, err := e.srv.secret(ua, skField)
+	sk, err := e.srv.users.secret(ua, skField)
 	if err != nil || sk == "" {
 		t.Fatalf("session_key = %q, %v", sk, err)
 	}
@@ -346,22 +346,22 @@ func TestSealedFieldsBoundToPlace(t *testing.T) {
 	if p := decodeData[profileView](t, e.call(http.MethodGet, e.URL, routeProfile, b.AccessToken, nil)); p.PhoneNumber != "" {
 		t.Errorf("another user's sealed phone, copied to user %s, shows as %q; want none", bid, p.PhoneNumber)
 	}
-	ub, err := e.srv.loadUser(ctx, bid)
+	ub, err := e.srv.users.loadUser(ctx, bid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := e.srv.secret(ub, skField); err == nil {
+	if got, err := e.srv.users.secret(ub, skField); err == nil {
 		t.Errorf("another user's sealed session_key opens for user %s (%d bytes)", bid, len(got))
 	}
 	// Moved to another field of the same user, it does not open either.
 	if err := e.rdb.HSet(ctx, e.srv.store.keys.user(aid), fieldPhone, ua.fields[skField]).Err(); err != nil {
 		t.Fatal(err)
 	}
-	ua, err = e.srv.loadUser(ctx, aid)
+	ua, err = e.srv.users.loadUser(ctx, aid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := e.srv.secret(ua, fieldPhone); err == nil {
+	if got, err := e.srv.users.secret(ua, fieldPhone); err == nil {
 		t.Errorf("the sealed session_key opens as the phone field (%d bytes)", len(got))
 	}
 }
@@ -465,12 +465,12 @@ func TestDecryptWithUnreadableSessionKeyAsksForLogin(t *testing.T) {
 	ctx := t.Context()
 	d := e.miniLogin("ada", "Ada", "")
 	uid := e.uid(d.User.ID)
-	u, err := e.srv.loadUser(ctx, uid)
+	u, err := e.srv.users.loadUser(ctx, uid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	field := fieldSessionKey + mpAppID
-	sk, err := e.srv.secret(u, field)
+	sk, err := e.srv.users.secret(u, field)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -492,11 +492,11 @@ func TestDecryptWithUnreadableSessionKeyAsksForLogin(t *testing.T) {
 	}
 	// Logging in again stores a readable session_key.
 	d = e.miniLogin("ada", "Ada", "")
-	u, err = e.srv.loadUser(ctx, uid)
+	u, err = e.srv.users.loadUser(ctx, uid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sk, err = e.srv.secret(u, field); err != nil || sk == "" {
+	if sk, err = e.srv.users.secret(u, field); err != nil || sk == "" {
 		t.Fatalf("session_key after a new login = %q, %v", sk, err)
 	}
 }

@@ -39,31 +39,28 @@ type Options struct {
 }
 
 // Server serves the login endpoints. It is safe for concurrent use; several
-// Servers (replicas) may share one Redis.
+// Servers (replicas) may share one Redis. It owns the listener's plumbing
+// (middleware, rate limits, errors, the JWKS) and registers the routes of
+// its groups, each its own small type: authRoutes (auth.go), miniProgram
+// (miniprogram.go) and webFlow (web.go, page.go), on top of users
+// (users.go), families (family.go) and states (state.go), which share the
+// one store (store.go).
 type Server struct {
-	cfg     *config.Config
-	store   *store // every Redis access
-	wx      *wechat.Client
-	tokens  Tokens
-	log     *zap.Logger
-	metrics *metrics.Metrics
-	now     func() time.Time
-
+	responder
+	cfg    *config.Config
+	store  *store // every Redis access
 	signer *signer
-	seal   *sealer
+	log    *zap.Logger
 
-	// mp and web are the apps of the two flows; nil when a flow is not configured.
-	mp  *flowApp
-	web *flowApp
+	users    *users
+	families *families
+	auth     *authRoutes
+	mini     *miniProgram
+	web      *webFlow
 
 	// Callback rate limit per client IP.
 	callbackRate  rate.Limit
 	callbackBurst int
-
-	// reuseWindow is login.jwt.refresh_reuse_window; accessLeeway is
-	// login.jwt.access_refresh_leeway.
-	reuseWindow  time.Duration
-	accessLeeway time.Duration
 
 	echo *echo.Echo
 }
@@ -121,27 +118,16 @@ func New(opts Options) (*Server, error) {
 	if now == nil {
 		now = time.Now
 	}
-	s := &Server{
-		cfg:           cfg,
-		store:         newStore(opts.Redis, cfg.Redis.KeyPrefix),
-		wx:            opts.WeChat,
-		tokens:        opts.Tokens,
-		log:           opts.Logger,
-		metrics:       opts.Metrics,
-		now:           now,
-		signer:        newSigner(priv, l.JWT.Issuer, l.JWT.AccessTTL, l.JWT.RefreshTTL),
-		seal:          seal,
-		callbackRate:  rate.Limit(10.0 / 60), // 10 per minute, as WeChat's own guide suggests
-		callbackBurst: 10,
-		reuseWindow:   l.JWT.RefreshReuseWindow,
-		accessLeeway:  l.JWT.AccessRefreshLeeway,
-	}
+	rep := responder{metrics: opts.Metrics, now: now}
+	st := newStore(opts.Redis, cfg.Redis.KeyPrefix)
+	sg := newSigner(priv, l.JWT.Issuer, l.JWT.AccessTTL, l.JWT.RefreshTTL)
+	var mp, web *flowApp
 	if a := l.MiniProgram; a.AppID != "" {
 		app, ok := cfg.App(a.Namespace, a.AppID)
 		if !ok {
 			return nil, fmt.Errorf("login: login.miniprogram: app %q is not configured in namespace %q", a.AppID, a.Namespace)
 		}
-		s.mp = &flowApp{ns: a.Namespace, appid: a.AppID, secret: app.Secret}
+		mp = &flowApp{ns: a.Namespace, appid: a.AppID, secret: app.Secret}
 	}
 	if w := l.Web; w.AppID != "" {
 		app, ok := cfg.App(w.Namespace, w.AppID)
@@ -151,7 +137,25 @@ func New(opts Options) (*Server, error) {
 		if len(w.AllowedReturnURLs) == 0 {
 			return nil, errors.New("login: login.web.allowed_return_urls is empty")
 		}
-		s.web = &flowApp{ns: w.Namespace, appid: w.AppID, secret: app.Secret}
+		web = &flowApp{ns: w.Namespace, appid: w.AppID, secret: app.Secret}
+	}
+	us := &users{store: st, seal: seal, now: now, mp: mp, web: web}
+	fam := &families{store: st, signer: sg, seal: seal, users: us, now: now, reuseWindow: l.JWT.RefreshReuseWindow}
+	s := &Server{
+		responder:     rep,
+		cfg:           cfg,
+		store:         st,
+		signer:        sg,
+		log:           opts.Logger,
+		users:         us,
+		families:      fam,
+		callbackRate:  rate.Limit(10.0 / 60), // 10 per minute, as WeChat's own guide suggests
+		callbackBurst: 10,
+		auth: &authRoutes{responder: rep, families: fam, users: us, signer: sg, accessLeeway: l.JWT.AccessRefreshLeeway,
+			store: st, mp: mp, log: opts.Logger},
+		mini: &miniProgram{responder: rep, app: mp, wx: opts.WeChat, tokens: opts.Tokens, users: us, families: fam, log: opts.Logger},
+		web: &webFlow{responder: rep, cfg: &cfg.Login.Web, app: web, wx: opts.WeChat, users: us, store: st,
+			states: &states{seal: seal, store: st, now: now}, sessionTTL: l.JWT.RefreshTTL, log: opts.Logger},
 	}
 	s.echo = s.routes()
 	return s, nil
@@ -190,17 +194,17 @@ func (s *Server) routes() *echo.Echo {
 	// limited per client IP (login.rate_limit); the callback has its own,
 	// stricter limit.
 	rl := s.cfg.Login.RateLimit
-	e.POST(routeWxLogin, s.wxLogin, s.jsonLimit(metrics.FlowMiniProgram)...)
-	e.POST(routeRefresh, s.refresh, s.jsonLimit(metrics.FlowRefresh)...)
-	e.POST(routeLogout, s.logout, s.jsonLimit(metrics.FlowLogout)...)
-	e.GET(routeProfile, s.profile)
-	e.POST(routeWxPhone, s.wxPhone, s.jsonLimit(metrics.FlowPhone)...)
-	e.POST(routeWxDecrypt, s.wxDecrypt)
+	e.POST(routeWxLogin, s.mini.wxLogin, s.jsonLimit(metrics.FlowMiniProgram)...)
+	e.POST(routeRefresh, s.auth.refresh, s.jsonLimit(metrics.FlowRefresh)...)
+	e.POST(routeLogout, s.auth.logout, s.jsonLimit(metrics.FlowLogout)...)
+	e.GET(routeProfile, s.auth.profile)
+	e.POST(routeWxPhone, s.mini.wxPhone, s.jsonLimit(metrics.FlowPhone)...)
+	e.POST(routeWxDecrypt, s.mini.wxDecrypt)
 	e.GET(routeJWKS, s.jwks)
-	e.GET(routeLoginPage, s.loginPage)
-	e.GET(routeWebAuthorize, s.webAuthorize, s.htmlLimit(rl.PerMinute, rl.Burst, metrics.FlowWeb)...)
-	e.GET(routeWebCallback, s.webCallback, s.htmlLimit(int(float64(s.callbackRate)*60+0.5), s.callbackBurst, metrics.FlowWeb)...)
-	e.POST(routeWebLogout, s.webLogout)
+	e.GET(routeLoginPage, s.web.loginPage)
+	e.GET(routeWebAuthorize, s.web.webAuthorize, s.htmlLimit(rl.PerMinute, rl.Burst, metrics.FlowWeb)...)
+	e.GET(routeWebCallback, s.web.webCallback, s.htmlLimit(int(float64(s.callbackRate)*60+0.5), s.callbackBurst, metrics.FlowWeb)...)
+	e.POST(routeWebLogout, s.web.webLogout)
 	return e
 }
 
@@ -249,7 +253,3 @@ const (
 	resultRateLimited  = "rate_limited"
 	resultReplayed     = "replayed" // the previous refresh token again, within the reuse window
 )
-
-func (s *Server) count(flow, result string) {
-	s.metrics.Login.WithLabelValues(flow, result).Inc()
-}

@@ -30,14 +30,22 @@ type oauthState struct {
 // stateAD binds a sealed state to its purpose.
 const stateAD = "oauth-state"
 
+// states are the website flow's OAuth states: minted into the sealed
+// cookie by authorize, consumed once by the callback.
+type states struct {
+	seal  *sealer
+	store *store // the "used" markers, and records from before sealing
+	now   func() time.Time
+}
+
 // newState returns a state id and the cookie value carrying it.
-func (s *Server) newState(returnTo string) (id, cookie string, err error) {
-	st := oauthState{ID: randomToken(16), ReturnTo: returnTo, CreatedMS: s.now().UnixMilli()}
+func (ss *states) newState(returnTo string) (id, cookie string, err error) {
+	st := oauthState{ID: randomToken(16), ReturnTo: returnTo, CreatedMS: ss.now().UnixMilli()}
 	b, err := json.Marshal(st)
 	if err != nil {
 		return "", "", fmt.Errorf("login: encode oauth state: %w", err)
 	}
-	return st.ID, s.seal.SealURL(string(b), stateAD), nil
+	return st.ID, ss.seal.SealURL(string(b), stateAD), nil
 }
 
 // Reasons a callback's state is refused.
@@ -49,27 +57,27 @@ var (
 
 // consumeState checks the callback's state against the cookie (same id, at
 // most stateTTL old) and marks it used; it returns where to go afterwards.
-func (s *Server) consumeState(ctx context.Context, state, cookie string) (oauthState, error) {
+func (ss *states) consumeState(ctx context.Context, state, cookie string) (oauthState, error) {
 	var st oauthState
-	plain, err := s.seal.OpenURL(cookie, stateAD)
+	plain, err := ss.seal.OpenURL(cookie, stateAD)
 	if err != nil {
 		// A state minted before states were sealed (a rolling upgrade):
 		// the cookie is the state itself and Redis holds the record.
 		if subtle.ConstantTimeCompare([]byte(cookie), []byte(state)) == 1 {
-			return s.consumeStoredState(ctx, state)
+			return ss.consumeStoredState(ctx, state)
 		}
 		return st, errStateMismatch
 	}
 	if json.Unmarshal([]byte(plain), &st) != nil || subtle.ConstantTimeCompare([]byte(st.ID), []byte(state)) != 1 {
 		return oauthState{}, errStateMismatch
 	}
-	left := stateTTL - s.now().Sub(time.UnixMilli(st.CreatedMS))
+	left := stateTTL - ss.now().Sub(time.UnixMilli(st.CreatedMS))
 	if left <= 0 {
 		return st, errStateExpired
 	}
 	// The marker outlives the state by a second, so a replay at the very
 	// end of the state's life is refused too.
-	ok, err := s.store.markStateUsed(ctx, st.ID, left+time.Second)
+	ok, err := ss.store.markStateUsed(ctx, st.ID, left+time.Second)
 	if err != nil {
 		return st, err
 	}
@@ -80,8 +88,8 @@ func (s *Server) consumeState(ctx context.Context, state, cookie string) (oauthS
 }
 
 // consumeStoredState is the pre-sealing path: GETDEL the stored record.
-func (s *Server) consumeStoredState(ctx context.Context, state string) (oauthState, error) {
-	raw, ok, err := s.store.takeStoredState(ctx, state)
+func (ss *states) consumeStoredState(ctx context.Context, state string) (oauthState, error) {
+	raw, ok, err := ss.store.takeStoredState(ctx, state)
 	if err != nil {
 		return oauthState{}, err
 	}
@@ -96,7 +104,7 @@ func (s *Server) consumeStoredState(ctx context.Context, state string) (oauthSta
 		return oauthState{}, errStateUsed
 	}
 	st := oauthState{ID: state, ReturnTo: rec.ReturnTo, CreatedMS: rec.CreatedMS}
-	if s.now().Sub(time.UnixMilli(rec.CreatedMS)) > stateTTL {
+	if ss.now().Sub(time.UnixMilli(rec.CreatedMS)) > stateTTL {
 		return st, errStateExpired
 	}
 	return st, nil

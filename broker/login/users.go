@@ -39,10 +39,21 @@ type identity struct {
 	secrets map[string]string
 }
 
+// users are the user records: created or updated by a login, loaded by
+// the routes that show or use them, with their sealed fields.
+type users struct {
+	store *store
+	seal  *sealer
+	now   func() time.Time
+	// mp and web are the login apps (nil when not configured): a view
+	// falls back to the user's openid in the other one.
+	mp, web *flowApp
+}
+
 // upsertUser creates or updates the user of id.appid/id.openid, linked by
 // unionid, and records the login.
-func (s *Server) upsertUser(ctx context.Context, id identity) (*user, bool, error) {
-	uid, created, err := s.store.resolveUser(ctx, id.appid, id.openid, id.unionid)
+func (us *users) upsertUser(ctx context.Context, id identity) (*user, bool, error) {
+	uid, created, err := us.store.resolveUser(ctx, id.appid, id.openid, id.unionid)
 	if err != nil {
 		return nil, false, err
 	}
@@ -57,9 +68,9 @@ func (s *Server) upsertUser(ctx context.Context, id identity) (*user, bool, erro
 		fields = append(fields, "avatar", id.avatar)
 	}
 	for f, v := range id.secrets {
-		fields = append(fields, f, s.seal.Seal(v, f+"|"+uid))
+		fields = append(fields, f, us.seal.Seal(v, f+"|"+uid))
 	}
-	all, err := s.store.writeUser(ctx, uid, s.now().UnixMilli(), newPublicID(), fields...)
+	all, err := us.store.writeUser(ctx, uid, us.now().UnixMilli(), newPublicID(), fields...)
 	if err != nil {
 		return nil, false, err
 	}
@@ -68,8 +79,8 @@ func (s *Server) upsertUser(ctx context.Context, id identity) (*user, bool, erro
 
 var errNoUser = errors.New("login: user not found")
 
-func (s *Server) loadUser(ctx context.Context, uid string) (*user, error) {
-	m, ok, err := s.store.user(ctx, uid)
+func (us *users) loadUser(ctx context.Context, uid string) (*user, error) {
+	m, ok, err := us.store.user(ctx, uid)
 	if err != nil {
 		return nil, err
 	}
@@ -77,24 +88,24 @@ func (s *Server) loadUser(ctx context.Context, uid string) (*user, error) {
 		return nil, errNoUser
 	}
 	u := &user{id: uid, fields: m}
-	if err := s.ensurePublicID(ctx, u); err != nil {
+	if err := us.ensurePublicID(ctx, u); err != nil {
 		return nil, err
 	}
 	return u, nil
 }
 
 // setSecret stores one sealed field of a user.
-func (s *Server) setSecret(ctx context.Context, uid, field, value string) error {
-	return s.store.setUserField(ctx, uid, field, s.seal.Seal(value, field+"|"+uid), s.now().UnixMilli())
+func (us *users) setSecret(ctx context.Context, uid, field, value string) error {
+	return us.store.setUserField(ctx, uid, field, us.seal.Seal(value, field+"|"+uid), us.now().UnixMilli())
 }
 
 // secret opens a sealed field; "" when it is not set.
-func (s *Server) secret(u *user, field string) (string, error) {
+func (us *users) secret(u *user, field string) (string, error) {
 	v := u.fields[field]
 	if v == "" {
 		return "", nil
 	}
-	return s.seal.Open(v, field+"|"+u.id)
+	return us.seal.Open(v, field+"|"+u.id)
 }
 
 // userView is the user as the API shows it: never a secret.
@@ -110,9 +121,9 @@ type userView struct {
 }
 
 // view shows u with its openid in appid (else in the other login app).
-func (s *Server) view(u *user, appid string) *userView {
+func (us *users) view(u *user, appid string) *userView {
 	openid := u.fields["openid:"+appid]
-	for _, a := range []*flowApp{s.mp, s.web} {
+	for _, a := range []*flowApp{us.mp, us.web} {
 		if openid == "" && a != nil {
 			openid = u.fields["openid:"+a.appid]
 		}
@@ -122,7 +133,7 @@ func (s *Server) view(u *user, appid string) *userView {
 		CreatedAt: msTime(u.fields["created_at"]), UpdatedAt: msTime(u.fields["updated_at"]),
 		LastLoginAt: msTime(u.fields["last_login_at"]),
 	}
-	if p, err := s.secret(u, fieldPhone); err == nil && p != "" {
+	if p, err := us.secret(u, fieldPhone); err == nil && p != "" {
 		var ph phoneView
 		if jsonUnmarshal(p, &ph) == nil {
 			v.PhoneNumber = ph.PhoneNumber

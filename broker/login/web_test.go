@@ -57,11 +57,11 @@ func TestWebLoginLinksMiniProgramUser(t *testing.T) {
 	}
 
 	// The user's OAuth tokens are stored sealed.
-	usr, err := e.srv.loadUser(t.Context(), "1")
+	usr, err := e.srv.users.loadUser(t.Context(), "1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := e.srv.secret(usr, fieldOAuth+webAppID)
+	raw, err := e.srv.users.secret(usr, fieldOAuth+webAppID)
 	var rec oauthRecord
 	if err != nil || jsonUnmarshal(raw, &rec) != nil || rec.AccessToken == "" || rec.RefreshToken == "" {
 		t.Fatalf("oauth record = %q, %v", raw, err)

@@ -44,11 +44,20 @@ type reloader struct {
 	cur *config.Config
 }
 
+// newReloader returns the reloader of cfg, the configuration in use, read
+// from path ("" when it comes from no file), and records cfg's hash
+// (wxbroker_config_hash).
+func newReloader(path string, adjust func(*config.Config), log *zap.Logger, m metrics.Reload, b *broker.Broker, cfg *config.Config) *reloader {
+	m.InUse(cfg.Hash())
+	return &reloader{path: path, adjust: adjust, log: log, m: m, broker: b, cur: cfg}
+}
+
 // Reload re-reads the configuration file and applies it. A file that does
 // not load or validate, or that changes a key a restart must (listen,
 // redis, ...), changes nothing: the error lists every problem, the failure
 // is logged with each of them and counted in
-// wxbroker_config_reload_total{result="failure"}.
+// wxbroker_config_reload_total{result="failure"}. A successful one sets
+// wxbroker_config_hash to the new configuration's hash.
 func (r *reloader) Reload(ctx context.Context) error {
 	if r.path == "" {
 		return errNoConfigFile
@@ -73,6 +82,7 @@ func (r *reloader) Reload(ctx context.Context) error {
 		return err
 	}
 	r.m.Succeeded(time.Now())
+	r.m.InUse(r.cur.Hash())
 	return nil
 }
 

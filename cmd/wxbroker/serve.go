@@ -176,7 +176,7 @@ func runSystem(ctx context.Context, s system) error {
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)
 	}
-	rl := &reloader{path: s.ConfigPath, adjust: s.AdjustConfig, log: log.Named("reload"), m: m.Reload, broker: b, cur: cfg}
+	rl := newReloader(s.ConfigPath, s.AdjustConfig, log.Named("reload"), m.Reload, b, cfg)
 	a, err := api.New(api.Options{
 		Tokens: b, Config: cfg, Logger: log.Named("api"), Metrics: m, Gatherer: reg, AuditWriter: s.AuditWriter,
 		Admin: rl,
