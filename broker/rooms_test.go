@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -134,9 +133,10 @@ type listedPackage struct {
 // test's directory) with the export data `go list -export` gives for their
 // imports, and counts the method set of every named type they declare.
 func methodCounts(pattern string) ([]pkgCount, error) {
+	// go test puts its own GOROOT/bin first on the test's PATH.
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		return nil, fmt.Errorf("the go command: %w", err)
 	}
 	cmd := exec.Command(goBin, "list", "-export", "-deps",
 		"-json=ImportPath,Dir,Name,Export,GoFiles,Module,DepOnly", pattern)
