@@ -82,6 +82,7 @@ rules: deps ## promtool check/test rules on deploy/prometheus, amtool check-conf
 	amtool check-config $(ALERTMANAGER)
 	amtool config routes test --config.file=$(ALERTMANAGER) --verify.receivers=wxbroker-page alertname=WxbrokerInvalidCredentialFastBurn severity=critical job=wxbroker namespace=wx-prod wx_namespace=prod appid=wx04a7af67c8f47620
 	amtool config routes test --config.file=$(ALERTMANAGER) --verify.receivers=wxbroker-ticket alertname=WxbrokerConfigError severity=critical job=wxbroker namespace=wx-prod wx_namespace=staging appid=wx04a7af67c8f47620
+	amtool config routes test --config.file=$(ALERTMANAGER) --verify.receivers=wxbroker-page alertname=WxbrokerAuthorizersNeedReauthorization severity=critical job=wxbroker namespace=wx-prod wx_namespace=prod component_appid=wx5a3c1e9b7d2f4a6c appid=wx5a3c1e9b7d2f4a6c
 
 bench: deps ## run every benchmark, one package at a time (targets and figures: docs/BENCHMARKS.md)
 	$(GO) test -p 1 -run '^$$' -bench . -benchmem -timeout 20m ./...

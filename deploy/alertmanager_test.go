@@ -30,6 +30,9 @@ func TestAlertmanagerConfig(t *testing.T) {
 		{"a critical alert of wxbroker namespace staging opens a ticket", []string{"alertname=WxbrokerConfigError", "severity=critical", "job=wxbroker", "namespace=wx-prod", "wx_namespace=staging", "appid=wx04a7af67c8f47620"}, "wxbroker-ticket"},
 		{"a critical alert of a staging cluster namespace opens a ticket", []string{"alertname=WxbrokerDown", "severity=critical", "job=wxbroker", "namespace=wx-staging"}, "wxbroker-ticket"},
 		{"a deployment down in prod pages", []string{"alertname=WxbrokerDown", "severity=critical", "job=wxbroker", "namespace=wx-prod"}, "wxbroker-page"},
+		{"an authorizer needing re-authorization in prod pages", []string{"alertname=WxbrokerAuthorizersNeedReauthorization", "severity=critical", "job=wxbroker", "namespace=wx-prod", "wx_namespace=prod", "component_appid=wx5a3c1e9b7d2f4a6c", "appid=wx5a3c1e9b7d2f4a6c"}, "wxbroker-page"},
+		{"a stale verify ticket in prod goes to chat", []string{"alertname=WxbrokerVerifyTicketStale", "severity=warning", "job=wxbroker", "namespace=wx-prod", "wx_namespace=prod", "component_appid=wx5a3c1e9b7d2f4a6c", "appid=wx5a3c1e9b7d2f4a6c"}, "wxbroker-chat"},
+		{"an expiring verify ticket in staging opens a ticket", []string{"alertname=WxbrokerVerifyTicketExpiring", "severity=critical", "job=wxbroker", "namespace=wx-prod", "wx_namespace=staging", "component_appid=wx5a3c1e9b7d2f4a6c", "appid=wx5a3c1e9b7d2f4a6c"}, "wxbroker-ticket"},
 		{"a TLS certificate 14 days ahead goes to chat", []string{"alertname=WxbrokerTLSCertificateExpiry", "severity=warning", "job=wxbroker", "namespace=wx-prod"}, "wxbroker-chat"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

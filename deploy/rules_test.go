@@ -174,6 +174,9 @@ func TestAlertRules(t *testing.T) {
 		"WxbrokerRefreshFailing", "WxbrokerRefreshLate", "WxbrokerTokenNearExpiry",
 		"WxbrokerNoLeader", "WxbrokerSplitLeader", "WxbrokerLeaderFlapping", "WxbrokerDown", "WxbrokerQuotaHigh",
 		"WxbrokerForcedRefreshBudgetLow", "WxbrokerConfigError", "WxbrokerExternalInvalidation", "WxbrokerAppUnavailable",
+		"WxbrokerVerifyTicketStale", "WxbrokerVerifyTicketExpiring", "WxbrokerComponentTokenExpiring",
+		"WxbrokerAuthorizersNeedReauthorization", "WxbrokerAuthorizersOverdue", "WxbrokerAuthorizerRefreshFailing",
+		"WxbrokerOpenPlatformEventsRefused", "WxbrokerOpenPlatformEventsAllRefused",
 	} {
 		if !names[want] {
 			t.Errorf("alert %s missing from %s", want, rulesFile)
