@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -43,8 +44,21 @@ var devApps = []struct {
 	{"staging", "wxd0000000000000b1", "dev-secret-staging-miniprogram", config.KindMiniProgram, config.ModeStable, nil},
 }
 
+// The demo Open Platform component (third-party platform) of dev mode and
+// the accounts that authorize it once the broker runs; only with a public
+// listener, which serves its event URL.
+const (
+	devComponentNS     = "prod"
+	devComponentAppID  = "wxd0000000000000c1"
+	devComponentSecret = "dev-secret-prod-component"
+	devComponentToken  = "devcomponenttoken"
+)
+
+var devAuthorizers = []string{"wxd0000000000000d1", "wxd0000000000000d2", "wxd0000000000000d3"}
+
 // Dev lifetimes: short, so that refreshes happen while you watch.
 const (
+	devTicketPush     = time.Minute // WeChat pushes a verify ticket every 10 minutes
 	devTokenTTL       = 2 * time.Minute
 	devOverlap        = 20 * time.Second
 	devRotationWindow = 30 * time.Second
@@ -100,7 +114,7 @@ func dev(ctx context.Context, listen, public string, log *zap.Logger, stdout, st
 
 	sim := wechattest.NewServer(wechattest.Options{
 		TokenTTL: devTokenTTL, Overlap: devOverlap, RotationWindow: devRotationWindow,
-		ForceMinInterval: devForceInterval, TicketTTL: devTokenTTL,
+		ForceMinInterval: devForceInterval, TicketTTL: devTokenTTL, TicketPushInterval: devTicketPush,
 	})
 	defer sim.Close()
 	for _, a := range devApps {
@@ -119,9 +133,23 @@ func dev(ctx context.Context, listen, public string, log *zap.Logger, stdout, st
 		}
 	}
 	key := "wxb_dev_" + rand.Text()
-	cfg, err := devConfig(listen, public, mr.Addr(), sim.URL, key)
+	aesKey := make([]byte, 32)
+	_, _ = rand.Read(aesKey) // crypto/rand.Read never fails
+	comp := wechattest.Component{
+		AppID: devComponentAppID, Secret: devComponentSecret, Token: devComponentToken,
+		EncodingAESKey: base64.RawStdEncoding.EncodeToString(aesKey),
+	}
+	cfg, err := devConfig(listen, public, mr.Addr(), sim.URL, key, comp)
 	if err != nil {
 		return err
+	}
+	if public != "" {
+		// Known to the simulator from the start (the leader's
+		// api_start_push_ticket succeeds), pushing once the event URL is
+		// served (devPlatform).
+		if err := sim.AddComponent(comp); err != nil {
+			return fmt.Errorf("simulator component: %w", err)
+		}
 	}
 
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
@@ -134,7 +162,17 @@ func dev(ctx context.Context, listen, public string, log *zap.Logger, stdout, st
 	return runSystem(ctx, system{
 		Config: cfg, Redis: rdb, Logger: log, AuditWriter: stderr, ReadyAll: true, Reloads: hup,
 		OnReady: func(internal, pub net.Addr) {
-			once.Do(func() { printDevBanner(stdout, cfg, internal, pub, sim.URL, mr.Addr(), key) })
+			once.Do(func() {
+				if pub != nil {
+					// The event URL is served now: the simulator's first
+					// ticket push reaches it.
+					comp.EventURL = "http://" + pub.String() + "/open/" + comp.AppID + "/events"
+					if err := devPlatform(ctx, sim.Sim, comp, "http://"+internal.String(), key); err != nil {
+						log.Warn("dev: demo platform incomplete", zap.Error(err))
+					}
+				}
+				printDevBanner(stdout, cfg, internal, pub, sim.URL, mr.Addr(), key)
+			})
 		},
 	})
 }
@@ -166,9 +204,61 @@ func runMiniredisClock(ctx context.Context, mr *miniredis.Miniredis, tick time.D
 	return func() { cancel(); <-done }
 }
 
+// devPlatform gives the simulator the demo component's event URL (which
+// gets a verify-ticket push at once), waits until the broker serves
+// the component token minted with it, and has the demo authorizers
+// authorize the component (each an authorized push the broker exchanges
+// with api_query_auth).
+func devPlatform(ctx context.Context, sim *wechattest.Sim, comp wechattest.Component, base, key string) error {
+	if err := sim.AddComponent(comp); err != nil {
+		return fmt.Errorf("simulator component: %w", err)
+	}
+	url := base + "/v1/namespaces/" + devComponentNS + "/components/" + comp.AppID + "/access_token"
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, err := devGet(ctx, url, key)
+		if err == nil && code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no component token within 20s (last answer %d, %v)", code, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	for _, a := range devAuthorizers {
+		if _, err := sim.Authorize(ctx, comp.AppID, a); err != nil {
+			return fmt.Errorf("authorize %s: %w", a, err)
+		}
+	}
+	return nil
+}
+
+// devGet GETs url with the client key and returns the status code.
+func devGet(ctx context.Context, url, key string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
 // devConfig is the demo configuration: two namespaces, the demo apps, one
-// admin client with key, generated login keys, lifetimes scaled down.
-func devConfig(listen, public, redisAddr, simURL, key string) (*config.Config, error) {
+// admin client with key, generated login keys, lifetimes scaled down; with
+// a public listener also the demo component (comp).
+func devConfig(listen, public, redisAddr, simURL, key string, comp wechattest.Component) (*config.Config, error) {
 	cfg := config.Default()
 	cfg.InstanceID = "dev"
 	cfg.Listen = listen
@@ -189,8 +279,15 @@ func devConfig(listen, public, redisAddr, simURL, key string) (*config.Config, e
 			AppID: a.appid, Secret: config.Secret(a.secret), Kind: a.kind, TokenMode: a.mode, Tickets: a.tickets,
 		})
 	}
-	cfg.Clients = []config.Client{{Name: "dev", KeySHA256: config.HashKey(key), Allow: []string{"*/*"}, Admin: true}}
-	if public != "" {
+	cfg.Clients = []config.Client{{Name: "dev", KeySHA256: config.HashKey(key), Allow: []string{"*/*", "*/*/*"}, Admin: true}}
+	if public != "" && comp.AppID != "" {
+		cfg.Namespaces[devComponentNS].Components = []*config.Component{{
+			AppID: comp.AppID, Secret: config.Secret(comp.Secret), Token: config.Secret(comp.Token),
+			EncodingAESKey: config.Secret(comp.EncodingAESKey),
+		}}
+		rtKey := make([]byte, 32)
+		_, _ = rand.Read(rtKey) // crypto/rand.Read never fails
+		cfg.OpenPlatform.RefreshTokenEncryptionKey = config.Secret(base64.StdEncoding.EncodeToString(rtKey))
 		_, priv, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
 			return nil, fmt.Errorf("generate jwt key: %w", err)
@@ -238,7 +335,7 @@ func printDevBanner(w io.Writer, cfg *config.Config, internal, public net.Addr, 
 	}
 	fmt.Fprintf(&b, "WeChat simulator  %s  (tokens live %s)\n", simURL, devTokenTTL)
 	fmt.Fprintf(&b, "embedded Redis    %s\n", redisAddr)
-	fmt.Fprintf(&b, "demo client key   %s  (admin, may read */*)\n\n", key)
+	fmt.Fprintf(&b, "demo client key   %s  (admin, may read */* and */*/*)\n\n", key)
 	fmt.Fprintln(&b, "apps:")
 	for _, a := range devApps {
 		fmt.Fprintf(&b, "  %-8s %s  %-16s %-7s %s\n", a.ns, a.appid, a.kind, a.mode, strings.Join(a.tickets, ","))
@@ -255,6 +352,23 @@ func printDevBanner(w io.Writer, cfg *config.Config, internal, public net.Addr, 
 		base, base, oa.appid, key)
 	fmt.Fprintf(&b, "# any WeChat API through the gateway: the broker puts the current token in and retries once on 40001\n"+
 		"curl -sS %s -H 'X-Wxbroker-App: prod/%s' %s/cgi-bin/menu/get\n", auth, oa.appid, base)
+	if public != nil && len(cfg.Namespaces[devComponentNS].Components) > 0 {
+		pub := "http://" + public.String()
+		cb := base + "/v1/namespaces/" + devComponentNS + "/components/" + devComponentAppID
+		fmt.Fprintf(&b, "# Open Platform: the demo component %s (event URL %s/open/%s/events; a ticket push every %s)\n",
+			devComponentAppID, pub, devComponentAppID, devTicketPush)
+		fmt.Fprintf(&b, "curl -sS %s %s/access_token\n", auth, cb)
+		fmt.Fprintf(&b, "# its authorizers and their state, then one authorizer's token\ncurl -sS %s %s/authorizers\n", auth, cb)
+		fmt.Fprintf(&b, "curl -sS %s %s/authorizers/%s/access_token\n", auth, cb, devAuthorizers[0])
+		fmt.Fprintf(&b, "# a WeChat API as that authorizer, through the gateway\n"+
+			"curl -sS %s -H 'X-Wxbroker-App: %s/%s/%s' %s/cgi-bin/menu/get\n", auth, devComponentNS, devComponentAppID, devAuthorizers[0], base)
+		fmt.Fprintf(&b, "# onboard a merchant: the authorization link (api_create_preauthcode)\n"+
+			"curl -sS %s '%s/preauth_url?redirect_uri=%s/'\n", auth, cb, pub)
+		fmt.Fprintf(&b, "# a merchant authorizes, then revokes (the simulator pushes authorized / unauthorized)\n"+
+			"curl -sS -X POST %s/sim/components/authorize -d '{\"component_appid\":\"%s\",\"authorizer_appid\":\"wxd0000000000000d9\"}'\n"+
+			"curl -sS -X POST %s/sim/components/revoke -d '{\"component_appid\":\"%s\",\"authorizer_appid\":\"wxd0000000000000d9\"}'\n",
+			simURL, devComponentAppID, simURL, devComponentAppID)
+	}
 	fmt.Fprintf(&b, "# status (admin)\ncurl -sS %s %s/v1/status\n", auth, base)
 	fmt.Fprintf(&b, "# metrics\ncurl -sS %s/metrics | grep '^wxbroker_'\n", base)
 	if public != nil && cfg.LoginEnabled() {

@@ -235,3 +235,79 @@ func TestDevSurvivesSIGHUP(t *testing.T) {
 		t.Fatalf("token read after SIGHUP = %d; want 200", resp.StatusCode)
 	}
 }
+
+// TestDevDemoPlatform: with a public listener, wxbroker dev runs a demo
+// Open Platform component end to end: the simulator's encrypted ticket
+// push reaches the event URL, the component token is minted with it, the
+// demo authorizers' authorized pushes become active authorizers whose
+// tokens the API and the gateway serve, and the banner prints their curl
+// lines.
+func TestDevDemoPlatform(t *testing.T) {
+	var stdout logtest.Buffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		done <- runDev(ctx, []string{"--listen", "127.0.0.1:0", "--public-listen", "127.0.0.1:0"}, &stdout, io.Discard)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Error("dev did not stop within 15s")
+		}
+	})
+	b := waitBanner(t, &stdout, done)
+	comp := b.base + "/v1/namespaces/" + devComponentNS + "/components/" + devComponentAppID
+	for _, want := range []string{comp + "/access_token", comp + "/authorizers", "X-Wxbroker-App: prod/" + devComponentAppID + "/" + devAuthorizers[0], "/preauth_url?redirect_uri="} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("banner lacks %q:\n%s", want, stdout.String())
+		}
+	}
+	// The banner comes after the demo set-up: the authorizers are there.
+	code, body, err := httpGet(comp, "/authorizers", b.key)
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("GET authorizers: %d %s %v", code, body, err)
+	}
+	var list struct {
+		Authorizers []struct {
+			AppID string `json:"authorizer_appid"`
+			State string `json:"state"`
+		} `json:"authorizers"`
+	}
+	if err := json.Unmarshal(body, &list); err != nil {
+		t.Fatal(err)
+	}
+	active := map[string]bool{}
+	for _, a := range list.Authorizers {
+		active[a.AppID] = a.State == "active"
+	}
+	for _, a := range devAuthorizers {
+		if !active[a] {
+			t.Errorf("authorizer %s: not listed active in %s", a, body)
+		}
+	}
+	code, body, err = httpGet(comp, "/authorizers/"+devAuthorizers[0]+"/access_token", b.key)
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("GET authorizer token: %d %s %v", code, body, err)
+	}
+	var tok readAnswer
+	if err := json.Unmarshal(body, &tok); err != nil || tok.AccessToken == "" {
+		t.Fatalf("authorizer token answer %s: %v", body, err)
+	}
+	if !tokenValid(t, b.sim, devAuthorizers[0], tok.AccessToken) {
+		t.Errorf("the authorizer token served is not valid at the simulator")
+	}
+	req, _ := http.NewRequest(http.MethodGet, b.base+"/cgi-bin/menu/get", nil)
+	req.Header.Set("Authorization", "Bearer "+b.key)
+	req.Header.Set("X-Wxbroker-App", devComponentNS+"/"+devComponentAppID+"/"+devAuthorizers[0])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("gateway call as the authorizer: %v", err)
+	}
+	gw, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(gw), `"menu"`) {
+		t.Errorf("gateway call as the authorizer = %d %s; want the menu", resp.StatusCode, gw)
+	}
+}

@@ -546,7 +546,7 @@ func TestDevPrintsWorkingCurl(t *testing.T) {
 
 func TestDevConfigValid(t *testing.T) {
 	for _, public := range []string{"127.0.0.1:8081", ""} {
-		cfg, err := devConfig("127.0.0.1:8080", public, "127.0.0.1:6379", "http://127.0.0.1:9999", "k")
+		cfg, err := devConfig("127.0.0.1:8080", public, "127.0.0.1:6379", "http://127.0.0.1:9999", "k", wechattest.Component{})
 		if err != nil {
 			t.Fatalf("devConfig(public %q): %v", public, err)
 		}
