@@ -790,3 +790,75 @@ func TestPlatformRecoversLostRegistry(t *testing.T) {
 		t.Error("no log line about the recovered authorizers")
 	}
 }
+
+// TestPlatformReportsPreAuthAndReplays: a reported authorizer or component
+// token is refreshed once however many replicas report it (conditional
+// refresh, as for apps); PreAuthURL links to the authorization page with a
+// fresh pre_auth_code; FirstSeen is one replay store for every replica.
+func TestPlatformReportsPreAuthAndReplays(t *testing.T) {
+	comp, az := compID(1), authID(1)
+	cfg := platformConfig(t, comp)
+	e := newEnv(t, wechattest.Options{}, cfg)
+	cfg.WeChat.BaseURL = e.sim.URL // the simulator serves the authorization page
+	e.addComponents(false)
+	a := e.start("a")
+	leader(t, 5*time.Second, a)
+	b := e.start("b")
+	e.pushTicket(a.b.Platform(), comp)
+	e.authorize(a.b.Platform(), comp, az)
+	old := azToken(t, b, comp, az)
+
+	calls := a.pw.authorizer.Load()
+	var wg sync.WaitGroup
+	got := make([]Token, 8)
+	errs := make([]error, 8)
+	for i := range got {
+		n := []*node{a, b}[i%2]
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			got[i], errs[i] = n.b.Platform().ReportAuthorizer(ctx, testNS, comp, az,
+				Report{Token: old.AccessToken, Source: metrics.SourceProxy, Proof: Proven})
+		})
+	}
+	wg.Wait()
+	for i := range got {
+		if errs[i] != nil || got[i].AccessToken == old.AccessToken {
+			t.Fatalf("report %d = %v; want a new token", i, errs[i])
+		}
+	}
+	if n := a.pw.authorizer.Load() - calls; n != 1 {
+		t.Errorf("8 reports of one authorizer token made %d api_authorizer_token calls; want 1", n)
+	}
+	ct, err := b.b.Platform().ComponentToken(testNS, comp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := b.b.Platform().ReportComponent(t.Context(), testNS, comp, Report{Token: ct.AccessToken, Source: metrics.SourceProxy, Proof: Proven})
+	if err != nil || next.AccessToken == ct.AccessToken {
+		t.Errorf("ReportComponent = %v; want a new component token", err)
+	}
+
+	link, err := b.b.Platform().PreAuthURL(t.Context(), testNS, comp, "https://example.com/back?x=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(link, e.sim.URL+"/cgi-bin/componentloginpage?component_appid="+comp+"&pre_auth_code=") ||
+		!strings.Contains(link, "redirect_uri=https%3A%2F%2Fexample.com%2Fback%3Fx%3D1") {
+		t.Errorf("PreAuthURL = %s", link)
+	}
+	if _, err := b.b.Platform().PreAuthURL(t.Context(), testNS, compID(9), "https://example.com/"); !errors.Is(err, ErrUnknownComponent) {
+		t.Errorf("PreAuthURL(unknown) = %v", err)
+	}
+
+	for i, want := range []bool{true, false} {
+		n := []*node{a, b}[i]
+		first, err := n.b.Platform().FirstSeen(t.Context(), testNS, comp, "1700000000|12345|sig", time.Minute)
+		if err != nil || first != want {
+			t.Errorf("FirstSeen on %d = %v, %v; want %v", i, first, err, want)
+		}
+	}
+	if first, _ := a.b.Platform().FirstSeen(t.Context(), testNS, comp, "other", time.Minute); !first {
+		t.Error("FirstSeen(another key) = false")
+	}
+}
