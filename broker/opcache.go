@@ -104,6 +104,7 @@ func (b *opCache) applyPending(ctx context.Context, batch map[string]struct{}) e
 	st := opStoreOf(b.store)
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.Leader.LockTTL)
 	defer cancel()
+	dirty := false
 	for p := range batch {
 		ns, comp, a := splitOpPayload(p)
 		if _, ok := b.catalog().component(ns, comp); !ok {
@@ -122,10 +123,12 @@ func (b *opCache) applyPending(ctx context.Context, batch map[string]struct{}) e
 			if err != nil {
 				return err
 			}
-			b.setEntry(ns, comp, a, e, ok)
+			dirty = b.setEntry(ns, comp, a, e, ok) || dirty
 		}
 	}
-	b.install()
+	if dirty {
+		b.install() // O(authorizers): only when a state changed, not per refresh
+	}
 	b.tell(batch)
 	return nil
 }
@@ -219,17 +222,24 @@ func (b *opCache) setTicket(ns, comp, tk string, at time.Time) {
 		return
 	}
 	oc.ticket, oc.ticketAt = tk, at
+	if _, ok := b.catalog().component(ns, comp); ok {
+		b.m.OpenPlatform.VerifyTicket.WithLabelValues(ns, comp).Set(unixSeconds(at))
+	}
 }
 
-func (b *opCache) setEntry(ns, comp, a string, e azEntry, ok bool) {
+// setEntry stores authorizer a's entry (ok false: it has none) and reports
+// whether its state changed (the active set and the state gauges).
+func (b *opCache) setEntry(ns, comp, a string, e azEntry, ok bool) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	oc := b.comp(ns, comp)
+	old, had := oc.az[a]
 	if !ok {
 		delete(oc.az, a)
-		return
+		return had
 	}
 	oc.az[a] = slim(e)
+	return !had || old.State != e.State
 }
 
 // install exports the gauges and, when the active authorizers differ from
