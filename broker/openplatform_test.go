@@ -374,6 +374,28 @@ func TestPlatformAuthorizerServedByReplicas(t *testing.T) {
 		t.Error("the stored refresh token is not the simulator's current one")
 	}
 	noPlaintext(t, a.rdb, cfg.Redis.KeyPrefix, rt)
+	for _, n := range []*node{a, b} {
+		noSeriesOf(t, n, az)
+	}
+}
+
+// noSeriesOf fails when a metric series of n carries the label value v (an
+// authorizer has no series of its own).
+func noSeriesOf(t *testing.T, n *node, v string) {
+	t.Helper()
+	mfs, err := n.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetValue() == v {
+					t.Errorf("series %s{%s=%q}: an authorizer has no series of its own", mf.GetName(), l.GetName(), v)
+				}
+			}
+		}
+	}
 }
 
 // TestPlatformRotatedRefreshToken: with WeChat rotating refresh tokens
