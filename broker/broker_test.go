@@ -95,7 +95,15 @@ func TestThreeBrokersOneFetchPerLifetime(t *testing.T) {
 	classic, stable := classicApp(1, "jsapi"), stableApp(2)
 	cfg := testConfig(t, classic, stable)
 	cfg.Refresh.StableRotationWindow = window
-	e := newEnv(t, wechattest.Options{TokenTTL: ttl, TicketTTL: ttl, Overlap: time.Second, RotationWindow: window}, cfg)
+	// The ticket lives twice as long as its token, so it never falls due on
+	// its own: every ticket call is the one a new token kicks. With equal
+	// lifetimes this short, the ticket's last safe moment (its expiry less
+	// one second of minimum life and the WeChat timeout) comes a few
+	// milliseconds after its token's, and a token call still in flight then
+	// rightly makes the ticket refresh with the old token, a second ticket
+	// call for that token (TestTicketWaitsForItsTokenInFlight covers that
+	// rule at realistic lifetimes).
+	e := newEnv(t, wechattest.Options{TokenTTL: ttl, TicketTTL: 2 * ttl, Overlap: time.Second, RotationWindow: window}, cfg)
 	nodes := []*node{e.start("a"), e.start("b"), e.start("c")}
 	l := leader(t, 5*time.Second, nodes...)
 	for _, n := range nodes {
