@@ -503,6 +503,9 @@ func TestPlatformLostAuthorizations(t *testing.T) {
 				azGauge(n, comp, metrics.AuthorizerNeedsReauthorization) == 1
 		})
 	}
+	if n := testutil.ToFloat64(a.m.WeChatErrors.WithLabelValues(testNS, comp, wechat.APIAuthorizerToken, "61023")); n < 1 {
+		t.Errorf("wechat_errors_total{appid=component, api=api_authorizer_token, errcode=61023} = %v; want >= 1", n)
+	}
 	list, _ := b.b.Platform().Authorizers(t.Context(), testNS, comp)
 	if len(list) != 2 || list[0].State != StateNeedsReauthorization || !strings.Contains(list[0].LastError, "61023") || list[1].State != StateRevoked {
 		t.Errorf("Authorizers = %+v", list)
