@@ -129,7 +129,7 @@ func New(opts Options) (*Broker, error) {
 	if pw == nil {
 		pw, _ = platformOf(opts.WeChat)
 	}
-	var wx WeChat = opts.WeChat
+	wx := opts.WeChat
 	if pw != nil {
 		wx = bothWeChat{WeChat: opts.WeChat, PlatformWeChat: pw}
 	}

@@ -89,43 +89,55 @@ func (b *opCache) loop(ctx context.Context) {
 }
 
 // applyPending reads the announced changes: a ticket (authorizer ""), or
-// authorizers' entries; many at once are read as whole registries.
+// authorizers' entries, read together per component (a burst of refreshes
+// or an import is a few round trips, never a full read per batch).
 func (b *opCache) applyPending(ctx context.Context, batch map[string]struct{}) error {
 	if len(batch) == 0 {
-		return nil
-	}
-	if len(batch) > 64 {
-		if err := b.sync(ctx); err != nil {
-			return err
-		}
-		b.tell(batch)
 		return nil
 	}
 	st := opStoreOf(b.store)
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.Leader.LockTTL)
 	defer cancel()
+	type compKey struct{ ns, comp string }
+	ids := map[compKey][]string{}
 	for p := range batch {
 		ns, comp, a := splitOpPayload(p)
 		if _, ok := b.catalog().component(ns, comp); !ok {
 			continue
 		}
-		if a == "" {
-			tk, at, ok, err := st.opTicket(ctx, ns, comp)
-			if err != nil {
-				return err
-			}
-			if ok {
-				b.setTicket(ns, comp, tk, at)
-			}
-		} else {
-			e, ok, err := st.opAuthorizer(ctx, ns, comp, a)
-			if err != nil {
-				return err
-			}
-			b.setEntry(ns, comp, a, e, ok)
+		if a != "" {
+			ids[compKey{ns, comp}] = append(ids[compKey{ns, comp}], a)
+			continue
+		}
+		tk, at, ok, err := st.opTicket(ctx, ns, comp)
+		if err != nil {
+			return err
+		}
+		if ok {
+			b.setTicket(ns, comp, tk, at)
 		}
 	}
-	b.install()
+	dirty := false
+	for k, list := range ids {
+		raw, err := st.opAuthorizersOf(ctx, k.ns, k.comp, list)
+		if err != nil {
+			return err
+		}
+		for _, a := range list {
+			v, ok := raw[a]
+			var e azEntry
+			if ok {
+				if e, err = parseAzEntry(v); err != nil {
+					b.log.Warn("ignoring malformed authorizer entry", zapNS(k.ns), zapApp(k.comp), zap.String("authorizer_appid", a), zapErr(err))
+					continue
+				}
+			}
+			dirty = b.setEntry(k.ns, k.comp, a, e, ok) || dirty
+		}
+	}
+	if dirty {
+		b.install() // O(authorizers): only when a state changed, not per refresh
+	}
 	b.tell(batch)
 	return nil
 }
@@ -219,17 +231,24 @@ func (b *opCache) setTicket(ns, comp, tk string, at time.Time) {
 		return
 	}
 	oc.ticket, oc.ticketAt = tk, at
+	if _, ok := b.catalog().component(ns, comp); ok {
+		b.m.OpenPlatform.VerifyTicket.WithLabelValues(ns, comp).Set(unixSeconds(at))
+	}
 }
 
-func (b *opCache) setEntry(ns, comp, a string, e azEntry, ok bool) {
+// setEntry stores authorizer a's entry (ok false: it has none) and reports
+// whether its state changed (the active set and the state gauges).
+func (b *opCache) setEntry(ns, comp, a string, e azEntry, ok bool) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	oc := b.comp(ns, comp)
+	old, had := oc.az[a]
 	if !ok {
 		delete(oc.az, a)
-		return
+		return had
 	}
 	oc.az[a] = slim(e)
+	return !had || old.State != e.State
 }
 
 // install exports the gauges and, when the active authorizers differ from

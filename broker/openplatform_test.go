@@ -374,6 +374,28 @@ func TestPlatformAuthorizerServedByReplicas(t *testing.T) {
 		t.Error("the stored refresh token is not the simulator's current one")
 	}
 	noPlaintext(t, a.rdb, cfg.Redis.KeyPrefix, rt)
+	for _, n := range []*node{a, b} {
+		noSeriesOf(t, n, az)
+	}
+}
+
+// noSeriesOf fails when a metric series of n carries the label value v (an
+// authorizer has no series of its own).
+func noSeriesOf(t *testing.T, n *node, v string) {
+	t.Helper()
+	mfs, err := n.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetValue() == v {
+					t.Errorf("series %s{%s=%q}: an authorizer has no series of its own", mf.GetName(), l.GetName(), v)
+				}
+			}
+		}
+	}
 }
 
 // TestPlatformRotatedRefreshToken: with WeChat rotating refresh tokens
@@ -480,6 +502,9 @@ func TestPlatformLostAuthorizations(t *testing.T) {
 			return azGauge(n, comp, metrics.AuthorizerActive) == 0 && azGauge(n, comp, metrics.AuthorizerRevoked) == 1 &&
 				azGauge(n, comp, metrics.AuthorizerNeedsReauthorization) == 1
 		})
+	}
+	if n := testutil.ToFloat64(a.m.WeChatErrors.WithLabelValues(testNS, comp, wechat.APIAuthorizerToken, "61023")); n < 1 {
+		t.Errorf("wechat_errors_total{appid=component, api=api_authorizer_token, errcode=61023} = %v; want >= 1", n)
 	}
 	list, _ := b.b.Platform().Authorizers(t.Context(), testNS, comp)
 	if len(list) != 2 || list[0].State != StateNeedsReauthorization || !strings.Contains(list[0].LastError, "61023") || list[1].State != StateRevoked {
@@ -788,5 +813,77 @@ func TestPlatformRecoversLostRegistry(t *testing.T) {
 	}
 	if c.logs.FilterMessageSnippet("recovered from api_get_authorizer_list").Len() == 0 {
 		t.Error("no log line about the recovered authorizers")
+	}
+}
+
+// TestPlatformReportsPreAuthAndReplays: a reported authorizer or component
+// token is refreshed once however many replicas report it (conditional
+// refresh, as for apps); PreAuthURL links to the authorization page with a
+// fresh pre_auth_code; FirstSeen is one replay store for every replica.
+func TestPlatformReportsPreAuthAndReplays(t *testing.T) {
+	comp, az := compID(1), authID(1)
+	cfg := platformConfig(t, comp)
+	e := newEnv(t, wechattest.Options{}, cfg)
+	cfg.WeChat.BaseURL = e.sim.URL // the simulator serves the authorization page
+	e.addComponents(false)
+	a := e.start("a")
+	leader(t, 5*time.Second, a)
+	b := e.start("b")
+	e.pushTicket(a.b.Platform(), comp)
+	e.authorize(a.b.Platform(), comp, az)
+	old := azToken(t, b, comp, az)
+
+	calls := a.pw.authorizer.Load()
+	var wg sync.WaitGroup
+	got := make([]Token, 8)
+	errs := make([]error, 8)
+	for i := range got {
+		n := []*node{a, b}[i%2]
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			got[i], errs[i] = n.b.Platform().ReportAuthorizer(ctx, testNS, comp, az,
+				Report{Token: old.AccessToken, Source: metrics.SourceProxy, Proof: Proven})
+		})
+	}
+	wg.Wait()
+	for i := range got {
+		if errs[i] != nil || got[i].AccessToken == old.AccessToken {
+			t.Fatalf("report %d = %v; want a new token", i, errs[i])
+		}
+	}
+	if n := a.pw.authorizer.Load() - calls; n != 1 {
+		t.Errorf("8 reports of one authorizer token made %d api_authorizer_token calls; want 1", n)
+	}
+	ct, err := b.b.Platform().ComponentToken(testNS, comp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := b.b.Platform().ReportComponent(t.Context(), testNS, comp, Report{Token: ct.AccessToken, Source: metrics.SourceProxy, Proof: Proven})
+	if err != nil || next.AccessToken == ct.AccessToken {
+		t.Errorf("ReportComponent = %v; want a new component token", err)
+	}
+
+	link, err := b.b.Platform().PreAuthURL(t.Context(), testNS, comp, "https://example.com/back?x=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(link, e.sim.URL+"/cgi-bin/componentloginpage?component_appid="+comp+"&pre_auth_code=") ||
+		!strings.Contains(link, "redirect_uri=https%3A%2F%2Fexample.com%2Fback%3Fx%3D1") {
+		t.Errorf("PreAuthURL = %s", link)
+	}
+	if _, err := b.b.Platform().PreAuthURL(t.Context(), testNS, compID(9), "https://example.com/"); !errors.Is(err, ErrUnknownComponent) {
+		t.Errorf("PreAuthURL(unknown) = %v", err)
+	}
+
+	for i, want := range []bool{true, false} {
+		n := []*node{a, b}[i]
+		first, err := n.b.Platform().FirstSeen(t.Context(), testNS, comp, "1700000000|12345|sig", time.Minute)
+		if err != nil || first != want {
+			t.Errorf("FirstSeen on %d = %v, %v; want %v", i, first, err, want)
+		}
+	}
+	if first, _ := a.b.Platform().FirstSeen(t.Context(), testNS, comp, "other", time.Minute); !first {
+		t.Error("FirstSeen(another key) = false")
 	}
 }

@@ -269,6 +269,34 @@ func (o opStore) opAuthorizers(ctx context.Context, ns, comp string) (map[string
 	return cmd.Val(), nil
 }
 
+// opAuthorizersOf reads the registry entries of ids (HMGET, pipelined):
+// authorizer → raw entry, absent for one without an entry.
+func (o opStore) opAuthorizersOf(ctx context.Context, ns, comp string, ids []string) (map[string]string, error) {
+	const chunk = 1000
+	pipe := o.s.rdb.Pipeline()
+	var cmds []*redis.SliceCmd
+	for i := 0; i < len(ids); i += chunk {
+		cmds = append(cmds, pipe.HMGet(ctx, o.s.keys.opAuth(ns, comp), ids[i:min(i+chunk, len(ids))]...))
+	}
+	if len(cmds) == 0 {
+		return map[string]string{}, nil
+	}
+	_, err := pipe.Exec(ctx)
+	o.s.observe(err)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(ids))
+	for i, cmd := range cmds {
+		for j, v := range cmd.Val() {
+			if sv, ok := v.(string); ok {
+				out[ids[i*chunk+j]] = sv
+			}
+		}
+	}
+	return out, nil
+}
+
 // opAuthorizer reads one registry entry; ok is false when there is none.
 func (o opStore) opAuthorizer(ctx context.Context, ns, comp, authorizer string) (azEntry, bool, error) {
 	raw, err := o.s.rdb.HGet(ctx, o.s.keys.opAuth(ns, comp), authorizer).Result()
