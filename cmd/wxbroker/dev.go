@@ -221,7 +221,10 @@ func devPlatform(ctx context.Context, sim *wechattest.Sim, comp wechattest.Compo
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("no component token within 20s (last answer %d, %v)", code, err)
+			if err != nil {
+				return fmt.Errorf("no component token within 20s: %w", err)
+			}
+			return fmt.Errorf("no component token within 20s (last answer HTTP %d)", code)
 		}
 		select {
 		case <-ctx.Done():

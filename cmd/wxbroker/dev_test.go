@@ -243,11 +243,16 @@ func TestDevSurvivesSIGHUP(t *testing.T) {
 // tokens the API and the gateway serve, and the banner prints their curl
 // lines.
 func TestDevDemoPlatform(t *testing.T) {
-	var stdout logtest.Buffer
+	var stdout, stderr logtest.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {
-		done <- runDev(ctx, []string{"--listen", "127.0.0.1:0", "--public-listen", "127.0.0.1:0"}, &stdout, io.Discard)
+		done <- runDev(ctx, []string{"--listen", "127.0.0.1:0", "--public-listen", "127.0.0.1:0"}, &stdout, &stderr)
+	}()
+	defer func() {
+		if t.Failed() {
+			t.Logf("dev's log:\n%s", stderr.String())
+		}
 	}()
 	t.Cleanup(func() {
 		cancel()
