@@ -255,14 +255,14 @@ func azToken(b *broker, a string) (string, int64, bool) {
 }
 
 // TestLeaderKilledDuringAuthorizerRefreshes: a component with 50
-// authorizers (authorized through the simulator's pushes to b0's event
-// URL), refresh-token rotation on, tokens living 20 s, so that about four
-// authorizer refreshes a second rotate a refresh token each. The leader is
-// SIGKILLed 14 times, every 4 s or as soon as the last one is back, and
-// restarted; every other time it is first stopped while WeChat answers a
-// held refresh (heldAuthorizerAnswer). A refresh whose
-// answer dies with the leader leaves Redis with a refresh token WeChat has
-// retired: the new leader must recover it from api_get_authorizer_list.
+// authorizers (authorized through the simulator's encrypted pushes to b0's
+// event URL), refresh-token rotation on, tokens living 20 s, so that about
+// four authorizer refreshes a second each retire a refresh token. The
+// leader is SIGKILLed 14 times, every 4 s or as soon as the last one is
+// back, and restarted; every other time it is first stopped while WeChat
+// answers a held refresh (heldAuthorizerAnswer), so that Redis keeps a
+// refresh token WeChat has retired: the new leader must not lose the
+// authorizer (it recovers the current one from api_get_authorizer_list).
 // Afterwards every authorizer is active, Redis holds each one's current
 // refresh token (the export equals the simulator's), each token is
 // refreshed again, and no replica served a dead authorizer token.
@@ -331,6 +331,7 @@ func TestLeaderKilledDuringAuthorizerRefreshes(t *testing.T) {
 	callsAt, answeredAt := d.sim.stats(t)
 
 	killed, lostAnswers, lostFor := 0, 0, map[string]bool{}
+	killsFrom := time.Now()
 	for i := range kills {
 		var l *broker
 		if i%2 == 0 {
@@ -422,6 +423,7 @@ func TestLeaderKilledDuringAuthorizerRefreshes(t *testing.T) {
 	}
 	sort.Strings(kinds)
 	fmt.Fprintf(&b, "\n=== authorizer figures (%d authorizers, %d leader kills)\n", n, killed)
+	row("leader kills", "%d in %s", killed, lastKill.Sub(killsFrom).Round(100*time.Millisecond))
 	row("authorizer reads", "%d", z.reads)
 	row("authorizer read errors", "%d %v", errs, kinds)
 	row("reads of a dead authorizer token", "%d (longest %s after its death)", z.dead+z.unknown, z.late.Round(time.Millisecond))
