@@ -222,7 +222,7 @@ func (d *deployment) authorizers(b *broker) ([]authorizerEntry, error) {
 	}
 	code, body, err := getJSON(b.base+"/v1/namespaces/prod/components/"+component+"/authorizers", clientKey, &out)
 	if err != nil || code != 200 {
-		return nil, fmt.Errorf("authorizers from %s: %d %s %v", b.name, code, body, err)
+		return nil, fmt.Errorf("authorizers from %s: %d %s %w", b.name, code, body, err)
 	}
 	return out.Authorizers, nil
 }
@@ -235,7 +235,7 @@ func (d *deployment) exported(b *broker) (map[string]string, error) {
 	}
 	code, body, err := getJSON(b.base+"/v1/namespaces/prod/components/"+component+"/authorizers/export", clientKey, &out)
 	if err != nil || code != 200 {
-		return nil, fmt.Errorf("export from %s: %d %.200s %v", b.name, code, body, err)
+		return nil, fmt.Errorf("export from %s: %d %.200s %w", b.name, code, body, err)
 	}
 	m := map[string]string{}
 	for _, e := range out {
