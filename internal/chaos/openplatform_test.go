@@ -221,8 +221,11 @@ func (d *deployment) authorizers(b *broker) ([]authorizerEntry, error) {
 		Authorizers []authorizerEntry `json:"authorizers"`
 	}
 	code, body, err := getJSON(b.base+"/v1/namespaces/prod/components/"+component+"/authorizers", clientKey, &out)
-	if err != nil || code != 200 {
-		return nil, fmt.Errorf("authorizers from %s: %d %s %w", b.name, code, body, err)
+	if err != nil {
+		return nil, fmt.Errorf("authorizers from %s: %w", b.name, err)
+	}
+	if code != 200 {
+		return nil, fmt.Errorf("authorizers from %s: %d %s", b.name, code, body)
 	}
 	return out.Authorizers, nil
 }
@@ -234,8 +237,11 @@ func (d *deployment) exported(b *broker) (map[string]string, error) {
 		RefreshToken    string `json:"authorizer_refresh_token"`
 	}
 	code, body, err := getJSON(b.base+"/v1/namespaces/prod/components/"+component+"/authorizers/export", clientKey, &out)
-	if err != nil || code != 200 {
-		return nil, fmt.Errorf("export from %s: %d %.200s %w", b.name, code, body, err)
+	if err != nil {
+		return nil, fmt.Errorf("export from %s: %w", b.name, err)
+	}
+	if code != 200 {
+		return nil, fmt.Errorf("export from %s: %d %.200s", b.name, code, body)
 	}
 	m := map[string]string{}
 	for _, e := range out {
