@@ -288,6 +288,8 @@ func devConfig(listen, public, redisAddr, simURL, key string, comp wechattest.Co
 		rtKey := make([]byte, 32)
 		_, _ = rand.Read(rtKey) // crypto/rand.Read never fails
 		cfg.OpenPlatform.RefreshTokenEncryptionKey = config.Secret(base64.StdEncoding.EncodeToString(rtKey))
+	}
+	if public != "" {
 		_, priv, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
 			return nil, fmt.Errorf("generate jwt key: %w", err)

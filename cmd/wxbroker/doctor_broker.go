@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/wxbroker/wxbroker/broker"
 	"github.com/wxbroker/wxbroker/config"
 	"github.com/wxbroker/wxbroker/wechat"
@@ -40,12 +42,39 @@ func checkRedisAndLeader(ctx context.Context, cfg *config.Config) []finding {
 			Fix: redisFix(err)}}
 	}
 	out := []finding{{Severity: sevOK, Check: "redis", Message: "reachable at " + addrs}}
+	if len(cfg.Components()) > 0 {
+		out = append(out, persistenceFinding(ctx, rdb))
+	}
 	st, err := broker.Inspect(ctx, rdb, cfg)
 	if err != nil {
 		return append(out, finding{Severity: sevFail, Check: "leader", Message: fmt.Sprintf("cannot read the broker state: %v", err),
 			Fix: "check that redis.key_prefix matches the running brokers and that the Redis user may read it"})
 	}
 	return append(out, statusFindings(st)...)
+}
+
+// configGetter is the one Redis command persistenceFinding sends.
+type configGetter interface {
+	ConfigGet(ctx context.Context, parameter string) *redis.MapStringStringCmd
+}
+
+// persistenceFinding warns when Redis keeps no persistence (appendonly no
+// and no save schedule) while components are configured: authorizer
+// refresh tokens are the one credential the broker cannot fetch again, and
+// a restart of such a Redis loses every one (the leader recovers those
+// api_get_authorizer_list still returns).
+func persistenceFinding(ctx context.Context, rdb configGetter) finding {
+	aof, err1 := rdb.ConfigGet(ctx, "appendonly").Result()
+	save, err2 := rdb.ConfigGet(ctx, "save").Result()
+	if err := errors.Join(err1, err2); err != nil {
+		return finding{Severity: sevWarn, Check: "redis", Message: fmt.Sprintf("cannot read Redis persistence settings (CONFIG GET): %v", err),
+			Fix: "make sure Redis keeps its data (appendonly yes, or a save schedule): it holds the authorizer refresh tokens"}
+	}
+	if aof["appendonly"] == "yes" || strings.TrimSpace(save["save"]) != "" {
+		return finding{Severity: sevOK, Check: "redis", Message: fmt.Sprintf("keeps its data across a restart (appendonly %s, save %q)", aof["appendonly"], save["save"])}
+	}
+	return finding{Severity: sevWarn, Check: "redis", Message: "keeps no persistence (appendonly no, no save): a restart loses every authorizer refresh token",
+		Fix: "set appendonly yes (or a save schedule) on Redis and its replicas; see docs/OPEN_PLATFORM.md#durability"}
 }
 
 func redisFix(err error) string {

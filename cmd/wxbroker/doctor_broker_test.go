@@ -159,3 +159,26 @@ namespaces:
 		t.Errorf("doctor = exit %d; want %d", code, exitFailure)
 	}
 }
+
+// TestDoctorRedisPersistence: with components configured, doctor warns when
+// Redis keeps no persistence (a restart loses every authorizer refresh
+// token) and says ok when appendonly is on.
+func TestDoctorRedisPersistence(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		sev  severity
+		want string
+	}{
+		{"none", nil, sevWarn, "keeps no persistence"},
+		{"appendonly", []string{"--appendonly", "yes"}, sevOK, "keeps its data across a restart (appendonly yes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rs := redistest.Start(t, tc.args...)
+			f := persistenceFinding(t.Context(), rs.Client(t))
+			if f.Severity != tc.sev || !strings.Contains(f.Message, tc.want) {
+				t.Errorf("finding = %v %q; want %v containing %q", f.Severity, f.Message, tc.sev, tc.want)
+			}
+		})
+	}
+}
