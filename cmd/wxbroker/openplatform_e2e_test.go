@@ -161,7 +161,7 @@ func (r *e2eReplica) gateway(t *testing.T, a string) string {
 	req, _ := http.NewRequest(http.MethodGet, r.internal+"/cgi-bin/menu/get", nil)
 	req.Header.Set("Authorization", "Bearer "+pubAdminKey)
 	req.Header.Set("X-Wxbroker-App", "open/"+e2eComponent+"/"+a)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := httpc.Do(req)
 	if err != nil {
 		t.Fatalf("%s: gateway call as %s: %v", r.name, a, err)
 	}
@@ -288,7 +288,7 @@ func TestOpenPlatformTwoReplicas(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodPost, b.comp("/authorizers"), strings.NewReader(string(body)))
 	req.Header.Set("Authorization", "Bearer "+pubAdminKey)
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := httpc.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
