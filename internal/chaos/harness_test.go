@@ -180,6 +180,7 @@ func (s *sim) death(appid, tok string) (deadAt time.Time, known bool, err error)
 type broker struct {
 	name string
 	base string
+	pub  string // public listener (event URL) base, when the deployment has a component
 	cfg  string
 	log  string
 	proc *redistest.Process
@@ -198,6 +199,7 @@ type deployment struct {
 	brokers []*broker
 	rec     *recorder
 	starts  atomic.Int64 // processes started, to name their log files
+	op      bool         // configure the Open Platform component (openplatform_test.go) and public_listen
 }
 
 func newDeployment(t *testing.T, tm timing, redisYAML string) *deployment {
@@ -209,7 +211,12 @@ func newDeployment(t *testing.T, tm timing, redisYAML string) *deployment {
 	return d
 }
 
-func (d *deployment) writeConfig(name string, port int) string {
+func (d *deployment) writeConfig(name string, port, pubPort int) string {
+	components, allow, public := "", `["*/*"]`, ""
+	if d.op {
+		components, allow, public = opConfig()
+		public = fmt.Sprintf(public, pubPort)
+	}
 	yaml := fmt.Sprintf(`instance_id: %s
 listen: 127.0.0.1:%d
 log: {level: info, format: json}
@@ -222,10 +229,10 @@ namespaces:
     apps:
       - {appid: %s, secret: secret-stable, kind: miniprogram, token_mode: stable}
       - {appid: %s, secret: secret-classic, kind: official_account, token_mode: classic}
-clients:
-  - {name: chaos, key_sha256: %s, allow: ["*/*"], admin: true}
-`, name, port, d.redis, d.tm.lockTTL, d.tm.renew, d.sim.url, d.tm.wechatTimeout, beforeExpiry, beforeExpiry,
-		appStable, appClassic, config.HashKey(clientKey))
+%sclients:
+  - {name: chaos, key_sha256: %s, allow: %s, admin: true}
+%s`, name, port, d.redis, d.tm.lockTTL, d.tm.renew, d.sim.url, d.tm.wechatTimeout, beforeExpiry, beforeExpiry,
+		appStable, appClassic, components, config.HashKey(clientKey), allow, public)
 	path := filepath.Join(d.dir, name+".yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		d.t.Fatal(err)
@@ -239,8 +246,13 @@ func (d *deployment) addBroker() *broker {
 	d.mu.Lock()
 	name := fmt.Sprintf("b%d", len(d.brokers))
 	d.mu.Unlock()
-	port := redistest.FreePort(d.t)
-	b := &broker{name: name, base: "http://127.0.0.1:" + strconv.Itoa(port), cfg: d.writeConfig(name, port)}
+	port, pubPort := redistest.FreePort(d.t), 0
+	b := &broker{name: name, base: "http://127.0.0.1:" + strconv.Itoa(port)}
+	if d.op {
+		pubPort = redistest.FreePort(d.t)
+		b.pub = "http://127.0.0.1:" + strconv.Itoa(pubPort)
+	}
+	b.cfg = d.writeConfig(name, port, pubPort)
 	d.start(b)
 	d.mu.Lock()
 	d.brokers = append(d.brokers, b)
@@ -387,7 +399,7 @@ func (d *deployment) report(b *broker, app, tok string) (int, string) {
 	return resp.StatusCode, string(b2)
 }
 
-// waitCall waits// waitCall waits until the simulator has received more than from calls of
+// waitCall waits until the simulator has received more than from calls of
 // api for appid and returns when it noticed.
 func (d *deployment) waitCall(api, appid string, from int, timeout time.Duration) time.Time {
 	d.t.Helper()
@@ -455,6 +467,7 @@ type recorder struct {
 	flagged      map[string]bool  // broker+epoch already in backwards
 	events       []string
 	extraMin     map[string]int // unavoidable calls the scenario caused (faults, lost calls)
+	az           *azReads       // authorizer reads (openplatform_test.go); nil: apps only
 }
 
 func newRecorder(d *deployment) *recorder {
@@ -512,6 +525,9 @@ func (r *recorder) readBroker(b *broker) {
 			if !b.down.Load() {
 				r.readOnce(b, app)
 			}
+		}
+		if r.az != nil && !b.down.Load() {
+			r.readAuthorizer(b)
 		}
 	}
 }
@@ -685,6 +701,9 @@ func (r *recorder) begin(t *testing.T) {
 		r.known[tok] = true
 	}
 	r.callsAt = calls
+	if r.az != nil {
+		r.az.begin()
+	}
 	r.maxEpoch = 0
 	for e := range r.terms {
 		r.maxEpoch = max(r.maxEpoch, e)
