@@ -13,9 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/wxbroker/wxbroker/config"
+	"github.com/wxbroker/wxbroker/internal/logtest"
 	"github.com/wxbroker/wxbroker/internal/redistest"
 	"github.com/wxbroker/wxbroker/internal/waittest"
 	"github.com/wxbroker/wxbroker/wechat/wechattest"
@@ -31,7 +32,8 @@ const (
 // e2eReplica is one in-process `serve` (runSystem) of the two-replica test.
 type e2eReplica struct {
 	name             string
-	internal, public string // base URLs
+	internal, public string          // base URLs
+	logs             *logtest.Buffer // its log (debug) and audit log
 }
 
 // e2eConfig is a replica's configuration: one app (so that it becomes
@@ -66,12 +68,17 @@ func e2eConfig(t *testing.T, name, redisAddr, wechatURL string) *config.Config {
 func runE2EReplica(t *testing.T, name, redisAddr, wechatURL string) *e2eReplica {
 	t.Helper()
 	cfg := e2eConfig(t, name, redisAddr, wechatURL)
+	logs := &logtest.Buffer{}
+	log, err := newLogger(config.Log{Level: "debug", Format: "json"}, zapcore.AddSync(logs))
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan [2]net.Addr, 1)
 	done := make(chan error, 1)
 	go func() {
 		done <- runSystem(ctx, system{
-			Config: cfg, Redis: newRedis(cfg.Redis), Logger: zap.NewNop(), AuditWriter: io.Discard,
+			Config: cfg, Redis: newRedis(cfg.Redis), Logger: log, AuditWriter: logs,
 			OnReady: func(i, p net.Addr) { ready <- [2]net.Addr{i, p} },
 		})
 	}()
@@ -91,7 +98,7 @@ func runE2EReplica(t *testing.T, name, redisAddr, wechatURL string) *e2eReplica 
 		if a[1] == nil {
 			t.Fatalf("%s: no public listener", name)
 		}
-		return &e2eReplica{name: name, internal: "http://" + a[0].String(), public: "http://" + a[1].String()}
+		return &e2eReplica{name: name, internal: "http://" + a[0].String(), public: "http://" + a[1].String(), logs: logs}
 	case err := <-done:
 		t.Fatalf("%s: runSystem ended before it was ready: %v", name, err)
 	case <-time.After(30 * time.Second):
@@ -356,5 +363,30 @@ func TestOpenPlatformTwoReplicas(t *testing.T) {
 	}
 	if st, _ := b.state(t, e2eImported); st != "active" {
 		t.Errorf("the imported authorizer is %q; want active", st)
+	}
+
+	// No refresh token, ticket or authorizer token in any log line (debug
+	// level and the audit log): they appear masked, if at all.
+	secrets := map[string]string{"verify ticket": sim.VerifyTicket(e2eComponent)}
+	for _, az := range []string{e2eMerchant, e2eImported} {
+		if rt, ok := sim.RefreshToken(e2eComponent, az); ok {
+			secrets["refresh token of "+az] = rt
+		}
+	}
+	if tok, code, _ := a.token(e2eImported); code == http.StatusOK {
+		secrets["authorizer token of "+e2eImported] = tok.AccessToken
+	}
+	for _, r := range both {
+		out := r.logs.String()
+		if !strings.Contains(out, e2eImported) {
+			t.Errorf("%s: the log never names %s: the leak check reads nothing", r.name, e2eImported)
+		}
+		for what, v := range secrets {
+			if v == "" {
+				t.Errorf("%s is empty: the leak check checks nothing", what)
+			} else if strings.Contains(out, v) {
+				t.Errorf("%s: the %s is in the log in clear", r.name, what)
+			}
+		}
 	}
 }
