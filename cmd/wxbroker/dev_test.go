@@ -243,26 +243,41 @@ func TestDevSurvivesSIGHUP(t *testing.T) {
 // tokens the API and the gateway serve, and the banner prints their curl
 // lines.
 func TestDevDemoPlatform(t *testing.T) {
-	var stdout, stderr logtest.Buffer
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan int, 1)
-	go func() {
-		done <- runDev(ctx, []string{"--listen", "127.0.0.1:0", "--public-listen", "127.0.0.1:0"}, &stdout, &stderr)
-	}()
+	var stdout, stderr *logtest.Buffer
+	var b devBanner
+	// dev picks free ports for its listeners before it binds them (the
+	// login redirect URI names the public one); a test running beside it
+	// may take one in between. Start again then, and only then.
+	for attempt := 1; ; attempt++ {
+		stdout, stderr = &logtest.Buffer{}, &logtest.Buffer{}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan int, 1)
+		go func() {
+			done <- runDev(ctx, []string{"--listen", "127.0.0.1:0", "--public-listen", "127.0.0.1:0"}, stdout, stderr)
+		}()
+		banner, exited, code := devBannerOrExit(t, stdout, done)
+		if !exited {
+			b = banner
+			t.Cleanup(func() {
+				cancel()
+				select {
+				case <-done:
+				case <-time.After(15 * time.Second):
+					t.Error("dev did not stop within 15s")
+				}
+			})
+			break
+		}
+		cancel()
+		if attempt == 3 || !strings.Contains(stderr.String(), "address already in use") {
+			t.Fatalf("dev exited with %d before its banner (attempt %d); its log:\n%s", code, attempt, stderr.String())
+		}
+	}
 	defer func() {
 		if t.Failed() {
 			t.Logf("dev's log:\n%s", stderr.String())
 		}
 	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			t.Error("dev did not stop within 15s")
-		}
-	})
-	b := waitBanner(t, &stdout, done)
 	comp := b.base + "/v1/namespaces/" + devComponentNS + "/components/" + devComponentAppID
 	for _, want := range []string{comp + "/access_token", comp + "/authorizers", "X-Wxbroker-App: prod/" + devComponentAppID + "/" + devAuthorizers[0], "/preauth_url?redirect_uri="} {
 		if !strings.Contains(stdout.String(), want) {
@@ -314,5 +329,30 @@ func TestDevDemoPlatform(t *testing.T) {
 	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(gw), `"menu"`) {
 		t.Errorf("gateway call as the authorizer = %d %s; want the menu", resp.StatusCode, gw)
+	}
+}
+
+// devBannerOrExit waits for dev's banner, or for its exit before it
+// (exited: its code was received from done).
+func devBannerOrExit(t *testing.T, stdout *logtest.Buffer, done <-chan int) (b devBanner, exited bool, code int) {
+	t.Helper()
+	baseLine := regexp.MustCompile(`(?m)^internal API\s+(\S+)$`)
+	keyLine := regexp.MustCompile(`(?m)^demo client key\s+(\S+)`)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out := stdout.String()
+		bl, sl, kl := baseLine.FindStringSubmatch(out), devSimLine.FindStringSubmatch(out), keyLine.FindStringSubmatch(out)
+		if bl != nil && sl != nil && kl != nil {
+			return devBanner{base: bl[1], sim: sl[1], key: kl[1]}, false, 0
+		}
+		select {
+		case code := <-done:
+			return devBanner{}, true, code
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dev printed no banner within 30s:\n%s", out)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -203,25 +203,11 @@ func runDevInProcess(t *testing.T, args []string, stderr io.Writer) (devBanner, 
 // waitBanner waits for dev's banner and returns its addresses and key.
 func waitBanner(t *testing.T, stdout *logtest.Buffer, done <-chan int) devBanner {
 	t.Helper()
-	baseLine := regexp.MustCompile(`(?m)^internal API\s+(\S+)$`)
-	keyLine := regexp.MustCompile(`(?m)^demo client key\s+(\S+)`)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		out := stdout.String()
-		b, s, k := baseLine.FindStringSubmatch(out), devSimLine.FindStringSubmatch(out), keyLine.FindStringSubmatch(out)
-		if b != nil && s != nil && k != nil {
-			return devBanner{base: b[1], sim: s[1], key: k[1]}
-		}
-		select {
-		case code := <-done:
-			t.Fatalf("dev exited with %d before its banner:\n%s", code, out)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dev printed no banner within 30s:\n%s", out)
-		}
-		time.Sleep(20 * time.Millisecond)
+	b, exited, code := devBannerOrExit(t, stdout, done)
+	if exited {
+		t.Fatalf("dev exited with %d before its banner:\n%s", code, stdout.String())
 	}
+	return b
 }
 
 // readmeBlock returns the lines of the ```sh block that follows the README
