@@ -143,22 +143,7 @@ func BenchmarkPlatform10k(b *testing.B) {
 		b.Fatalf("Import = %+v, %v", res, err)
 	}
 	imported := time.Since(began)
-	for {
-		served := 0
-		for _, e := range seed.Entries {
-			if _, err := p.AuthorizerToken(testNS, comp, e.AuthorizerAppID); err == nil {
-				served++
-			}
-		}
-		if served == n {
-			break
-		}
-		if time.Since(began) > max(platformStartup, lifetime) {
-			b.Fatalf("after %s only %d of %d authorizers have a token", time.Since(began).Round(time.Second), served, n)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	startup := time.Since(began)
+	startup := waitAllServed(b, "after the import", func() bool { return true }, p, comp, seed.Entries, began, max(platformStartup, lifetime))
 	runtime.GC()
 
 	b.ResetTimer()
@@ -263,10 +248,17 @@ func restartPlatform(b *testing.B, cancel context.CancelFunc, done <-chan struct
 		stop()
 		<-stopped
 	})
-	p := br.Platform()
+	return waitAllServed(b, "restart", br.IsLeader, br.Platform(), comp, entries, began, platformStartup)
+}
+
+// waitAllServed waits until ready holds and p serves a token for every
+// entry, and returns the time since began; it fails the benchmark after
+// limit.
+func waitAllServed(b *testing.B, phase string, ready func() bool, p *Platform, comp string, entries []RefreshTokenEntry, began time.Time, limit time.Duration) time.Duration {
+	b.Helper()
 	for {
 		served := 0
-		if br.IsLeader() {
+		if ready() {
 			for _, e := range entries {
 				if _, err := p.AuthorizerToken(testNS, comp, e.AuthorizerAppID); err == nil {
 					served++
@@ -276,9 +268,9 @@ func restartPlatform(b *testing.B, cancel context.CancelFunc, done <-chan struct
 		if served == len(entries) {
 			return time.Since(began)
 		}
-		if time.Since(began) > platformStartup {
-			b.Fatalf("restart: after %s the new broker serves %d of %d authorizers (leader %t)",
-				time.Since(began).Round(time.Second), served, len(entries), br.IsLeader())
+		if time.Since(began) > limit {
+			b.Fatalf("%s: after %s %d of %d authorizers have a token (ready %t)",
+				phase, time.Since(began).Round(time.Second), served, len(entries), ready())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
